@@ -1,0 +1,1 @@
+"""The Kubernetes side: API calls (api.py), reconcile orchestration (reconciler.py), kopf wiring."""

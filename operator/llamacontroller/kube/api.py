@@ -1,0 +1,180 @@
+"""Every call the operator makes to the Kubernetes API, in one place.
+
+An async client (httpx) speaking plain JSON, with the credentials of a kubeconfig or of the Pod's
+service account as the `kubernetes` package resolves them. One module means one list to read for the
+RBAC role, and one place to look when a call misbehaves.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+import httpx
+
+from llamacontroller.resource import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
+
+
+class ApiError(RuntimeError):
+    """A refusal of the API server, with its status code and its own message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+def _credentials() -> Any:
+    """The `kubernetes` package's Configuration: in-cluster when in a Pod, else the kubeconfig."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    return configuration
+
+
+class _Auth(httpx.Auth):
+    """Bearer tokens that may rotate (projected service-account tokens, exec plugins)."""
+
+    def __init__(self, configuration: Any) -> None:
+        self.configuration = configuration
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        hook = self.configuration.refresh_api_key_hook
+        if hook is not None:
+            hook(self.configuration)
+        token = self.configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            request.headers["Authorization"] = token
+        yield request
+
+
+def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
+    if configuration.host.startswith("http://"):
+        return False
+    if not configuration.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
+
+
+class KubeApi:
+    """The operator's calls, each named for what it does to which resource."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_environment(cls, user_agent: str = "llamacontroller") -> KubeApi:
+        configuration = _credentials()
+        client = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=_ssl_context(configuration),
+            auth=_Auth(configuration),
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            timeout=httpx.Timeout(30.0),
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        missing_ok: bool = False,
+        exists_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        response = await self.client.request(method, path, params=params, json=body, headers=headers)
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code == 409 and exists_ok:
+            return None
+        if response.status_code >= 400:
+            try:
+                status = response.json()
+            except ValueError:
+                status = {"reason": response.reason_phrase, "message": response.text}
+            raise ApiError(response.status_code, status.get("reason", ""), status.get("message", ""))
+        return response.json()
+
+    # LlamaModels
+
+    async def get_llamamodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}"
+        return await self._call("GET", path, missing_ok=True)
+
+    async def list_llamamodels(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
+        result = await self._call("GET", path)
+        return (result or {}).get("items", [])
+
+    async def patch_llamamodel_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource: the operator never writes to spec."""
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        await self._call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True)
+
+    # Pods
+
+    async def list_pods(self, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        result = await self._call("GET", path, params={"labelSelector": label_selector})
+        return (result or {}).get("items", [])
+
+    async def create_pod(self, pod: dict[str, Any]) -> None:
+        """Idempotent: a Pod of the same (hash-derived) name is the same server."""
+        path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods"
+        await self._call("POST", path, body=pod, exists_ok=True)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", missing_ok=True)
+
+    # Services
+
+    async def list_services(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        path = f"/api/v1/namespaces/{namespace}/services"
+        result = await self._call("GET", path, params={"labelSelector": label_selector})
+        return (result or {}).get("items", [])
+
+    async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> None:
+        """Create the slot's Service, or bring an existing one (a previous holder's) to the wanted shape."""
+        meta = service["metadata"]
+        if existing is None:
+            created = await self._call(
+                "POST", f"/api/v1/namespaces/{meta['namespace']}/services", body=service, exists_ok=True
+            )
+            if created is not None:
+                return
+        patch = {
+            "metadata": {
+                "labels": meta["labels"],
+                "annotations": meta["annotations"],
+                "ownerReferences": meta.get("ownerReferences"),
+            },
+            "spec": {"selector": service["spec"]["selector"], "ports": service["spec"]["ports"]},
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}"
+        await self._call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call("GET", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)

@@ -1,0 +1,69 @@
+"""kopf wiring: each handler turns an event into a call of the Reconciler, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.reconciler import Reconciler
+from llamacontroller.render import names
+from llamacontroller.resource import GROUP, PLURAL, VERSION
+
+RESYNC_SECONDS = 30.0
+OWN_CHILDREN = {names.LABEL_MANAGED_BY: names.MANAGER}
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's bookkeeping goes to our own annotations; its per-handler events only when they fail.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.DOMAIN)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.DOMAIN, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{names.DOMAIN}/finalizer"
+    settings.posting.level = logging.WARNING
+    memo.reconciler = Reconciler(KubeApi.from_environment(), memo.config, memo.namespaces)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.api.close()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=2)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=2)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=2)
+async def llamamodel_changed(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.reconcile(namespace, name)
+
+
+@kopf.timer(
+    GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS
+)
+async def llamamodel_resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """A safety net: the cluster is the truth, so look again now and then even without events."""
+    await memo.reconciler.reconcile(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWN_CHILDREN)
+async def server_pod_event(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    await _child_changed(event, meta, memo)
+
+
+@kopf.on.event("", "v1", "services", labels=OWN_CHILDREN)
+async def slot_service_event(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    await _child_changed(event, meta, memo)
+
+
+async def _child_changed(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo) -> None:
+    """A child moved: its holder re-reads it; a child gone may free a slot for those waiting."""
+    holder = meta.annotations.get(names.ANNOTATION_HOLDER, "")
+    if "/" in holder:
+        namespace, name = holder.split("/", 1)
+        await memo.reconciler.reconcile(namespace, name)
+    node = meta.annotations.get(names.ANNOTATION_NODE)
+    if event.get("type") == "DELETED" and node:
+        await memo.reconciler.wake_waiters(node)

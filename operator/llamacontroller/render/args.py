@@ -1,0 +1,126 @@
+"""The llama-server command line, one small function per flag.
+
+The Pod's container args and the local runtime's processes both come from `server_args`, so what the
+tests start on 127.0.0.1 is what the cluster runs (only host, port and model file substituted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.resource import LlamaModel, ServerParameters
+from llamacontroller.slots import Placement
+
+POD_HOST = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """Everything the command line depends on."""
+
+    model_file: str
+    host: str
+    port: int
+    tensor_split: str
+    alias: str
+    parameters: ServerParameters
+
+
+def merged_parameters(lm: LlamaModel, config: OperatorConfig) -> ServerParameters:
+    """The LlamaModel's parameters over the operator's defaults."""
+    merged = config.defaults.model_dump(exclude_none=True) | lm.spec.parameters.model_dump(exclude_none=True)
+    return ServerParameters.model_validate(merged)
+
+
+def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> ServerPlan:
+    mount = config.models_volume.mount_path.rstrip("/")
+    return ServerPlan(
+        model_file=f"{mount}/{lm.spec.model.path}",
+        host=POD_HOST,
+        port=placement.port,
+        tensor_split=placement.tensor_split,
+        alias=lm.model_name,
+        parameters=merged_parameters(lm, config),
+    )
+
+
+def _option(flag: str, value: object | None) -> list[str]:
+    return [] if value is None else [flag, str(value)]
+
+
+def model_flag(plan: ServerPlan) -> list[str]:
+    return ["--model", plan.model_file]
+
+
+def host_flag(plan: ServerPlan) -> list[str]:
+    return ["--host", plan.host]
+
+
+def port_flag(plan: ServerPlan) -> list[str]:
+    return ["--port", str(plan.port)]
+
+
+def tensor_split_flag(plan: ServerPlan) -> list[str]:
+    return ["--tensor-split", plan.tensor_split]
+
+
+def alias_flag(plan: ServerPlan) -> list[str]:
+    return ["--alias", plan.alias]
+
+
+def ctx_size_flag(plan: ServerPlan) -> list[str]:
+    return _option("--ctx-size", plan.parameters.ctx_size)
+
+
+def n_gpu_layers_flag(plan: ServerPlan) -> list[str]:
+    return _option("--n-gpu-layers", plan.parameters.n_gpu_layers)
+
+
+def threads_flag(plan: ServerPlan) -> list[str]:
+    return _option("--threads", plan.parameters.threads)
+
+
+def batch_size_flag(plan: ServerPlan) -> list[str]:
+    return _option("--batch-size", plan.parameters.batch_size)
+
+
+def parallel_flag(plan: ServerPlan) -> list[str]:
+    return _option("--parallel", plan.parameters.parallel)
+
+
+def flash_attn_flag(plan: ServerPlan) -> list[str]:
+    return _option("--flash-attn", plan.parameters.flash_attn)
+
+
+def metrics_flag(plan: ServerPlan) -> list[str]:
+    """Prometheus metrics on /metrics: always on, the slot's Service exposes them."""
+    return ["--metrics"]
+
+
+def extra_args(plan: ServerPlan) -> list[str]:
+    """Verbatim and last, so an explicit flag here wins over a typed field."""
+    return list(plan.parameters.extra_args or [])
+
+
+FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
+    model_flag,
+    host_flag,
+    port_flag,
+    tensor_split_flag,
+    alias_flag,
+    ctx_size_flag,
+    n_gpu_layers_flag,
+    threads_flag,
+    batch_size_flag,
+    parallel_flag,
+    flash_attn_flag,
+    metrics_flag,
+    extra_args,
+)
+
+
+def server_args(plan: ServerPlan) -> list[str]:
+    """llama-server's arguments, in a stable order."""
+    return [arg for flag in FLAGS for arg in flag(plan)]

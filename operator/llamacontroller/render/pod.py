@@ -1,0 +1,122 @@
+"""The llama-server Pod of a LlamaModel: placed on its node, the slot's port, health-checked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.render import names
+from llamacontroller.render.args import plan_server, server_args
+from llamacontroller.resource import API_VERSION, KIND, LlamaModel
+from llamacontroller.slots import Placement
+
+MODELS_VOLUME = "models"
+PORT_NAME = "http"
+
+
+def owner_reference(lm: LlamaModel) -> dict[str, Any]:
+    """Makes the API server's garbage collector delete the children with the LlamaModel."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": lm.metadata.name,
+        "uid": lm.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(lm: LlamaModel, placement: Placement) -> dict[str, str]:
+    """Labels that say model, slot and node, so people and selectors find the children."""
+    labels = {
+        names.LABEL_NAME: names.SERVER_NAME,
+        names.LABEL_INSTANCE: names.label_value(lm.metadata.name),
+        names.LABEL_MANAGED_BY: names.MANAGER,
+        names.LABEL_MODEL: names.label_value(lm.metadata.name),
+        names.LABEL_NODE: names.label_value(placement.node),
+        names.LABEL_SLOT: placement.slot,
+    }
+    if lm.metadata.uid:
+        labels[names.LABEL_OWNER_UID] = lm.metadata.uid
+    return labels
+
+
+def child_metadata(lm: LlamaModel, placement: Placement, name: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": lm.metadata.namespace,
+        "labels": child_labels(lm, placement),
+        "annotations": {
+            names.ANNOTATION_MODEL_NAME: lm.model_name,
+            names.ANNOTATION_HOLDER: f"{lm.metadata.namespace}/{lm.metadata.name}",
+            names.ANNOTATION_NODE: placement.node,
+        },
+    }
+    if lm.metadata.uid:
+        metadata["ownerReferences"] = [owner_reference(lm)]
+    return metadata
+
+
+def _env(lm: LlamaModel, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The GPU environment of the node, then the LlamaModel's own variables (which win)."""
+    own = [var.model_dump(by_alias=True, exclude_none=True) for var in lm.spec.env or []]
+    own_names = {var["name"] for var in own}
+    base = [{"name": k, "value": v} for k, v in config.gpu_env.items() if k not in own_names]
+    return base + own
+
+
+def _node_affinity(node: str) -> dict[str, Any]:
+    """Bind to the node by its object name (matchFields), as DaemonSets do: labels can differ."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def render_container(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    resources = lm.spec.resources.model_dump(exclude_none=True) if lm.spec.resources else config.resources
+    container: dict[str, Any] = {
+        "name": names.SERVER_NAME,
+        "image": lm.spec.image or config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": server_args(plan_server(lm, placement, config)),
+        "ports": [{"name": PORT_NAME, "containerPort": placement.port, "protocol": "TCP"}],
+        "env": _env(lm, config),
+        "volumeMounts": [
+            {"name": MODELS_VOLUME, "mountPath": config.models_volume.mount_path, "readOnly": True}
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": PORT_NAME},
+            "periodSeconds": config.readiness_period_seconds,
+            "failureThreshold": 3,
+        },
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def render_pod_spec(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "affinity": _node_affinity(placement.node),
+        "containers": [render_container(lm, placement, config)],
+        "volumes": [{"name": MODELS_VOLUME, **config.models_volume.volume_source()}],
+    }
+    if config.runtime_class_name:
+        spec["runtimeClassName"] = config.runtime_class_name
+    if config.tolerations:
+        spec["tolerations"] = config.tolerations
+    return spec
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Identifies the rendered server: a change of it (and only of it) switches the Pod."""
+    return names.short_hash(json.dumps(spec, sort_keys=True, separators=(",", ":")))
+
+
+def render_pod(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    spec = render_pod_spec(lm, placement, config)
+    pod_hash = spec_hash(spec)
+    metadata = child_metadata(lm, placement, names.pod_name(lm.metadata.name, pod_hash))
+    metadata["annotations"][names.ANNOTATION_POD_HASH] = pod_hash
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}

@@ -1,0 +1,52 @@
+"""The Service in front of a slot: named after the slot, selecting whichever Pod holds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llamacontroller.render import names
+from llamacontroller.render.pod import PORT_NAME, child_metadata
+from llamacontroller.resource import LlamaModel
+from llamacontroller.slots import Placement
+
+
+def slot_selector(placement: Placement) -> dict[str, str]:
+    return {
+        names.LABEL_MANAGED_BY: names.MANAGER,
+        names.LABEL_NODE: names.label_value(placement.node),
+        names.LABEL_SLOT: placement.slot,
+    }
+
+
+def render_service(lm: LlamaModel, placement: Placement) -> dict[str, Any]:
+    name = names.service_name(placement.node, placement.slot, node_named=bool(lm.spec.node_name))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(lm, placement, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": slot_selector(placement),
+            "ports": [
+                {"name": PORT_NAME, "port": placement.port, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def service_endpoint(service: dict[str, Any]) -> str:
+    """The in-cluster URL of a slot's server."""
+    meta, port = service["metadata"], service["spec"]["ports"][0]["port"]
+    return f"http://{meta['name']}.{meta['namespace']}.svc:{port}"
+
+
+def service_matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether an existing Service already fronts the slot as wanted (so no write is needed)."""
+    have, want = existing.get("metadata", {}), wanted["metadata"]
+    return (
+        existing.get("spec", {}).get("selector") == wanted["spec"]["selector"]
+        and existing.get("spec", {}).get("ports") == wanted["spec"]["ports"]
+        and have.get("ownerReferences") == want.get("ownerReferences")
+        and want["labels"].items() <= (have.get("labels") or {}).items()
+        and want["annotations"].items() <= (have.get("annotations") or {}).items()
+    )

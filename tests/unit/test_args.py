@@ -1,0 +1,72 @@
+from dataclasses import replace
+
+from llamacontroller.render.args import plan_server, server_args
+from llamacontroller.resource import parse_llamamodel
+from llamacontroller.slots import place
+from tests.unit.helpers import llamamodel, repo_config
+
+
+def _args(**spec):
+    config = repo_config()
+    lm = parse_llamamodel(llamamodel(**spec))
+    return server_args(plan_server(lm, place(lm, config), config))
+
+
+def _value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_required_flags_come_first_in_a_stable_order():
+    args = _args(gpu={"gpuId": 1})
+    assert args[:10] == [
+        "--model", "/models/phi-4.gguf",
+        "--host", "0.0.0.0",
+        "--port", "8088",
+        "--tensor-split", "0,1",
+        "--alias", "phi-4:latest",
+    ]  # fmt: skip
+    assert "--metrics" in args
+
+
+def test_config_defaults_fill_unset_parameters():
+    args = _args()
+    assert (_value(args, "--ctx-size"), _value(args, "--n-gpu-layers"), _value(args, "--parallel")) == (
+        "4096",
+        "999",
+        "1",
+    )
+    assert "--threads" not in args and "--flash-attn" not in args and "--batch-size" not in args
+
+
+def test_typed_parameters_override_defaults():
+    args = _args(
+        parameters={"ctxSize": 1024, "threads": 4, "batchSize": 256, "parallel": 3, "flashAttn": "off"}
+    )
+    assert [
+        _value(args, f) for f in ("--ctx-size", "--threads", "--batch-size", "--parallel", "--flash-attn")
+    ] == [
+        "1024",
+        "4",
+        "256",
+        "3",
+        "off",
+    ]
+
+
+def test_extra_args_come_last_verbatim_so_they_win():
+    args = _args(parameters={"ctxSize": 1024, "extraArgs": ["--ctx-size", "2048", "--jinja"]})
+    assert args[-3:] == ["--ctx-size", "2048", "--jinja"]
+
+
+def test_custom_split_for_both():
+    assert _value(_args(gpu={"mode": "both", "tensorSplit": "0.7,0.3"}), "--tensor-split") == "0.7,0.3"
+
+
+def test_local_substitution_changes_only_host_port_and_model():
+    config = repo_config()
+    lm = parse_llamamodel(llamamodel())
+    plan = plan_server(lm, place(lm, config), config)
+    pod_args = server_args(plan)
+    local = server_args(replace(plan, host="127.0.0.1", port=5555, model_file="/tmp/m.gguf"))
+    changed = {i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b}
+    assert {pod_args[i - 1] for i in changed} == {"--host", "--port", "--model"}

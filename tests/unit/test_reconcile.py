@@ -1,0 +1,94 @@
+"""The pure reconcile decision, on hand-built observations of the cluster."""
+
+from llamacontroller.reconcile import Observed, decide, status_patch
+from llamacontroller.render.children import render_children
+from llamacontroller.resource import Phase, parse_llamamodel
+from tests.unit.helpers import llamamodel, repo_config
+
+CONFIG = repo_config()
+NOTHING = Observed(pods=[], services=[], node_pods=[])
+
+
+def _children(body):
+    return render_children(parse_llamamodel(body), CONFIG)
+
+
+def test_free_slot_creates_pod_and_service():
+    body = llamamodel()
+    decision = decide(body, CONFIG, NOTHING)
+    children = _children(body)
+    assert decision.create_pod == children.pod
+    assert decision.apply_service == children.service
+    assert decision.delete_pods == []
+    assert decision.report.phase is Phase.PENDING
+    status = status_patch(body, decision, "now")
+    assert status["slot"] == "gpu0" and status["port"] == 8081 and status["node"] == "node-a"
+    assert status["podName"] == children.pod["metadata"]["name"]
+    assert status["endpoint"] == "http://llama-node-a-gpu0.default.svc:8081"
+    assert status["observedGeneration"] == 1
+    assert status["model"] == "phi-4:latest"
+
+
+def test_taken_slot_waits_and_names_the_holder():
+    holder = _children(llamamodel(name="big", uid="u-big", gpu={"mode": "both"})).pod
+    decision = decide(
+        llamamodel(gpu={"gpuId": 1}), CONFIG, Observed(pods=[], services=[], node_pods=[holder])
+    )
+    assert decision.create_pod is None and decision.apply_service is None
+    assert decision.report.phase is Phase.WAITING
+    assert decision.report.message == "gpu1 on node-a is held by default/big (both)"
+    status = status_patch(llamamodel(), decision, "now")
+    slot = next(c for c in status["conditions"] if c["type"] == "SlotAvailable")
+    assert (slot["status"], slot["reason"]) == ("False", "SlotTaken")
+
+
+def test_side_by_side_slots_do_not_wait():
+    gpu0 = _children(llamamodel(name="a", uid="ua", gpu={"gpuId": 0})).pod
+    decision = decide(llamamodel(gpu={"gpuId": 1}), CONFIG, Observed(pods=[], services=[], node_pods=[gpu0]))
+    assert decision.create_pod is not None
+
+
+def test_existing_pod_is_observed_not_recreated():
+    body = llamamodel()
+    pod = _children(body).pod
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    decision = decide(body, CONFIG, Observed(pods=[pod], services=[], node_pods=[pod]))
+    assert decision.create_pod is None
+    assert decision.report.phase is Phase.READY
+
+
+def test_changed_server_deletes_old_pod_first_and_creates_nothing():
+    old = _children(llamamodel(parameters={"ctxSize": 1024})).pod
+    decision = decide(llamamodel(parameters={"ctxSize": 2048}), CONFIG, Observed([old], [], [old]))
+    assert decision.delete_pods == [old["metadata"]["name"]]
+    assert decision.create_pod is None
+    assert decision.report.reason == "Switching"
+
+
+def test_terminating_old_pod_is_not_deleted_twice():
+    old = _children(llamamodel(parameters={"ctxSize": 1024})).pod
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    decision = decide(llamamodel(parameters={"ctxSize": 2048}), CONFIG, Observed([old], [], [old]))
+    assert decision.delete_pods == [] and decision.create_pod is None
+
+
+def test_slot_move_drops_the_old_service():
+    old = _children(llamamodel(gpu={"gpuId": 0})).service
+    decision = decide(llamamodel(gpu={"gpuId": 1}), CONFIG, Observed([], [old], []))
+    assert decision.delete_services == ["llama-node-a-gpu0"]
+    assert decision.apply_service["metadata"]["name"] == "llama-node-a-gpu1"
+
+
+def test_invalid_spec_fails_and_keeps_the_running_server():
+    pod = _children(llamamodel()).pod
+    decision = decide(llamamodel(gpu={"mode": "triple"}), CONFIG, Observed([pod], [], [pod]))
+    assert decision.report.phase is Phase.FAILED and decision.report.reason == "InvalidSpec"
+    assert "spec.gpu.mode" in decision.report.message and pod["metadata"]["name"] in decision.report.message
+    assert decision.delete_pods == [] and decision.create_pod is None
+
+
+def test_unplaceable_spec_fails_with_reason():
+    decision = decide(llamamodel(gpu={"gpuId": 7}), CONFIG, NOTHING)
+    assert (decision.report.phase, decision.report.reason) == (Phase.FAILED, "InvalidPlacement")
+    status = status_patch(llamamodel(gpu={"gpuId": 7}), decision, "now")
+    assert status["slot"] is None and status["podName"] is None

@@ -1,0 +1,118 @@
+"""Pod and Service rendering, checked against golden YAML (regenerate: pytest --update-golden)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llamacontroller.render import names
+from llamacontroller.render.children import render_children
+from llamacontroller.render.service import service_matches
+from llamacontroller.resource import parse_llamamodel
+from tests.unit.helpers import REPO, llamamodel, repo_config
+
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def _render_example(path: Path) -> list[dict]:
+    body = yaml.safe_load(path.read_text())
+    body["metadata"].update(namespace="default", uid="00000000-0000-4000-8000-000000000001")
+    children = render_children(parse_llamamodel(body), repo_config())
+    return [children.pod, children.service]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_render_as_golden(example: Path, update_golden: bool):
+    rendered = yaml.safe_dump_all(_render_example(example), sort_keys=False)
+    golden = GOLDEN / f"{example.stem}.yaml"
+    if update_golden:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(rendered)
+    assert golden.exists(), f"no golden file {golden}: run pytest --update-golden"
+    assert rendered == golden.read_text()
+
+
+def test_examples_cover_each_placement():
+    slots = {_render_example(p)[0]["metadata"]["labels"][names.LABEL_SLOT] for p in EXAMPLES}
+    assert slots == {"gpu0", "gpu1", "both"}
+
+
+def _children(**spec):
+    return render_children(parse_llamamodel(llamamodel(**spec)), repo_config())
+
+
+def test_pod_is_bound_to_its_node_and_owned_by_the_llamamodel():
+    pod = _children().pod
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["node-a"]
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "LlamaModel",
+        "phi-4",
+        "uid-phi-4",
+        True,
+    )
+
+
+def test_container_port_and_readiness_follow_the_slot():
+    container = _children(gpu={"gpuId": 1}).pod["spec"]["containers"][0]
+    assert container["ports"][0]["containerPort"] == 8088
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_models_volume_is_read_only():
+    pod = _children().pod
+    assert pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] is True
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_user_env_wins_over_gpu_env():
+    env = _children(env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}]).pod["spec"]["containers"][0][
+        "env"
+    ]
+    assert [e for e in env if e["name"] == "NVIDIA_VISIBLE_DEVICES"] == [
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}
+    ]
+
+
+def test_pod_name_changes_with_the_server_and_only_with_it():
+    base = _children(parameters={"ctxSize": 2048}).pod["metadata"]["name"]
+    same = _children(parameters={"ctxSize": 2048, "parallel": 1}).pod["metadata"]["name"]  # 1 is the default
+    other = _children(parameters={"ctxSize": 4096 * 2}).pod["metadata"]["name"]
+    assert base == same
+    assert base != other
+
+
+def test_service_is_named_after_node_and_slot_not_model():
+    a = _children().service
+    b = render_children(parse_llamamodel(llamamodel(name="other", uid="u2")), repo_config()).service
+    assert a["metadata"]["name"] == b["metadata"]["name"] == "llama-node-a-gpu0"
+    assert a["spec"]["selector"] == {
+        names.LABEL_MANAGED_BY: "llamacontroller",
+        names.LABEL_NODE: "node-a",
+        names.LABEL_SLOT: "gpu0",
+    }
+    assert a["spec"]["ports"][0]["port"] == 8081
+
+
+def test_service_on_default_node_is_named_after_slot():
+    body = llamamodel(gpu={"mode": "both"})
+    del body["spec"]["nodeName"]
+    service = render_children(parse_llamamodel(body), repo_config(default_node="solo")).service
+    assert service["metadata"]["name"] == "llama-both"
+
+
+@pytest.mark.parametrize("node", ["gpu.node.example.com", "n" * 80, "9lives"])
+def test_service_names_are_dns_1035(node):
+    name = names.service_name(node, "gpu0", node_named=True)
+    assert len(name) <= 63
+    assert name[0].isalpha() and name[-1].isalnum()
+    assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def test_service_matches_detects_a_previous_holder():
+    mine = _children().service
+    theirs = render_children(parse_llamamodel(llamamodel(name="other", uid="u2")), repo_config()).service
+    assert service_matches(mine, mine)
+    assert not service_matches(theirs, mine)
