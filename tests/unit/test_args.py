@@ -1,6 +1,6 @@
 from dataclasses import replace
 
-from llamacontroller.render.args import plan_server, server_args
+from llamacontroller.render.args import plan_server, server_args, with_local_endpoint
 from llamacontroller.resource import parse_llamamodel
 from llamacontroller.slots import place
 from tests.unit.helpers import llamamodel, repo_config
@@ -70,3 +70,15 @@ def test_local_substitution_changes_only_host_port_and_model():
     local = server_args(replace(plan, host="127.0.0.1", port=5555, model_file="/tmp/m.gguf"))
     changed = {i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b}
     assert {pod_args[i - 1] for i in changed} == {"--host", "--port", "--model"}
+
+
+def test_pod_args_localized_keep_everything_else():
+    pod_args = _args(parameters={"extraArgs": ["--jinja"]})
+    local = with_local_endpoint(pod_args, "127.0.0.1", 5555, "/tmp/m.gguf")
+    assert [local[local.index(f) + 1] for f in ("--host", "--port", "--model")] == [
+        "127.0.0.1",
+        "5555",
+        "/tmp/m.gguf",
+    ]
+    changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
+    assert len(changed) == 3

@@ -124,3 +124,16 @@ FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
 def server_args(plan: ServerPlan) -> list[str]:
     """llama-server's arguments, in a stable order."""
     return [arg for flag in FLAGS for arg in flag(plan)]
+
+
+LOCAL_FLAGS = ("--host", "--port", "--model")
+
+
+def with_local_endpoint(args: list[str], host: str, port: int, model_file: str) -> list[str]:
+    """A Pod's arguments for a process on this machine: only host, port and model file change."""
+    values = dict(zip(LOCAL_FLAGS, (host, str(port), model_file), strict=True))
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg in values:
+            out[i + 1] = values[arg]
+    return out

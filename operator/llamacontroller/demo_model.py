@@ -1,0 +1,189 @@
+"""A deterministic generator of a tiny but real GGUF model for tests and the demo.
+
+No package ships a small GGUF model, so we write one: a 2-layer llama with random weights and a
+SentencePiece-style vocabulary. llama-server loads it in a fraction of a second and serves
+completions, chat, tokenization and embeddings with it. The text it writes is meaningless, but it
+is always printable and runs to ``n_predict`` tokens (unless a grammar forces a stop), which keeps
+tests predictable.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import gguf
+import numpy as np
+
+MODEL_NAME = "llamacontroller-demo"
+ARCHITECTURE = "llama"
+CONTEXT_LENGTH = 2048
+EMBEDDING_LENGTH = 64
+BLOCK_COUNT = 2
+HEAD_COUNT = 4
+HEAD_COUNT_KV = 4
+FEED_FORWARD_LENGTH = 128
+RMS_NORM_EPS = 1e-5
+
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+SPACE = "\u2581"  # SentencePiece's marker for a space ("▁")
+WORDS = ("hello", "world", "llama", "model", "demo", "kubernetes", "pod", "the", "and", "is")
+
+# The first embedding dimension is a constant that no layer writes to. After the final norm it is
+# always positive, so its output-head weight lifts every readable token far above the control and
+# byte tokens (whose rows are zero): no sampler setting makes the model emit EOS or raw bytes.
+BIAS_FEATURE = 8.0
+READABLE_LOGIT_WEIGHT = 5.0
+
+# ChatML, like Qwen2.5: a system turn (which also lists the tools), tool calls as <tool_call> JSON
+# in the assistant turn, tool results as a "tool" turn. Every tag trims whitespace around itself,
+# so the indentation below never reaches the prompt.
+CHAT_TEMPLATE = r"""
+{%- set has_system = messages and messages[0]['role'] == 'system' -%}
+{%- if has_system or tools -%}
+    {{- '<|im_start|>system\n' -}}
+    {%- if has_system -%}{{- messages[0]['content'] -}}{%- endif -%}
+    {%- if tools -%}
+        {%- if has_system -%}{{- '\n\n' -}}{%- endif -%}
+        {{- 'You can call these tools:\n' -}}
+        {%- for tool in tools -%}{{- tool | tojson + '\n' -}}{%- endfor -%}
+        {{- 'To call one, reply with <tool_call>\n{"name": <name>, "arguments": <args>}\n</tool_call>' -}}
+    {%- endif -%}
+    {{- '<|im_end|>\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+    {%- if not (loop.first and has_system) -%}
+        {{- '<|im_start|>' + message['role'] + '\n' -}}
+        {%- if message['content'] is string -%}{{- message['content'] -}}{%- endif -%}
+        {%- for call in message['tool_calls'] or [] -%}
+            {%- set function = call['function'] if call['function'] is defined else call -%}
+            {{- '\n<tool_call>\n{"name": "' + function['name'] + '", "arguments": ' -}}
+            {%- if function['arguments'] is string -%}{{- function['arguments'] -}}
+            {%- else -%}{{- function['arguments'] | tojson -}}{%- endif -%}
+            {{- '}\n</tool_call>' -}}
+        {%- endfor -%}
+        {{- '<|im_end|>\n' -}}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}
+""".strip()
+
+Vocabulary = list[tuple[str, float, gguf.TokenType]]
+
+
+def build_vocabulary() -> Vocabulary:
+    """SentencePiece-style tokens as (text, score, type).
+
+    Every prefix of a word piece is a token too, because SentencePiece only reaches a piece by
+    merging pairs of existing tokens. Longer pieces score higher so whole words win those merges.
+    """
+    vocab: Vocabulary = [
+        ("<unk>", 0.0, gguf.TokenType.UNKNOWN),
+        ("<s>", 0.0, gguf.TokenType.CONTROL),
+        ("</s>", 0.0, gguf.TokenType.CONTROL),
+    ]
+    vocab += [(f"<0x{byte:02X}>", 0.0, gguf.TokenType.BYTE) for byte in range(256)]
+    pieces = [SPACE] + [chr(code) for code in range(0x21, 0x7F)]
+    for word in WORDS:
+        marked = SPACE + word
+        pieces += [marked[:end] for end in range(2, len(marked) + 1) if marked[:end] not in pieces]
+    vocab += [(piece, float(len(piece)), gguf.TokenType.NORMAL) for piece in pieces]
+    vocab += [(IM_START, 0.0, gguf.TokenType.CONTROL), (IM_END, 0.0, gguf.TokenType.CONTROL)]
+    return vocab
+
+
+def build_tensors(vocab: Vocabulary, seed: int) -> dict[str, np.ndarray]:
+    """Seeded random float32 weights, in llama's tensor names and numpy (rows, columns) layout.
+
+    Only readable (normal) tokens get non-zero output-head rows, see ``BIAS_FEATURE``.
+    """
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff = EMBEDDING_LENGTH, FEED_FORWARD_LENGTH
+
+    def normal(rows: int, cols: int, std: float) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
+
+    def ones() -> np.ndarray:
+        return np.ones(n_embd, dtype=np.float32)
+
+    embd = normal(len(vocab), n_embd, 1.0)
+    embd[:, 0] = BIAS_FEATURE
+    tensors = {"token_embd.weight": embd}
+    for block in range(BLOCK_COUNT):
+        attn_out, ffn_down = normal(n_embd, n_embd, n_embd**-0.5), normal(n_embd, n_ff, n_ff**-0.5)
+        attn_out[0] = ffn_down[0] = 0.0  # keep the bias feature constant through the residual stream
+        tensors |= {
+            f"blk.{block}.attn_norm.weight": ones(),
+            f"blk.{block}.attn_q.weight": normal(n_embd, n_embd, n_embd**-0.5),
+            f"blk.{block}.attn_k.weight": normal(n_embd, n_embd, n_embd**-0.5),
+            f"blk.{block}.attn_v.weight": normal(n_embd, n_embd, n_embd**-0.5),
+            f"blk.{block}.attn_output.weight": attn_out,
+            f"blk.{block}.ffn_norm.weight": ones(),
+            f"blk.{block}.ffn_gate.weight": normal(n_ff, n_embd, n_embd**-0.5),
+            f"blk.{block}.ffn_up.weight": normal(n_ff, n_embd, n_embd**-0.5),
+            f"blk.{block}.ffn_down.weight": ffn_down,
+        }
+    output = normal(len(vocab), n_embd, 0.5)
+    output[:, 0] = READABLE_LOGIT_WEIGHT
+    output[[kind != gguf.TokenType.NORMAL for _, _, kind in vocab]] = 0.0
+    tensors |= {"output_norm.weight": ones(), "output.weight": output}
+    return tensors
+
+
+def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
+    """The keys llama.cpp reads from a converted llama model (the architecture key comes from the writer)."""
+    writer.add_name(MODEL_NAME)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_vocab_size(len(vocab))
+    writer.add_context_length(CONTEXT_LENGTH)
+    writer.add_embedding_length(EMBEDDING_LENGTH)
+    writer.add_block_count(BLOCK_COUNT)
+    writer.add_feed_forward_length(FEED_FORWARD_LENGTH)
+    writer.add_head_count(HEAD_COUNT)
+    writer.add_head_count_kv(HEAD_COUNT_KV)
+    writer.add_rope_dimension_count(EMBEDDING_LENGTH // HEAD_COUNT)
+    writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([text for text, _, _ in vocab])
+    writer.add_token_scores([score for _, score, _ in vocab])
+    writer.add_token_types([kind for _, _, kind in vocab])
+    writer.add_unk_token_id(UNK_ID)
+    writer.add_bos_token_id(BOS_ID)
+    writer.add_eos_token_id(EOS_ID)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    # llama.cpp would otherwise put a space after every control token ("<|im_start|> user"), which
+    # breaks the grammar for tool_choice=required: it expects the prompt's "<|im_start|>assistant\n".
+    writer.add_add_space_prefix(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+
+def write_demo_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """Write the demo model to ``path`` and return it; the same seed always gives the same bytes.
+
+    The file appears atomically (temp file + rename), so a server never sees a half-written model.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vocab = build_vocabulary()
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = pathlib.Path(tmp_name)
+    writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
+    try:
+        add_metadata(writer, vocab)
+        for name, tensor in build_tensors(vocab, seed).items():
+            writer.add_tensor(name, tensor)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.chmod(0o644)  # mkstemp makes it private; llama-server may run as another user
+        tmp.replace(path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

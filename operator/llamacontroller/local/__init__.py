@@ -1,0 +1,1 @@
+"""Running llama-server on this machine: finding the binary and supervising its processes."""

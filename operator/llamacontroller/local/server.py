@@ -1,0 +1,76 @@
+"""One llama-server process: started with rendered arguments, healthy or explained, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+
+class ServerFailed(RuntimeError):
+    """llama-server exited or never became healthy; the message carries its last log lines."""
+
+
+class LlamaServerProcess:
+    def __init__(self, binary: Path, args: Sequence[str], host: str, port: int, log_path: Path) -> None:
+        self.binary = binary
+        self.args = list(args)
+        self.url = f"http://{host}:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.binary), *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C of a terminal reaches us, not the servers directly
+            )
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def health(self) -> int | None:
+        """The status code of /health (503 while loading, 200 when ready), None if unreachable."""
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2.0).status_code
+        except httpx.HTTPError:
+            return None
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerFailed(f"llama-server exited with code {code}:\n{self.log_tail()}")
+            if self.health() == 200:
+                return
+            time.sleep(0.05)
+        raise ServerFailed(f"llama-server not healthy after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers; waits so that no zombie or orphan is left."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)

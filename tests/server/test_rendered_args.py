@@ -1,0 +1,88 @@
+"""The arguments rendered for a Pod start a real llama-server, which then serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from llamacontroller.local.server import ServerFailed
+from tests.server.conftest import StartServer
+from tests.unit.helpers import REPO, llamamodel
+
+# -t 1: with two threads on a two-core machine, requests sometimes stall.
+ONE_THREAD = {"threads": 1}
+
+PLACEMENTS = {
+    "gpu0": {"mode": "single", "gpuId": 0},
+    "gpu1": {"mode": "single", "gpuId": 1},
+    "both": {"mode": "both"},
+    "custom-split": {"mode": "both", "tensorSplit": "0.7,0.3"},
+}
+
+PARAMETER_SETS = {
+    "ctx-and-parallel": {"ctxSize": 1024, "parallel": 2},
+    "flash-attn-on": {"flashAttn": "on"},
+    "flash-attn-off": {"flashAttn": "off"},
+    "flash-attn-auto": {"flashAttn": "auto"},
+    "batch": {"batchSize": 64, "nGpuLayers": 0},
+    "extra-args": {"extraArgs": ["--jinja", "--ctx-size", "512"]},
+}
+
+
+def chat(url: str) -> dict:
+    response = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def assert_serves(url: str, alias: str) -> None:
+    assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}
+    answer = chat(url)
+    assert answer["choices"][0]["message"]["content"]
+    assert answer["model"] == alias
+    assert answer["usage"]["completion_tokens"] == 8
+
+
+@pytest.mark.parametrize("gpu", PLACEMENTS.values(), ids=PLACEMENTS.keys())
+def test_each_slot_starts_and_serves(start_server: StartServer, gpu: dict):
+    server = start_server(llamamodel(gpu=gpu, parameters=ONE_THREAD))
+    assert_serves(server.url, "phi-4:latest")
+
+
+@pytest.mark.parametrize("parameters", PARAMETER_SETS.values(), ids=PARAMETER_SETS.keys())
+def test_parameter_sets_start_and_serve(start_server: StartServer, parameters: dict):
+    server = start_server(llamamodel(parameters=ONE_THREAD | parameters))
+    assert_serves(server.url, "phi-4:latest")
+
+
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_start_and_serve(start_server: StartServer, example: Path):
+    body = yaml.safe_load(example.read_text())
+    body["metadata"].update(namespace="default", uid="u")
+    body["spec"].setdefault("parameters", {}).update(ONE_THREAD)
+    server = start_server(body)
+    alias = body["spec"]["model"].get("name") or body["metadata"]["name"]
+    assert_serves(server.url, alias if ":" in alias else f"{alias}:latest")
+
+
+def test_the_ctx_size_is_the_total_over_parallel_slots(start_server: StartServer):
+    server = start_server(llamamodel(parameters=ONE_THREAD | {"ctxSize": 1024, "parallel": 2}))
+    props = httpx.get(f"{server.url}/props", timeout=5).json()
+    assert props["total_slots"] == 2
+    assert props["default_generation_settings"]["n_ctx"] == 512
+
+
+def test_a_rejected_argument_fails_with_the_servers_own_error(start_server: StartServer):
+    with pytest.raises(ServerFailed) as failure:
+        start_server(llamamodel(parameters=ONE_THREAD | {"extraArgs": ["--no-such-flag"]}))
+    assert "--no-such-flag" in str(failure.value)

@@ -1,0 +1,43 @@
+"""The command line, called in-process: render, crd and demo-model need no cluster."""
+
+import yaml
+
+from llamacontroller.cli import main
+from llamacontroller.crd import crd_yaml
+from tests.unit.helpers import REPO
+
+CONFIG = str(REPO / "config" / "operator.yaml")
+
+
+def test_render_prints_the_pod_and_service(capsys):
+    assert main(["render", "-f", str(REPO / "examples" / "gpu1.yaml"), "--config", CONFIG]) == 0
+    pod, service = yaml.safe_load_all(capsys.readouterr().out)
+    assert (pod["kind"], service["kind"]) == ("Pod", "Service")
+    assert pod["metadata"]["namespace"] == "default"
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--tensor-split") + 1] == "0,1"
+    assert service["metadata"]["name"] == "llama-gpu-node-1-gpu1"
+
+
+def test_render_of_an_invalid_file_says_why_and_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: llamacontroller.io/v1alpha1\nkind: LlamaModel\nmetadata: {name: x}\n"
+        "spec: {model: {path: m.gguf}, nodeName: n, gpu: {mode: triple}}\n"
+    )
+    assert main(["render", "-f", str(bad), "--config", CONFIG]) == 1
+    assert (
+        "LlamaModel default/x: spec.gpu.mode: Input should be 'single' or 'both'" in capsys.readouterr().err
+    )
+
+
+def test_crd_prints_the_generated_crd(capsys):
+    assert main(["crd"]) == 0
+    assert capsys.readouterr().out == crd_yaml()
+
+
+def test_demo_model_is_written_where_asked(tmp_path, capsys):
+    target = tmp_path / "sub" / "demo.gguf"
+    assert main(["demo-model", str(target)]) == 0
+    assert target.read_bytes()[:4] == b"GGUF"
+    assert capsys.readouterr().out.strip() == str(target)
