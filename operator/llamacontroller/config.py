@@ -6,23 +6,30 @@ and the tensor split that pins the model to those GPUs. Two slots conflict when 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, model_validator
 
-from llamacontroller.resource import TENSOR_SPLIT_PATTERN, CamelModel, ServerParameters
+from llamacontroller.resource import CamelModel, ServerParameters
+from llamacontroller.slots import slot_names
 
 DEFAULT_CONFIG_PATH = Path("config/operator.yaml")
 
 
-class SlotConfig(CamelModel):
-    """One way to place a server on a node's GPUs."""
+class GpuStrategy(StrEnum):
+    """How a server gets its GPUs.
 
-    gpus: list[int] = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    tensor_split: str = Field(pattern=TENSOR_SPLIT_PATTERN)
+    pinned: every GPU of the node is visible to the container and --tensor-split pins the layers to
+    the slot's GPUs (the operator's slot ledger is the only GPU accounting; the default).
+    devicePlugin: the Pod requests nvidia.com/gpu (1 for a single slot, the node's count for the
+    whole node) and the NVIDIA device plugin hands it its own devices (no split for a single GPU).
+    """
+
+    PINNED = "pinned"
+    DEVICE_PLUGIN = "devicePlugin"
 
 
 class ModelsVolume(CamelModel):
@@ -51,21 +58,25 @@ class OperatorConfig(CamelModel):
     image_pull_policy: str = "IfNotPresent"
     runtime_class_name: str | None = "nvidia"
     default_node: str | None = None
-    slots: dict[str, SlotConfig]
+    gpus_per_node: int = Field(default=2, ge=1, le=16)
+    gpu_count_label: str = "nvidia.com/gpu.count"
+    gpu_strategy: GpuStrategy = GpuStrategy.PINNED
+    ports: dict[str, int]
     models_volume: ModelsVolume
     defaults: ServerParameters = Field(default_factory=ServerParameters)
     gpu_env: dict[str, str] = Field(default_factory=dict)
     resources: dict[str, Any] | None = None
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     readiness_period_seconds: int = Field(default=5, ge=1)
+    startup_timeout_seconds: int = Field(default=300, ge=1)
 
     @model_validator(mode="after")
-    def _slots_fit_their_gpus(self) -> OperatorConfig:
-        for name, slot in self.slots.items():
-            ratios = slot.tensor_split.split(",")
-            gpu_count = max(max(s.gpus) for s in self.slots.values()) + 1
-            if len(ratios) != gpu_count:
-                raise ValueError(f"slot {name}: tensorSplit {slot.tensor_split!r} needs {gpu_count} ratios")
+    def _ports_cover_the_default_node(self) -> OperatorConfig:
+        missing = [name for name in slot_names(self.gpus_per_node) if name not in self.ports]
+        if missing:
+            raise ValueError(
+                f"ports: no port for slot {', '.join(missing)} (gpusPerNode {self.gpus_per_node})"
+            )
         return self
 
 

@@ -1,23 +1,41 @@
 """The reconcile decision: from a LlamaModel and what the cluster holds, what to do and what to say.
 
-Pure: the kopf handlers observe the cluster, call `decide`, carry out its actions and write the status
-it returns. Level-triggered: the same observation always yields the same decision, so running it twice,
-after a crash or on a stale event converges to the same state.
+Pure: the reconciler observes the cluster, calls `decide`, carries out its actions and writes the
+status from `status_patch`. Level-triggered: the same observation always yields the same decision, so
+running it twice, after a crash or on a stale event converges to the same state.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.render import names
 from llamacontroller.render.children import Children, render_children
+from llamacontroller.render.pod import startup_budget
 from llamacontroller.render.service import service_endpoint
-from llamacontroller.resource import InvalidSpec, LlamaModel, LlamaModelStatus, Phase, parse_llamamodel
-from llamacontroller.slots import Claim, PlacementError, conflicting, describe_holders
-from llamacontroller.status import Report, conditions, observe_pod
+from llamacontroller.resource import InvalidSpec, LlamaModelStatus, Phase, parse_llamamodel
+from llamacontroller.slots import (
+    Claim,
+    PlacementError,
+    QueueKey,
+    Waiter,
+    describe_verdict,
+    judge,
+    slot_table,
+)
+from llamacontroller.status import (
+    CONDITION_SLOT,
+    Report,
+    conditions,
+    micro_from_rfc3339,
+    observe_pod,
+    rfc3339,
+    rfc3339_micro,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,8 @@ class Observed:
     pods: list[dict[str, Any]]  # the LlamaModel's own server Pods
     services: list[dict[str, Any]]  # the LlamaModel's own Services
     node_pods: list[dict[str, Any]]  # every server Pod on the wanted node, whoever owns it
+    llamamodels: list[dict[str, Any]] = field(default_factory=list)  # the others, for the waiting queue
+    gpu_count: int | None = None  # the node's, from its label; None: the config's gpusPerNode
 
 
 @dataclass
@@ -38,29 +58,71 @@ class Decision:
     create_pod: dict[str, Any] | None = None
     apply_service: dict[str, Any] | None = None
     delete_services: list[str] = field(default_factory=list)
-    node: str | None = None
 
 
 def pod_hash(pod: dict[str, Any]) -> str | None:
     return pod["metadata"].get("annotations", {}).get(names.ANNOTATION_POD_HASH)
 
 
-def claim_of(pod: dict[str, Any], config: OperatorConfig) -> Claim:
-    """A server Pod holds its slot until it is gone, even while it terminates.
+def _gpus_of(slot: str, gpu_count: int, config: OperatorConfig) -> frozenset[int]:
+    """A slot unknown to the node's table is taken to span every GPU: only that is safe to assume."""
+    known = slot_table(gpu_count, config.ports).get(slot)
+    return known.gpus if known else frozenset(range(gpu_count))
 
-    A Pod whose slot is no longer in the slot table is taken to hold every GPU of its node: only a
-    held GPU can be safely assumed busy.
-    """
+
+def claim_of(pod: dict[str, Any], gpu_count: int, config: OperatorConfig) -> Claim:
+    """A server Pod holds its slot until it is gone from the API, even while it terminates."""
     meta = pod["metadata"]
-    slot = meta.get("labels", {}).get(names.LABEL_SLOT, "")
-    known = config.slots.get(slot)
-    all_gpus = {gpu for s in config.slots.values() for gpu in s.gpus}
+    annotations, slot = meta.get("annotations", {}), meta.get("labels", {}).get(names.LABEL_SLOT, "")
     return Claim(
-        node=meta.get("annotations", {}).get(names.ANNOTATION_NODE, ""),
+        node=annotations.get(names.ANNOTATION_NODE, ""),
         slot=slot,
-        gpus=frozenset(known.gpus if known else all_gpus),
-        holder=meta.get("annotations", {}).get(names.ANNOTATION_HOLDER, f"{meta['namespace']}/?"),
+        gpus=_gpus_of(slot, gpu_count, config),
+        holder=annotations.get(names.ANNOTATION_HOLDER, f"{meta['namespace']}/?"),
     )
+
+
+def holds_slot(status: dict[str, Any]) -> bool:
+    """The status says the slot was granted (and not given up since)."""
+    granted = [c for c in status.get("conditions") or [] if c.get("type") == CONDITION_SLOT]
+    return bool(granted) and granted[0].get("status") == "True" and bool(status.get("slot"))
+
+
+def status_claim_of(body: dict[str, Any], gpu_count: int, config: OperatorConfig) -> Claim | None:
+    """A LlamaModel granted a slot keeps it while its Pod is briefly gone (deleted from outside,
+    evicted, being recreated): the slot is released by deleting or moving the LlamaModel, not by
+    losing a Pod."""
+    status = body.get("status") or {}
+    if not holds_slot(status):
+        return None
+    meta = body["metadata"]
+    slot = status["slot"]
+    gpus = _gpus_of(slot, gpu_count, config)
+    return Claim(
+        node=status.get("node", ""), slot=slot, gpus=gpus, holder=f"{meta['namespace']}/{meta['name']}"
+    )
+
+
+def queue_key(body: dict[str, Any], waiting_since: str) -> QueueKey:
+    meta = body["metadata"]
+    created = micro_from_rfc3339(meta.get("creationTimestamp", ""))
+    return QueueKey(created=created, waiting_since=waiting_since, who=f"{meta['namespace']}/{meta['name']}")
+
+
+def waiter_of(body: dict[str, Any], gpu_count: int, config: OperatorConfig) -> Waiter | None:
+    """A LlamaModel in the queue, as its last status says."""
+    status = body.get("status") or {}
+    if status.get("phase") != Phase.WAITING.value or not status.get("node") or not status.get("slot"):
+        return None
+    key = queue_key(body, status.get("waitingSince") or "")
+    gpus = _gpus_of(status["slot"], gpu_count, config)
+    return Waiter(node=status["node"], slot=status["slot"], gpus=gpus, who=key.who, key=key)
+
+
+def _is_terminal(pod: dict[str, Any]) -> bool:
+    """With restartPolicy Always only eviction or node loss ends a Pod; it never runs again."""
+    terminal = pod.get("status", {}).get("phase") in {"Failed", "Succeeded"}
+    return terminal and not pod["metadata"].get("deletionTimestamp")
 
 
 def _invalid(reason: str, message: str, observed: Observed) -> Decision:
@@ -70,30 +132,24 @@ def _invalid(reason: str, message: str, observed: Observed) -> Decision:
     return Decision(report=Report(Phase.FAILED, reason, message))
 
 
-def decide(body: dict[str, Any], config: OperatorConfig, observed: Observed) -> Decision:
+def decide(body: dict[str, Any], config: OperatorConfig, observed: Observed, now: datetime) -> Decision:
     try:
-        lm = parse_llamamodel(body)
-        children = render_children(lm, config)
+        children = render_children(parse_llamamodel(body), config, observed.gpu_count)
     except InvalidSpec as exc:
         return _invalid("InvalidSpec", str(exc), observed)
     except PlacementError as exc:
         return _invalid("InvalidPlacement", str(exc), observed)
-    decision = _decide_children(lm, children, config, observed)
-    decision.node = children.placement.node
-    return decision
+    return _decide_children(body, children, config, observed, now)
 
 
 def _decide_children(
-    lm: LlamaModel, children: Children, config: OperatorConfig, observed: Observed
+    body: dict[str, Any], children: Children, config: OperatorConfig, observed: Observed, now: datetime
 ) -> Decision:
+    placement = children.placement
+    fields: dict[str, Any] = {"node": placement.node, "slot": placement.slot, "port": placement.port}
     wanted_hash = pod_hash(children.pod)
     stale = [p for p in observed.pods if pod_hash(p) != wanted_hash]
     current = [p for p in observed.pods if pod_hash(p) == wanted_hash]
-    fields = {
-        "node": children.placement.node,
-        "slot": children.placement.slot,
-        "port": children.placement.port,
-    }
     if stale:
         # Unload before load: the new server starts only once the old Pod is gone from the API.
         doomed = [p["metadata"]["name"] for p in stale]
@@ -104,54 +160,53 @@ def _decide_children(
         )
 
     own_services = [s["metadata"]["name"] for s in observed.services]
-    service_name = children.service["metadata"]["name"]
-    if not current:
-        me = f"{lm.metadata.namespace}/{lm.metadata.name}"
-        claims = [claim_of(p, config) for p in observed.node_pods]
-        holders = conflicting(children.placement, claims, me)
-        if holders:
-            message = describe_holders(children.placement, holders)
+    me = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    held = f"{placement.slot} on {placement.node} is held by {me}"
+    if current:
+        seen = observe_pod(current[0], now, startup_budget(children.lm, config))
+        fields |= seen.fields
+        # Evicted or lost with its node, a bare Pod never runs again: the operator heals it.
+        doomed = [current[0]["metadata"]["name"]] if _is_terminal(current[0]) else []
+        message = seen.message + ("; replacing the pod" if doomed else "")
+        report = Report(seen.phase, seen.reason, message, True, "SlotClaimed", held, fields=fields)
+        decision = Decision(report=report, delete_pods=doomed)
+    else:
+        previous = body.get("status") or {}
+        still_waiting = (
+            previous.get("phase") == Phase.WAITING.value and previous.get("slot") == placement.slot
+        )
+        since = previous.get("waitingSince") if still_waiting else None
+        key = queue_key(body, since or rfc3339_micro(now))
+        count = observed.gpu_count or config.gpus_per_node
+        claims = [claim_of(p, count, config) for p in observed.node_pods]
+        claims += [c for c in (status_claim_of(lm, count, config) for lm in observed.llamamodels) if c]
+        waiters = [w for w in (waiter_of(lm, count, config) for lm in observed.llamamodels) if w is not None]
+        same_slot = previous.get("node") == placement.node and previous.get("slot") == placement.slot
+        if holds_slot(previous) and same_slot:
+            waiters = []  # a holder re-creating its Pod is no newcomer: nobody queues ahead of it
+        verdict = judge(placement, me, key, claims, waiters)
+        if not verdict.granted:
+            message = describe_verdict(placement, verdict)
+            fields["waitingSince"] = key.waiting_since
             report = Report(Phase.WAITING, "SlotTaken", message, False, "SlotTaken", message, fields=fields)
             return Decision(report=report, delete_services=own_services)
         pod_name = children.pod["metadata"]["name"]
-        report = Report(
-            Phase.PENDING,
-            "PodCreated",
-            f"created pod {pod_name} for {children.placement.slot} on {children.placement.node}",
-            True,
-            "SlotClaimed",
-            f"{children.placement.slot} on {children.placement.node} is held by {me}",
-            fields=fields,
-        )
-        current_pod = children.pod
+        message = f"created pod {pod_name} for {placement.slot} on {placement.node}"
+        report = Report(Phase.PENDING, "PodCreated", message, True, "SlotClaimed", held, fields=fields)
         decision = Decision(report=report, create_pod=children.pod)
-    else:
-        current_pod = current[0]
-        observation = observe_pod(current_pod)
-        me = f"{lm.metadata.namespace}/{lm.metadata.name}"
-        slot_message = f"{children.placement.slot} on {children.placement.node} is held by {me}"
-        report = Report(
-            observation.phase,
-            observation.reason,
-            observation.message,
-            True,
-            "SlotClaimed",
-            slot_message,
-            fields=fields,
-        )
-        decision = Decision(report=report)
 
+    service_name = children.service["metadata"]["name"]
     decision.apply_service = children.service
     decision.delete_services = [name for name in own_services if name != service_name]
     decision.report.fields.update(
-        podName=current_pod["metadata"]["name"],
+        podName=(current[0] if current else children.pod)["metadata"]["name"],
         serviceName=service_name,
         endpoint=service_endpoint(children.service),
     )
     return decision
 
 
-def status_patch(body: dict[str, Any], decision: Decision, now: str) -> dict[str, Any]:
+def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
     """The whole status to write; fields that no longer apply are cleared (set to None)."""
     previous = LlamaModelStatus.model_validate(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
@@ -169,11 +224,15 @@ def status_patch(body: dict[str, Any], decision: Decision, now: str) -> dict[str
         "podName": None,
         "serviceName": None,
         "endpoint": None,
+        "waitingSince": None,
+        "loadedAt": None,
+        "restarts": None,
+        "lastTermination": None,
         "observedGeneration": generation,
     }
     status.update(report.fields)
     status["conditions"] = [
         c.model_dump(by_alias=True, exclude_none=True)
-        for c in conditions(report, generation, previous.conditions, now)
+        for c in conditions(report, generation, previous.conditions, rfc3339(now))
     ]
     return status

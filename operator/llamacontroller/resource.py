@@ -131,6 +131,13 @@ class LlamaModelSpec(CamelModel):
     )
     parameters: ServerParameters = Field(default_factory=ServerParameters)
     image: str | None = Field(default=None, min_length=1, description="Overrides the operator's image.")
+    startup_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="How long loading may take before the kubelet restarts the server "
+        "(the operator's startupTimeoutSeconds when unset).",
+    )
     resources: Resources | None = None
     env: list[EnvVar] | None = None
 
@@ -154,6 +161,15 @@ class Condition(CamelModel):
     observed_generation: int | None = None
 
 
+class Termination(CamelModel):
+    """The server container's latest exit, with the tail of its last log lines."""
+
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    finished_at: str | None = None
+
+
 class LlamaModelStatus(CamelModel):
     """What the operator observed, for people and for `kubectl get`."""
 
@@ -168,6 +184,10 @@ class LlamaModelStatus(CamelModel):
     pod_name: str | None = None
     service_name: str | None = None
     endpoint: str | None = None
+    waiting_since: str | None = Field(default=None, description="When it started waiting for its slot.")
+    loaded_at: str | None = Field(default=None, description="When the server became ready.")
+    restarts: int | None = Field(default=None, description="Restarts of the server container.")
+    last_termination: Termination | None = None
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -40,30 +40,100 @@ class Report:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(moment: datetime) -> str:
+    """Seconds, as Kubernetes writes its own times (conditions, events)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_micro(moment: datetime) -> str:
+    """Microseconds, for orderings finer than a second (the waiting queue)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def micro_from_rfc3339(text: str) -> str:
+    """`2026-01-01T00:00:00Z` as `2026-01-01T00:00:00.000000Z`, so both forms sort together."""
+    return text if "." in text else text.replace("Z", ".000000Z")
 
 
 def _pod_condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in pod.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
 
 
-def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
     statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    return statuses[0].get("state") or {}
+    return statuses[0]
 
 
-def observe_pod(pod: dict[str, Any]) -> Report:
+def _seconds_since(stamp: str | None, now: datetime) -> float | None:
+    try:
+        return (now - datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return None  # no (readable) time: judge by state alone
+
+
+def tail(text: str, lines: int = 8, chars: int = 800) -> str:
+    """The end of llama-server's last words: where the reason of a crash usually is."""
+    kept = "\n".join(text.strip().splitlines()[-lines:])
+    return kept[-chars:]
+
+
+def last_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The container's latest exit: code, reason (OOMKilled, Error) and the tail of its message."""
+    container = _container(pod)
+    ended = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
+        "terminated"
+    )
+    if not ended:
+        return None
+    result = {
+        "exitCode": ended.get("exitCode"),
+        "reason": ended.get("reason") or "Error",
+        "message": tail(ended.get("message") or ""),
+        "finishedAt": ended.get("finishedAt"),
+    }
+    return {k: v for k, v in result.items() if v not in (None, "")}
+
+
+def _crash_story(pod: dict[str, Any]) -> str:
+    ended = last_termination(pod)
+    if not ended:
+        return ""
+    story = f"; last exit {ended.get('exitCode', '?')} ({ended['reason']})"
+    return story + (f": {ended['message']}" if ended.get("message") else "")
+
+
+def observe_pod(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
     """Read a server Pod the way a person would: is it scheduled, loading, serving or broken?"""
+    report = _observe(pod, now, startup_budget)
+    container = _container(pod)
+    report.fields["restarts"] = container.get("restartCount", 0)
+    report.fields["lastTermination"] = last_termination(pod)
+    ready = _pod_condition(pod, "Ready")
+    report.fields["loadedAt"] = ready.get("lastTransitionTime") if report.phase is Phase.READY else None
+    return report
+
+
+def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
     name = pod["metadata"]["name"]
     if pod["metadata"].get("deletionTimestamp"):
         return Report(Phase.PENDING, "Terminating", f"pod {name} is stopping")
-    state = _container_state(pod)
+    state = _container(pod).get("state") or {}
     waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
-    if pod.get("status", {}).get("phase") == "Failed" or waiting.get("reason") in FAILING_WAIT_REASONS:
-        reason = waiting.get("reason") or terminated.get("reason") or "PodFailed"
-        detail = waiting.get("message") or terminated.get("message") or pod.get("status", {}).get("message")
-        return Report(Phase.FAILED, reason, f"pod {name}: {reason}" + (f": {detail}" if detail else ""))
+    if pod.get("status", {}).get("phase") == "Failed":
+        reason = pod["status"].get("reason") or terminated.get("reason") or "PodFailed"
+        detail = pod["status"].get("message") or terminated.get("message") or ""
+        return Report(
+            Phase.FAILED, reason, f"pod {name} failed: {reason}" + (f": {tail(detail)}" if detail else "")
+        )
+    if waiting.get("reason") in FAILING_WAIT_REASONS:
+        reason = waiting["reason"]
+        detail = f": {waiting['message']}" if waiting.get("message") else ""
+        return Report(
+            Phase.FAILED, reason, f"llama-server in pod {name}: {reason}{detail}{_crash_story(pod)}"
+        )
+    if terminated:
+        reason = terminated.get("reason") or "Error"
+        return Report(Phase.FAILED, reason, f"llama-server in pod {name} exited{_crash_story(pod)}")
     scheduled = _pod_condition(pod, "PodScheduled")
     if scheduled.get("status") == "False":
         reason = scheduled.get("reason") or "Unschedulable"
@@ -73,9 +143,20 @@ def observe_pod(pod: dict[str, Any]) -> Report:
     if _pod_condition(pod, "Ready").get("status") == "True":
         return Report(Phase.READY, "ServerReady", f"llama-server in pod {name} is ready")
     if "running" in state:
+        loading = _seconds_since(state["running"].get("startedAt"), now)
+        if loading is not None and loading > startup_budget:
+            message = (
+                f"llama-server in pod {name} has been loading for {loading:.0f} s, past its startup budget "
+                f"of {startup_budget} s (spec.startupTimeoutSeconds): the kubelet restarts it"
+            )
+            return Report(Phase.FAILED, "StartupTimeout", message)
         return Report(Phase.LOADING, "Loading", f"llama-server in pod {name} is loading the model")
-    reason = waiting.get("reason") or "PodPending"
-    return Report(Phase.PENDING, reason, f"pod {name} is starting ({reason})")
+    if scheduled.get("status") != "True":
+        return Report(Phase.PENDING, "Scheduling", f"pod {name} waits for the scheduler")
+    reason = waiting.get("reason") or "ContainerCreating"
+    return Report(
+        Phase.PENDING, reason, f"pod {name} is starting ({reason}: pulling the image, mounting the models)"
+    )
 
 
 def _condition(
@@ -122,3 +203,11 @@ def conditions(
         _condition(CONDITION_READY, ready, report.reason, report.message, generation, previous, now)
     )
     return result
+
+
+def transition_event(previous: dict[str, Any], report: Report) -> tuple[str, str, str] | None:
+    """One Event per real transition (phase or reason changed), never one per reconcile."""
+    if previous.get("phase") == report.phase.value and previous.get("message") == report.message:
+        return None
+    kind = "Warning" if report.phase is Phase.FAILED else "Normal"
+    return kind, report.reason, report.message

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def repo_config(**overrides: Any) -> OperatorConfig:
     config = load_config(REPO / "config" / "operator.yaml")
-    return config.model_copy(update=overrides)
+    return OperatorConfig.model_validate(config.model_dump() | overrides)
 
 
 def llamamodel(name: str = "phi-4", uid: str = "uid-phi-4", namespace: str = "default", **spec: Any) -> dict:

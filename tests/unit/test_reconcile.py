@@ -1,11 +1,26 @@
 """The pure reconcile decision, on hand-built observations of the cluster."""
 
-from llamacontroller.reconcile import Observed, decide, status_patch
+from datetime import UTC, datetime
+
+from llamacontroller.reconcile import Observed
+from llamacontroller.reconcile import decide as decide_at
+from llamacontroller.reconcile import status_patch as status_at
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import Phase, parse_llamamodel
 from tests.unit.helpers import llamamodel, repo_config
 
 CONFIG = repo_config()
+NOW = datetime(2026, 1, 1, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+def decide(body, config, observed):
+    return decide_at(body, config, observed, NOW)
+
+
+def status_patch(body, decision, _now):
+    return status_at(body, decision, NOW)
+
+
 NOTHING = Observed(pods=[], services=[], node_pods=[])
 
 
@@ -92,3 +107,37 @@ def test_unplaceable_spec_fails_with_reason():
     assert (decision.report.phase, decision.report.reason) == (Phase.FAILED, "InvalidPlacement")
     status = status_patch(llamamodel(gpu={"gpuId": 7}), decision, "now")
     assert status["slot"] is None and status["podName"] is None
+
+
+def _waiting(name: str, created: str, since: str, slot: str = "gpu0") -> dict:
+    body = llamamodel(name=name, uid=f"u-{name}")
+    body["metadata"]["creationTimestamp"] = created
+    body["status"] = {"phase": "Waiting", "node": "node-a", "slot": slot, "waitingSince": since}
+    return body
+
+
+def test_waiting_since_is_kept_while_waiting_and_set_when_starting():
+    holder = _children(llamamodel(name="h", uid="u-h")).pod
+    observed = Observed(pods=[], services=[], node_pods=[holder])
+    fresh = decide(llamamodel(), CONFIG, observed)
+    assert fresh.report.fields["waitingSince"] == "2026-01-01T12:00:00.250000Z"
+    again = decide(_waiting("phi-4", "2026-01-01T11:00:00Z", "2026-01-01T11:00:00.5Z"), CONFIG, observed)
+    assert again.report.fields["waitingSince"] == "2026-01-01T11:00:00.5Z"
+
+
+def test_a_newcomer_queues_behind_an_older_waiter_for_overlapping_gpus():
+    holder = _children(llamamodel(name="h", uid="u-h", gpu={"gpuId": 1})).pod
+    older = _waiting("big", "2026-01-01T11:00:00Z", "2026-01-01T11:00:00.1Z", slot="both")
+    body = llamamodel(name="new", uid="u-new")
+    body["metadata"]["creationTimestamp"] = "2026-01-01T11:59:00Z"
+    decision = decide(body, CONFIG, Observed(pods=[], services=[], node_pods=[holder], llamamodels=[older]))
+    assert decision.report.phase is Phase.WAITING
+    assert decision.report.message == "gpu0 on node-a is free, but default/big (both) asked first"
+
+
+def test_the_first_waiter_takes_a_freed_slot():
+    first = _waiting("first", "2026-01-01T11:00:00Z", "2026-01-01T11:00:00.1Z")
+    second = _waiting("second", "2026-01-01T11:00:00Z", "2026-01-01T11:00:00.2Z")
+    observed = Observed(pods=[], services=[], node_pods=[], llamamodels=[first, second])
+    assert decide(first, CONFIG, observed).create_pod is not None
+    assert decide(second, CONFIG, observed).report.phase is Phase.WAITING

@@ -116,3 +116,19 @@ def test_service_matches_detects_a_previous_holder():
     theirs = render_children(parse_llamamodel(llamamodel(name="other", uid="u2")), repo_config()).service
     assert service_matches(mine, mine)
     assert not service_matches(theirs, mine)
+
+
+def test_device_plugin_strategy_requests_gpus_instead_of_pinning():
+    config = repo_config(gpu_strategy="devicePlugin")
+    single = render_children(parse_llamamodel(llamamodel(gpu={"gpuId": 1})), config).pod["spec"][
+        "containers"
+    ][0]
+    whole = render_children(parse_llamamodel(llamamodel(gpu={"mode": "both"})), config).pod["spec"][
+        "containers"
+    ][0]
+    assert single["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert whole["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert "--tensor-split" not in single["args"]
+    assert whole["args"][whole["args"].index("--tensor-split") + 1] == "0.5,0.5"
+    assert not any(e["name"] == "NVIDIA_VISIBLE_DEVICES" for e in single["env"])
+    assert single["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}

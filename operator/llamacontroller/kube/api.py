@@ -131,6 +131,41 @@ class KubeApi:
         path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}/status"
         await self._call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True)
 
+    # Nodes
+
+    async def get_node(self, name: str) -> dict[str, Any] | None:
+        """Read-only: the node's labels tell its GPU count."""
+        return await self._call("GET", f"/api/v1/nodes/{name}", missing_ok=True)
+
+    # Events
+
+    async def post_event(
+        self, involved: dict[str, Any], kind: str, reason: str, message: str, now: str
+    ) -> None:
+        """A Kubernetes Event on the LlamaModel: `kubectl describe lm` tells its story."""
+        meta = involved["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "LlamaModel"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "llamacontroller"},
+            "reportingComponent": "llamacontroller",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+
     # Pods
 
     async def list_pods(self, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:

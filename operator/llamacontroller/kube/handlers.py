@@ -48,6 +48,14 @@ async def llamamodel_resync(name: str, namespace: str, memo: kopf.Memo, **_: Any
     await memo.reconciler.reconcile(namespace, name)
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def llamamodel_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """A deleted LlamaModel leaves the queue (a holder's Pod going away is seen on its own)."""
+    node = ((event.get("object") or {}).get("status") or {}).get("node")
+    if event.get("type") == "DELETED" and node:
+        await memo.reconciler.wake_waiters(node)
+
+
 @kopf.on.event("", "v1", "pods", labels=OWN_CHILDREN)
 async def server_pod_event(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await _child_changed(event, meta, memo)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.kube.api import KubeApi
-from llamacontroller.reconcile import Decision, Observed, decide, status_patch
+from llamacontroller.kube.api import ApiError, KubeApi
+from llamacontroller.reconcile import Decision, Observed, decide, status_patch, waiter_of
 from llamacontroller.render import names
 from llamacontroller.render.service import service_matches
 from llamacontroller.resource import Phase
-from llamacontroller.status import now_rfc3339
+from llamacontroller.slots import gpu_count_of
+from llamacontroller.status import rfc3339, transition_event
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,13 @@ class Reconciler:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return None
             observed = await self._observe(body)
-            decision = decide(body, self.config, observed)
+            decision = decide(body, self.config, observed, datetime.now(UTC))
             await self._act(body, decision)
             await self._report(body, decision)
-            return decision
+        left = _left_queue(body.get("status") or {}, decision)
+        if left:
+            await self.wake_waiters(left)
+        return decision
 
     async def _observe(self, body: dict[str, Any]) -> Observed:
         meta = body["metadata"]
@@ -57,10 +62,22 @@ class Reconciler:
         services = await self.api.list_services(meta["namespace"], own)
         node = _wanted_node(body, self.config)
         node_pods: list[dict[str, Any]] = []
+        llamamodels: list[dict[str, Any]] = []
+        gpu_count = await self._gpu_count(node) if node else None
         if node:
             on_node = {names.LABEL_MANAGED_BY: names.MANAGER, names.LABEL_NODE: names.label_value(node)}
             node_pods = await self.api.list_pods(_selector(on_node))
-        return Observed(pods=pods, services=services, node_pods=node_pods)
+        if node and not pods:  # only a LlamaModel without a server takes its place in the queue
+            llamamodels = await self._list_llamamodels()
+        return Observed(pods, services, node_pods, llamamodels, gpu_count)
+
+    async def _gpu_count(self, node: str) -> int | None:
+        return gpu_count_of(await self.api.get_node(node), self.config.gpu_count_label)
+
+    async def _list_llamamodels(self) -> list[dict[str, Any]]:
+        return [
+            lm for namespace in self.namespaces or [None] for lm in await self.api.list_llamamodels(namespace)
+        ]
 
     async def _act(self, body: dict[str, Any], decision: Decision) -> None:
         namespace = body["metadata"]["namespace"]
@@ -79,23 +96,35 @@ class Reconciler:
             await self.api.delete_service(namespace, service_name)
 
     async def _report(self, body: dict[str, Any], decision: Decision) -> None:
-        meta = body["metadata"]
-        wanted = status_patch(body, decision, now_rfc3339())
-        if status_changed(body.get("status") or {}, wanted):
+        meta, now = body["metadata"], datetime.now(UTC)
+        previous = body.get("status") or {}
+        wanted = status_patch(body, decision, now)
+        if status_changed(previous, wanted):
             await self.api.patch_llamamodel_status(meta["namespace"], meta["name"], wanted)
+        event = transition_event(previous, decision.report)
+        if event is not None:
+            try:
+                await self.api.post_event(body, *event, now=rfc3339(now))
+            except ApiError as exc:  # the story is lost, the state is not: never fail a reconcile for it
+                log.warning("Could not post an event on %s/%s: %s", meta["namespace"], meta["name"], exc)
 
     async def wake_waiters(self, node: str) -> None:
         """A slot on `node` may have freed: let the LlamaModels waiting there try, oldest first."""
-        waiting = [
-            lm
-            for namespace in self.namespaces or [None]
-            for lm in await self.api.list_llamamodels(namespace)
-            if (lm.get("status") or {}).get("phase") == Phase.WAITING.value
-            and (lm.get("status") or {}).get("node") == node
+        count = await self._gpu_count(node) or self.config.gpus_per_node
+        waiters = [
+            w for w in (waiter_of(lm, count, self.config) for lm in await self._list_llamamodels()) if w
         ]
-        waiting.sort(key=lambda lm: (lm["metadata"].get("creationTimestamp", ""), lm["metadata"]["name"]))
-        for lm in waiting:
-            await self.reconcile(lm["metadata"]["namespace"], lm["metadata"]["name"])
+        for waiter in sorted((w for w in waiters if w.node == node), key=lambda w: w.key):
+            namespace, name = waiter.who.split("/", 1)
+            await self.reconcile(namespace, name)
+
+
+def _left_queue(before: dict[str, Any], decision: Decision) -> str | None:
+    """The node whose queue moved because this LlamaModel stopped waiting there (or moved on)."""
+    was_waiting = before.get("phase") == Phase.WAITING.value
+    after = decision.report
+    stays = after.phase is Phase.WAITING and after.fields.get("slot") == before.get("slot")
+    return before.get("node") if was_waiting and not stays else None
 
 
 def _wanted_node(body: dict[str, Any], config: OperatorConfig) -> str | None:

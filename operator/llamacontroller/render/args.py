@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llamacontroller.config import OperatorConfig
+from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.resource import LlamaModel, ServerParameters
 from llamacontroller.slots import Placement
 
@@ -23,7 +23,7 @@ class ServerPlan:
     model_file: str
     host: str
     port: int
-    tensor_split: str
+    tensor_split: str | None  # None: the server sees only its own GPUs (device plugin, one GPU)
     alias: str
     parameters: ServerParameters
 
@@ -40,10 +40,16 @@ def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) ->
         model_file=f"{mount}/{lm.spec.model.path}",
         host=POD_HOST,
         port=placement.port,
-        tensor_split=placement.tensor_split,
+        tensor_split=_tensor_split(placement, config),
         alias=lm.model_name,
         parameters=merged_parameters(lm, config),
     )
+
+
+def _tensor_split(placement: Placement, config: OperatorConfig) -> str | None:
+    """With the device plugin a single-GPU server sees one device: a split would name absent ones."""
+    single = len(placement.gpus) == 1
+    return None if config.gpu_strategy is GpuStrategy.DEVICE_PLUGIN and single else placement.tensor_split
 
 
 def _option(flag: str, value: object | None) -> list[str]:
@@ -63,7 +69,7 @@ def port_flag(plan: ServerPlan) -> list[str]:
 
 
 def tensor_split_flag(plan: ServerPlan) -> list[str]:
-    return ["--tensor-split", plan.tensor_split]
+    return _option("--tensor-split", plan.tensor_split)
 
 
 def alias_flag(plan: ServerPlan) -> list[str]:

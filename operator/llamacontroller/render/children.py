@@ -14,14 +14,18 @@ from llamacontroller.slots import Placement, place
 
 @dataclass(frozen=True)
 class Children:
+    lm: LlamaModel
     placement: Placement
     pod: dict[str, Any]
     service: dict[str, Any]
 
 
-def render_children(lm: LlamaModel, config: OperatorConfig) -> Children:
-    """Raises PlacementError when the slot table cannot place the LlamaModel."""
-    placement = place(lm, config)
+def render_children(lm: LlamaModel, config: OperatorConfig, gpu_count: int | None = None) -> Children:
+    """Raises PlacementError when the node's slots cannot place the LlamaModel."""
+    placement = place(lm, config, gpu_count)
     return Children(
-        placement=placement, pod=render_pod(lm, placement, config), service=render_service(lm, placement)
+        lm=lm,
+        placement=placement,
+        pod=render_pod(lm, placement, config),
+        service=render_service(lm, placement),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llamacontroller.config import OperatorConfig
+from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.render import names
 from llamacontroller.render.args import plan_server, server_args
 from llamacontroller.resource import API_VERSION, KIND, LlamaModel
@@ -13,6 +13,13 @@ from llamacontroller.slots import Placement
 
 MODELS_VOLUME = "models"
 PORT_NAME = "http"
+GPU_RESOURCE = "nvidia.com/gpu"
+STARTUP_PERIOD_SECONDS = 5
+
+
+def startup_budget(lm: LlamaModel, config: OperatorConfig) -> int:
+    """Seconds a load may take before the kubelet gives up on it."""
+    return lm.spec.startup_timeout_seconds or config.startup_timeout_seconds
 
 
 def owner_reference(lm: LlamaModel) -> dict[str, Any]:
@@ -59,11 +66,21 @@ def child_metadata(lm: LlamaModel, placement: Placement, name: str) -> dict[str,
 
 
 def _env(lm: LlamaModel, config: OperatorConfig) -> list[dict[str, Any]]:
-    """The GPU environment of the node, then the LlamaModel's own variables (which win)."""
+    """The GPU environment (pinned strategy only), then the LlamaModel's own variables (which win)."""
     own = [var.model_dump(by_alias=True, exclude_none=True) for var in lm.spec.env or []]
     own_names = {var["name"] for var in own}
-    base = [{"name": k, "value": v} for k, v in config.gpu_env.items() if k not in own_names]
+    gpu_env = config.gpu_env if config.gpu_strategy is GpuStrategy.PINNED else {}
+    base = [{"name": k, "value": v} for k, v in gpu_env.items() if k not in own_names]
     return base + own
+
+
+def _resources(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    """The LlamaModel's resources (or the config's); the device plugin also gets the slot's GPUs."""
+    chosen = lm.spec.resources.model_dump(exclude_none=True) if lm.spec.resources else config.resources
+    resources = {kind: dict(values) for kind, values in (chosen or {}).items()}
+    if config.gpu_strategy is GpuStrategy.DEVICE_PLUGIN:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = len(placement.gpus)
+    return resources
 
 
 def _node_affinity(node: str) -> dict[str, Any]:
@@ -73,7 +90,7 @@ def _node_affinity(node: str) -> dict[str, Any]:
 
 
 def render_container(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
-    resources = lm.spec.resources.model_dump(exclude_none=True) if lm.spec.resources else config.resources
+    resources = _resources(lm, placement, config)
     container: dict[str, Any] = {
         "name": names.SERVER_NAME,
         "image": lm.spec.image or config.image,
@@ -84,11 +101,24 @@ def render_container(lm: LlamaModel, placement: Placement, config: OperatorConfi
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": config.models_volume.mount_path, "readOnly": True}
         ],
+        # llama-server answers /health with 503 while it loads the model and 200 once it serves.
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": PORT_NAME},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "failureThreshold": -(-startup_budget(lm, config) // STARTUP_PERIOD_SECONDS),
+        },
         "readinessProbe": {
             "httpGet": {"path": "/health", "port": PORT_NAME},
             "periodSeconds": config.readiness_period_seconds,
             "failureThreshold": 3,
         },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": PORT_NAME},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        # A crash's last log lines reach the Pod's status, and from there the LlamaModel's.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if resources:
         container["resources"] = resources
