@@ -103,8 +103,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 class OperatorProcess:
     """`llamacontroller operator` as a user runs it, logging to a file the test prints on failure."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, config: Path) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, config: Path, args: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
+        self.args = args
         self.log_path = log_path
         self.config = config
         self.process: subprocess.Popen | None = None
@@ -120,6 +121,7 @@ class OperatorProcess:
                     "--config", str(self.config),
                     "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                     "--verbose",
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -228,3 +228,23 @@ def test_spec_is_never_written_by_the_operator(cluster: Cluster, operator: Opera
     ]
     assert writes and all(r.subresource == "status" for r in writes)
     assert cluster.llamamodel("phi")["spec"]["model"] == body["spec"]["model"]
+
+
+def test_a_namespaced_operator_serves_only_its_namespaces(cluster: Cluster, tmp_path: Path):
+    cluster.kubectl("create", "namespace", "team")
+    operator = OperatorProcess(
+        cluster, tmp_path / "ns-operator.log", REPO / "config" / "operator.yaml", ("-n", "team")
+    )
+    operator.start()
+    try:
+        cluster.apply(lm("outside"))
+        inside = lm("inside", node="gpu-node-1")
+        inside["metadata"]["namespace"] = "team"
+        cluster.apply(inside)
+        eventually(lambda: cluster.pods("team"), what="the team's pod")
+        service = eventually(lambda: cluster.status("inside", "team").get("serviceName"), what="its status")
+        assert service == "llama-gpu-node-1-gpu0"
+        assert cluster.status("outside") == {} and cluster.pods("default") == []
+    finally:
+        operator.stop()
+    assert "Traceback" not in operator.log()
