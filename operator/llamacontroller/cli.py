@@ -72,6 +72,61 @@ def _demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    import logging
+
+    from llamacontroller.local import state as state_file
+    from llamacontroller.local.binary import LlamaServerNotFound, find_llama_server
+    from llamacontroller.local.runtime import LocalRuntime, request_reload
+
+    state_dir, paths = Path(args.state_dir), [Path(p) for p in args.file]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if state_file.running_state(state_dir):
+        print(state_file.status_table(request_reload(state_dir, paths)))
+        return 0
+    try:
+        binary = find_llama_server(args.llama_server)
+    except LlamaServerNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the probes, every few seconds
+    config = load_config(args.config)
+    LocalRuntime(paths, config, Path(args.models_dir), binary, state_dir, watch=args.watch).run()
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from llamacontroller.local.runtime import stop_running
+
+    print("stopped" if stop_running(Path(args.state_dir)) else "nothing is running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from llamacontroller.local import state as state_file
+
+    state = state_file.running_state(Path(args.state_dir))
+    if state is None:
+        print("nothing is running (start it with: llamacontroller up -f FILE)")
+        return 1
+    print(state_file.status_table(state))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    log = Path(args.state_dir) / "logs" / f"{args.slot}.log"
+    if not log.exists():
+        print(f"error: no log for slot {args.slot} in {log.parent}", file=sys.stderr)
+        return 1
+    lines = log.read_text(errors="replace").splitlines()
+    print("\n".join(lines[-args.lines :] if args.lines else lines))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="llamacontroller", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -93,6 +148,34 @@ def parser() -> argparse.ArgumentParser:
     crd = commands.add_parser("crd", help="print the LlamaModel CRD generated from the models")
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")
     crd.set_defaults(run=_crd)
+
+    state_dir = {"default": ".llamacontroller", "help": "where `up` keeps its state and logs"}
+    up = commands.add_parser("up", help="serve LlamaModel files with local llama-server processes")
+    up.add_argument(
+        "-f", "--file", action="append", required=True, help="a LlamaModel file or folder (repeatable)"
+    )
+    up.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="settings (YAML): ports, defaults")
+    up.add_argument(
+        "--models-dir", default="models", help="where model.path is resolved (the volume's stand-in)"
+    )
+    up.add_argument("--llama-server", default=None, help="the llama-server binary (else $LLAMA_SERVER, ...)")
+    up.add_argument("--watch", action="store_true", help="converge whenever the files change")
+    up.add_argument("--state-dir", **state_dir)
+    up.set_defaults(run=_up)
+
+    down = commands.add_parser("down", help="stop the running `up` and its servers")
+    down.add_argument("--state-dir", **state_dir)
+    down.set_defaults(run=_down)
+
+    status = commands.add_parser("status", help="what each slot of the running `up` is doing")
+    status.add_argument("--state-dir", **state_dir)
+    status.set_defaults(run=_status)
+
+    logs = commands.add_parser("logs", help="a slot's llama-server log")
+    logs.add_argument("slot")
+    logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
+    logs.add_argument("--state-dir", **state_dir)
+    logs.set_defaults(run=_logs)
 
     demo = commands.add_parser("demo-model", help="write the tiny deterministic GGUF model")
     demo.add_argument("path")

@@ -51,6 +51,13 @@ class ModelsVolume(CamelModel):
         return {"hostPath": dict(self.host_path or {})}
 
 
+class LocalSettings(CamelModel):
+    """The local runtime's own settings (`llamacontroller up`): the seed's crash policy."""
+
+    restart_on_crash: bool = True
+    max_restart_attempts: int = Field(default=5, ge=0)
+
+
 class OperatorConfig(CamelModel):
     """Everything the operator needs besides the LlamaModels themselves."""
 
@@ -69,6 +76,7 @@ class OperatorConfig(CamelModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     readiness_period_seconds: int = Field(default=5, ge=1)
     startup_timeout_seconds: int = Field(default=300, ge=1)
+    local: LocalSettings = Field(default_factory=LocalSettings)
 
     @model_validator(mode="after")
     def _ports_cover_the_default_node(self) -> OperatorConfig:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to the server when its supervisor dies, even by SIGKILL, so a
+    crashed supervisor never leaves orphan servers holding GPUs."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerFailed(RuntimeError):
@@ -37,6 +47,7 @@ class LlamaServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C of a terminal reaches us, not the servers directly
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -52,6 +63,10 @@ class LlamaServerProcess:
             return httpx.get(f"{self.url}/health", timeout=2.0).status_code
         except httpx.HTTPError:
             return None
+
+    def exited(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self.process is None else self.process.poll()
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,118 @@
+"""What the local runtime should run: the same validation, slot ledger and rendering as the cluster,
+with this machine as the only node. Pure functions.
+
+The servers are the rendered Pods' llama-server arguments with only host, port and model file
+made local, so a LlamaModel tried here moves to the cluster unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.reconcile import pod_hash
+from llamacontroller.render.args import with_local_endpoint
+from llamacontroller.render.children import render_children
+from llamacontroller.resource import InvalidSpec, LlamaModel, parse_llamamodel
+from llamacontroller.slots import (
+    Claim,
+    Placement,
+    PlacementError,
+    QueueKey,
+    Waiter,
+    describe_verdict,
+    judge,
+)
+
+LOCAL_NODE = "local"
+LOCAL_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """One llama-server process: a slot held by a LlamaModel."""
+
+    who: str  # namespace/name of the LlamaModel
+    model: str  # the name clients use
+    slot: str
+    gpus: frozenset[int]
+    port: int
+    args: tuple[str, ...]
+    server_hash: str  # identifies the rendered server: a change means a switch
+    readiness_probe: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class LocalPlan:
+    """Who holds which slot, who waits (and why), and which files are invalid (and why)."""
+
+    servers: dict[str, LocalServer] = field(default_factory=dict)  # by slot
+    waiting: dict[str, str] = field(default_factory=dict)  # who -> message
+    invalid: dict[str, str] = field(default_factory=dict)  # who (or file) -> message
+
+
+def as_local(body: dict[str, Any]) -> dict[str, Any]:
+    """A LlamaModel for this machine: its node is this machine, its namespace `default` if none."""
+    local = {**body, "metadata": dict(body.get("metadata") or {}), "spec": dict(body.get("spec") or {})}
+    local["metadata"].setdefault("namespace", "default")
+    local["spec"].pop("nodeName", None)
+    return local
+
+
+def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> LocalServer:
+    """Raises PlacementError; the model file is resolved against the models directory."""
+    children = render_children(lm, config.model_copy(update={"default_node": LOCAL_NODE}))
+    container = children.pod["spec"]["containers"][0]
+    placement = children.placement
+    model_file = str(models_dir / lm.spec.model.path)
+    args = with_local_endpoint(container["args"], LOCAL_HOST, placement.port, model_file)
+    return LocalServer(
+        who=f"{lm.metadata.namespace}/{lm.metadata.name}",
+        model=lm.model_name,
+        slot=placement.slot,
+        gpus=placement.gpus,
+        port=placement.port,
+        args=tuple(args),
+        server_hash=pod_hash(children.pod) or "",
+        readiness_probe=container["readinessProbe"],
+    )
+
+
+def plan(
+    bodies: list[dict[str, Any]], config: OperatorConfig, models_dir: Path, running: dict[str, LocalServer]
+) -> LocalPlan:
+    """Assign slots: running servers that are still wanted unchanged keep theirs; the others are
+    served in file order, and a later one never overtakes an earlier waiter with overlapping GPUs."""
+    result = LocalPlan()
+    wanted: list[LocalServer] = []
+    for body in bodies:
+        local = as_local(body)
+        who = f"{local['metadata']['namespace']}/{local['metadata'].get('name', '?')}"
+        try:
+            wanted.append(local_server(parse_llamamodel(local), config, models_dir))
+        except (InvalidSpec, PlacementError) as exc:
+            result.invalid[who] = str(exc)
+
+    kept = {s.slot: s for s in running.values() if s in wanted}
+    claims = [Claim(LOCAL_NODE, s.slot, s.gpus, s.who) for s in kept.values()]
+    waiters: list[Waiter] = []
+    for order, server in enumerate(wanted):
+        if server in kept.values():
+            continue
+        key = QueueKey(created=f"{order:08d}", waiting_since="", who=server.who)
+        placement = _placement(server)
+        verdict = judge(placement, server.who, key, claims, waiters)
+        if verdict.granted:
+            kept[server.slot] = server
+            claims.append(Claim(LOCAL_NODE, server.slot, server.gpus, server.who))
+        else:
+            result.waiting[server.who] = describe_verdict(placement, verdict)
+            waiters.append(Waiter(LOCAL_NODE, server.slot, server.gpus, server.who, key))
+    result.servers = kept
+    return result
+
+
+def _placement(server: LocalServer) -> Placement:
+    return Placement(node=LOCAL_NODE, slot=server.slot, gpus=server.gpus, port=server.port, tensor_split="")

@@ -1,0 +1,204 @@
+"""`llamacontroller up`: the LlamaModel files of a folder, served by llama-server processes on this
+machine, converged on start, on a second `up` (SIGHUP) and, with --watch, whenever the files change.
+
+A switch stops the old server before it starts the new one; a removed file unloads its server;
+Ctrl-C or `llamacontroller down` stops everything, and no server outlives the runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.local import state as state_file
+from llamacontroller.local.plan import LocalPlan, plan
+from llamacontroller.local.supervisor import Supervisor
+from llamacontroller.resource import KIND
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+
+
+def yaml_files(paths: Iterable[Path]) -> list[Path]:
+    """The files given, and the .yaml/.yml files of the folders given, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"})
+        else:
+            found.append(path)
+    return found
+
+
+def read_llamamodels(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The LlamaModel documents of the files, and the files that could not be read (with why)."""
+    bodies: list[dict[str, Any]] = []
+    problems: dict[str, str] = {}
+    for path in yaml_files(paths):
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except (OSError, yaml.YAMLError) as exc:
+            problems[str(path)] = f"cannot read: {exc}"
+            continue
+        bodies += [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    return bodies, problems
+
+
+def _fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, float, int], ...]:
+    """Changes of the watched files: names, modification times, sizes."""
+    result = []
+    for path in yaml_files(p for p in paths if p.exists()):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        result.append((str(path), stat.st_mtime, stat.st_size))
+    return tuple(result)
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        paths: list[Path],
+        config: OperatorConfig,
+        models_dir: Path,
+        binary: Path,
+        state_dir: Path,
+        watch: bool = False,
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.models_dir = models_dir
+        self.state_dir = state_dir
+        self.watch = watch
+        self.supervisor = Supervisor(
+            binary,
+            state_dir / "logs",
+            config.local.restart_on_crash,
+            config.local.max_restart_attempts,
+        )
+        self.current = LocalPlan()
+        self.generation = 0
+        self._reload = False
+        self._stop = False
+
+    # Signals only set flags; the loop acts on them.
+    def _on_reload(self, *_: Any) -> None:
+        self._reload = True
+
+    def _on_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def converge(self) -> None:
+        """Stop what is no longer wanted (or changed) first, then start what is newly granted."""
+        request = state_file.read_json(self.state_dir / state_file.REQUEST_FILE)
+        if request and request.get("paths"):
+            self.paths = [Path(p) for p in request["paths"]]
+        bodies, problems = read_llamamodels(self.paths)
+        running = {slot: s.server for slot, s in self.supervisor.slots.items()}
+        wanted = plan(bodies, self.config, self.models_dir, running)
+        wanted.invalid.update(problems)
+        for slot, server in running.items():
+            if wanted.servers.get(slot) != server:
+                self.supervisor.stop(slot)
+        for slot, server in wanted.servers.items():
+            if slot not in self.supervisor.slots:
+                self.supervisor.start(server)
+        self.current = wanted
+        self.generation += 1
+        for who, message in {**wanted.waiting, **wanted.invalid}.items():
+            log.info("%s: %s", who, message)
+
+    def snapshot(self) -> dict[str, Any]:
+        servers = [
+            {
+                "slot": slot,
+                "port": s.server.port,
+                "model": s.server.model,
+                "llamamodel": s.server.who,
+                "phase": s.phase,
+                "message": s.message,
+                "pid": s.process.pid if s.process.exited() is None else None,
+                "startedAt": s.started_at,
+                "restarts": s.restarts,
+                "log": str(self.supervisor.log_path(slot)),
+            }
+            for slot, s in sorted(self.supervisor.slots.items())
+        ]
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "paths": [str(p) for p in self.paths],
+            "servers": servers,
+            "waiting": self.current.waiting,
+            "invalid": self.current.invalid,
+        }
+
+    def _write_state(self) -> None:
+        state_file.write_json(self.state_dir / state_file.STATE_FILE, self.snapshot())
+
+    def run(self) -> None:
+        signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        (self.state_dir / state_file.REQUEST_FILE).unlink(missing_ok=True)  # a leftover of an earlier run
+        try:
+            self.converge()
+            self._write_state()
+            seen = _fingerprint(self.paths)
+            while not self._stop:
+                time.sleep(TICK_SECONDS)
+                changed = self.supervisor.tick(time.time())
+                if self.watch and _fingerprint(self.paths) != seen:
+                    self._reload = True
+                if self._reload:
+                    self._reload = False
+                    self.converge()
+                    seen = _fingerprint(self.paths)
+                    changed = True
+                if changed:
+                    self._write_state()
+        finally:
+            self.supervisor.stop_all()
+            state = self.snapshot()
+            state.update(pid=None, servers=[])
+            state_file.write_json(self.state_dir / state_file.STATE_FILE, state)
+
+
+def request_reload(state_dir: Path, paths: list[Path], timeout: float = 30.0) -> dict[str, Any]:
+    """A second `up`: hand the files to the running one and wait until it has converged on them."""
+    running = state_file.running_state(state_dir)
+    if running is None:
+        raise RuntimeError("no llamacontroller up is running")
+    state_file.write_json(state_dir / state_file.REQUEST_FILE, {"paths": [str(p) for p in paths]})
+    os.kill(running["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = state_file.running_state(state_dir)
+        if now and now["generation"] > running["generation"]:
+            return now
+        time.sleep(0.1)
+    raise TimeoutError(f"llamacontroller up (pid {running['pid']}) did not reload within {timeout:.0f} s")
+
+
+def stop_running(state_dir: Path, timeout: float = 30.0) -> bool:
+    """`llamacontroller down`: stop the running `up`, which stops its servers; False if none ran."""
+    running = state_file.running_state(state_dir)
+    if running is None:
+        return False
+    os.kill(running["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and state_file.alive(running["pid"]):
+        time.sleep(0.1)
+    if state_file.alive(running["pid"]):
+        raise TimeoutError(f"llamacontroller up (pid {running['pid']}) did not stop within {timeout:.0f} s")
+    return True

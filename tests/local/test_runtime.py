@@ -1,0 +1,129 @@
+"""The same LlamaModel files on one machine: real llama-server processes, the same slots and args."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llamacontroller.local.state import alive as pid_alive
+from tests.e2e.conftest import eventually
+from tests.local.conftest import Local, llamamodel_file
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def answers(port: int, model: str) -> bool:
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4},
+        timeout=60,
+    )
+    return response.status_code == 200 and response.json()["model"] == model
+
+
+def test_two_slots_serve_side_by_side_and_both_waits(local: Local):
+    llamamodel_file(local.files, "a", gpu={"mode": "single", "gpuId": 0})
+    llamamodel_file(local.files, "b", gpu={"mode": "single", "gpuId": 1})
+    llamamodel_file(local.files, "c", gpu={"mode": "both"})
+    local.start()
+    eventually(lambda: local.phase_of("gpu0") == local.phase_of("gpu1") == "Ready", timeout=60)
+    assert answers(local.ports["gpu0"], "a:latest") and answers(local.ports["gpu1"], "b:latest")
+    state = local.state()
+    assert state["waiting"] == {"default/c": "both on local is held by default/a (gpu0), default/b (gpu1)"}
+    cmdline = Path(f"/proc/{local.servers()['gpu1']['pid']}/cmdline").read_text()
+    args = " ".join(cmdline.split("\0"))
+    assert "--tensor-split 0,1" in args and f"--port {local.ports['gpu1']}" in args
+
+    table = local.cli("status").stdout
+    assert table.splitlines()[0].split() == ["SLOT", "PORT", "MODEL", "PHASE", "PID", "UPTIME", "RESTARTS"]
+    assert "waiting  default/c: both on local is held by" in table
+    assert "main: model loaded" in local.cli("logs", "gpu0").stdout or local.cli("logs", "gpu0").stdout
+
+
+def test_removing_files_unloads_and_frees_the_slot_for_the_waiter(local: Local):
+    llamamodel_file(local.files, "a", gpu={"gpuId": 0})
+    b = llamamodel_file(local.files, "b", gpu={"gpuId": 1})
+    llamamodel_file(local.files, "c", gpu={"mode": "both"})
+    local.start()
+    eventually(lambda: local.phase_of("gpu1") == "Ready", timeout=60)
+    pids = {slot: s["pid"] for slot, s in local.servers().items()}
+
+    (local.files / "a.yaml").unlink()
+    local.cli(*local.up_args())  # a second `up` hands the files to the running one
+    assert not pid_alive(pids["gpu0"])
+    assert local.state()["waiting"] == {"default/c": "both on local is held by default/b (gpu1)"}
+
+    b.unlink()
+    local.cli(*local.up_args())
+    assert not pid_alive(pids["gpu1"])
+    eventually(lambda: local.phase_of("both") == "Ready", timeout=60, what="c on both")
+    assert answers(local.ports["both"], "c:latest")
+
+
+def test_a_killed_server_is_restarted_and_reported(local: Local):
+    llamamodel_file(local.files, "a")
+    local.start()
+    eventually(lambda: local.phase_of("gpu0") == "Ready", timeout=60)
+    first = local.servers()["gpu0"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    eventually(
+        lambda: local.servers()["gpu0"]["restarts"] == 1 and local.phase_of("gpu0") == "Ready", timeout=60
+    )
+    assert local.servers()["gpu0"]["pid"] != first
+
+
+def test_watch_switches_a_changed_model_unload_then_load(local: Local):
+    llamamodel_file(local.files, "a")
+    local.start("--watch")
+    eventually(lambda: local.phase_of("gpu0") == "Ready", timeout=60)
+    old = local.servers()["gpu0"]["pid"]
+    llamamodel_file(local.files, "a", parameters={"threads": 1, "ctxSize": 1024})
+    eventually(
+        lambda: local.servers().get("gpu0", {}).get("pid") not in (None, old), timeout=60, what="switch"
+    )
+    assert not pid_alive(old)
+    eventually(lambda: local.phase_of("gpu0") == "Ready", timeout=60)
+
+
+def test_down_leaves_no_process_behind(local: Local):
+    llamamodel_file(local.files, "a", gpu={"gpuId": 0})
+    llamamodel_file(local.files, "b", gpu={"gpuId": 1})
+    local.start()
+    eventually(lambda: len([s for s in local.servers().values() if s["pid"]]) == 2, timeout=60)
+    pids = [s["pid"] for s in local.servers().values()] + [local.process.pid]
+    assert local.cli("down").stdout.strip() == "stopped"
+    local.process.wait(30)
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert local.cli("status", check=False).returncode == 1
+
+
+def test_servers_do_not_outlive_a_killed_runtime(local: Local):
+    llamamodel_file(local.files, "a")
+    local.start()
+    eventually(lambda: local.servers().get("gpu0", {}).get("pid"), timeout=60)
+    server = local.servers()["gpu0"]["pid"]
+    local.process.kill()
+    local.process.wait(10)
+    eventually(lambda: not pid_alive(server), timeout=30, what="the orphaned server to die")
+
+
+def test_invalid_files_are_reported_and_others_served(local: Local):
+    llamamodel_file(local.files, "bad", gpu={"mode": "triple"})
+    (local.files / "broken.yaml").write_text("kind: LlamaModel\nspec: [unclosed")
+    llamamodel_file(local.files, "good")
+    local.start()
+    eventually(lambda: local.phase_of("gpu0") == "Ready", timeout=60)
+    invalid = local.state()["invalid"]
+    assert "spec.gpu.mode: Input should be 'single' or 'both'" in invalid["default/bad"]
+    assert any(key.endswith("broken.yaml") and "cannot read" in message for key, message in invalid.items())
+
+
+def test_missing_llama_server_is_a_clear_error(local: Local, monkeypatch):
+    llamamodel_file(local.files, "a")
+    result = local.cli(*local.up_args("--llama-server", "/nonexistent/llama-server"), check=False)
+    assert result.returncode == 2
+    assert "--llama-server /nonexistent/llama-server: no executable file there" in result.stderr
