@@ -8,6 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Real llama-server fixtures (start_server, demo_model, llama_server_binary) for every suite.
+pytest_plugins = ("tests.server.fixtures",)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="rewrite golden files from the code")

@@ -77,7 +77,9 @@ def _up(args: argparse.Namespace) -> int:
 
     from llamacontroller.local import state as state_file
     from llamacontroller.local.binary import LlamaServerNotFound, find_llama_server
+    from llamacontroller.local.gateway import GatewayThread
     from llamacontroller.local.runtime import LocalRuntime, request_reload
+    from llamacontroller.serving.auth import load_api_keys
 
     state_dir, paths = Path(args.state_dir), [Path(p) for p in args.file]
     missing = [str(p) for p in paths if not p.exists()]
@@ -95,7 +97,15 @@ def _up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the probes, every few seconds
     config = load_config(args.config)
-    LocalRuntime(paths, config, Path(args.models_dir), binary, state_dir, watch=args.watch).run()
+    gateway = None
+    if args.gateway_listen != "off":
+        gateway = GatewayThread(args.gateway_listen, load_api_keys(args.api_keys_file))
+    try:
+        LocalRuntime(paths, config, Path(args.models_dir), binary, state_dir, args.watch, gateway).run()
+    except OSError as exc:
+        hint = f"gateway {args.gateway_listen}: pass --gateway-listen HOST:PORT, or off"
+        print(f"error: {exc.strerror or exc} ({hint})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -127,6 +137,26 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from llamacontroller.local.demo import run_demo
+
+    return run_demo(Path(args.file), args.config, Path(args.state_dir), args.gateway_listen, args.prompt)
+
+
+def _adapter(args: argparse.Namespace) -> int:
+    from llamacontroller.serving.adapter import run_adapter
+
+    run_adapter(args.upstream, args.listen, api_keys_file=args.api_keys_file, model_name=args.model)
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from llamacontroller.serving.gateway import run_gateway
+
+    run_gateway(args.listen, args.namespace or None, api_keys_file=args.api_keys_file)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="llamacontroller", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -149,6 +179,20 @@ def parser() -> argparse.ArgumentParser:
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")
     crd.set_defaults(run=_crd)
 
+    keys = {"default": None, "help": "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"}
+    adapter = commands.add_parser("adapter", help="the Ollama/OpenAI API in front of one llama-server")
+    adapter.add_argument("--upstream", required=True, help="llama-server's URL, e.g. http://127.0.0.1:8081")
+    adapter.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
+    adapter.add_argument("--model", default=None, help="the model's name (default: llama-server's --alias)")
+    adapter.add_argument("--api-keys-file", **keys)
+    adapter.set_defaults(run=_adapter)
+
+    gateway = commands.add_parser("gateway", help="the Ollama/OpenAI API for every Ready LlamaModel")
+    gateway.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
+    gateway.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
+    gateway.add_argument("--api-keys-file", **keys)
+    gateway.set_defaults(run=_gateway)
+
     state_dir = {"default": ".llamacontroller", "help": "where `up` keeps its state and logs"}
     up = commands.add_parser("up", help="serve LlamaModel files with local llama-server processes")
     up.add_argument(
@@ -160,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--llama-server", default=None, help="the llama-server binary (else $LLAMA_SERVER, ...)")
     up.add_argument("--watch", action="store_true", help="converge whenever the files change")
+    up.add_argument(
+        "--gateway-listen", default="127.0.0.1:11434", help="the Ollama/OpenAI gateway ('off': none)"
+    )
+    up.add_argument("--api-keys-file", **keys)
     up.add_argument("--state-dir", **state_dir)
     up.set_defaults(run=_up)
 
@@ -176,6 +224,16 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
     logs.add_argument("--state-dir", **state_dir)
     logs.set_defaults(run=_logs)
+
+    demo = commands.add_parser("demo", help="run the demo model locally, ask it once, stop")
+    demo.add_argument(
+        "-f", "--file", default="examples/local", help="LlamaModel files (default: examples/local)"
+    )
+    demo.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="settings (YAML)")
+    demo.add_argument("--gateway-listen", default="127.0.0.1:11434", help="where the gateway listens")
+    demo.add_argument("--prompt", default="Why is the sky blue?")
+    demo.add_argument("--state-dir", default=".llamacontroller/demo", help="state, logs and the demo model")
+    demo.set_defaults(run=_demo)
 
     demo = commands.add_parser("demo-model", help="write the tiny deterministic GGUF model")
     demo.add_argument("path")

@@ -51,6 +51,22 @@ class ModelsVolume(CamelModel):
         return {"hostPath": dict(self.host_path or {})}
 
 
+class AdapterSettings(CamelModel):
+    """The per-slot sidecar that speaks the Ollama and OpenAI APIs in front of llama-server."""
+
+    enabled: bool = True
+    image: str = "ghcr.io/llamacontroller/llamacontroller:0.1.0"
+    port: int = Field(default=11434, ge=1, le=65535)
+    resources: dict[str, Any] | None = None
+
+
+class ApiKeys(CamelModel):
+    """Optional API keys: a Secret whose key holds one key per line (none: the APIs are open)."""
+
+    secret_name: str | None = None
+    secret_key: str = "keys"
+
+
 class LocalSettings(CamelModel):
     """The local runtime's own settings (`llamacontroller up`): the seed's crash policy."""
 
@@ -77,6 +93,8 @@ class OperatorConfig(CamelModel):
     readiness_period_seconds: int = Field(default=5, ge=1)
     startup_timeout_seconds: int = Field(default=300, ge=1)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    api_keys: ApiKeys = Field(default_factory=ApiKeys)
 
     @model_validator(mode="after")
     def _ports_cover_the_default_node(self) -> OperatorConfig:

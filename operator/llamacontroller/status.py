@@ -12,6 +12,7 @@ from typing import Any
 
 from llamacontroller.resource import Condition, Phase
 
+SERVER_CONTAINER = "llama-server"
 CONDITION_READY = "Ready"
 CONDITION_SLOT = "SlotAvailable"
 
@@ -60,8 +61,9 @@ def _pod_condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    """llama-server's container status (the adapter sidecar's is not the server's story)."""
     statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    return statuses[0]
+    return next((c for c in statuses if c.get("name") == SERVER_CONTAINER), statuses[0])
 
 
 def _seconds_since(stamp: str | None, now: datetime) -> float | None:

@@ -49,6 +49,7 @@ class Local:
         self.config = root / "operator.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.ports = ports
+        self.gateway = f"127.0.0.1:{free_port()}"
         self.process: subprocess.Popen | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -72,6 +73,8 @@ class Local:
             str(self.config),
             "--models-dir",
             str(self.models),
+            "--gateway-listen",
+            self.gateway,
             *extra,
         ]
 

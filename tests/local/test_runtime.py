@@ -12,6 +12,7 @@ import pytest
 from llamacontroller.local.state import alive as pid_alive
 from tests.e2e.conftest import eventually
 from tests.local.conftest import Local, llamamodel_file
+from tests.unit.helpers import REPO
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -127,3 +128,32 @@ def test_missing_llama_server_is_a_clear_error(local: Local, monkeypatch):
     result = local.cli(*local.up_args("--llama-server", "/nonexistent/llama-server"), check=False)
     assert result.returncode == 2
     assert "--llama-server /nonexistent/llama-server: no executable file there" in result.stderr
+
+
+def test_the_gateway_answers_the_official_ollama_client_for_both_models(local: Local):
+    import ollama
+
+    llamamodel_file(local.files, "a", gpu={"gpuId": 0})
+    llamamodel_file(local.files, "b", gpu={"gpuId": 1}, model={"name": "bee:q4", "path": "demo.gguf"})
+    local.start()
+    eventually(lambda: local.phase_of("gpu0") == local.phase_of("gpu1") == "Ready", timeout=60)
+    assert local.state()["gateway"] == f"http://{local.gateway}"
+    client = ollama.Client(host=f"http://{local.gateway}")
+    eventually(lambda: {m.model for m in client.list().models} == {"a:latest", "bee:q4"}, what="both listed")
+    for model in ("a", "bee:q4"):
+        answer = client.chat(
+            model=model, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 4}
+        )
+        assert answer.message.role == "assistant" and answer.message.content
+        assert answer.eval_count == 4
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.chat(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.status_code == 404
+
+
+def test_the_demo_runs_end_to_end_and_stops(local: Local):
+    demo = ["demo", "-f", str(REPO / "examples" / "local"), "--config", str(local.config)]
+    result = local.cli(*demo, "--gateway-listen", local.gateway, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo:tiny answers: " in result.stdout and "(24 tokens)" in result.stdout
+    assert local.cli("status", check=False).returncode == 1  # nothing left running

@@ -9,7 +9,7 @@ from llamacontroller.local.probe import probe_passes
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import Phase, parse_llamamodel
 from llamacontroller.status import observe_pod
-from tests.server.conftest import HOST, StartServer, pod_args
+from tests.server.fixtures import HOST, StartServer, pod_args
 from tests.unit.helpers import llamamodel, repo_config
 
 # A large context makes llama-server clear a big KV cache while it loads: /health answers 503 long

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from llamacontroller.local.server import ServerFailed
-from tests.server.conftest import StartServer
+from tests.server.fixtures import StartServer
 from tests.unit.helpers import REPO, llamamodel
 
 # -t 1: with two threads on a two-core machine, requests sometimes stall.

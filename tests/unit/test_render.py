@@ -132,3 +132,28 @@ def test_device_plugin_strategy_requests_gpus_instead_of_pinning():
     assert whole["args"][whole["args"].index("--tensor-split") + 1] == "0.5,0.5"
     assert not any(e["name"] == "NVIDIA_VISIBLE_DEVICES" for e in single["env"])
     assert single["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+
+
+def test_the_adapter_sidecar_fronts_the_slot_on_11434():
+    children = _children(gpu={"gpuId": 1})
+    adapter = children.pod["spec"]["containers"][1]
+    assert adapter["args"] == ["adapter", "--upstream", "http://127.0.0.1:8088", "--listen", "0.0.0.0:11434"]
+    assert adapter["volumeMounts"][0] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert [(p["name"], p["port"]) for p in children.service["spec"]["ports"]] == [
+        ("http", 8088),
+        ("ollama", 11434),
+    ]
+
+
+def test_api_keys_secret_reaches_the_adapter_as_a_file():
+    config = repo_config(api_keys={"secret_name": "llama-keys", "secret_key": "keys"})
+    pod = render_children(parse_llamamodel(llamamodel()), config).pod
+    adapter = pod["spec"]["containers"][1]
+    assert adapter["args"][-2:] == ["--api-keys-file", "/etc/llamacontroller/api-keys/keys"]
+    assert {"name": "api-keys", "secret": {"secretName": "llama-keys"}} in pod["spec"]["volumes"]
+
+
+def test_without_the_adapter_the_service_has_one_port():
+    children = render_children(parse_llamamodel(llamamodel()), repo_config(adapter={"enabled": False}))
+    assert len(children.pod["spec"]["containers"]) == 1
+    assert [p["name"] for p in children.service["spec"]["ports"]] == ["http"]

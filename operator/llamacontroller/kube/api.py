@@ -7,8 +7,10 @@ RBAC role, and one place to look when a call misbehaves.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -125,6 +127,34 @@ class KubeApi:
         path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
         result = await self._call("GET", path)
         return (result or {}).get("items", [])
+
+    async def list_llamamodels_at(self, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """The LlamaModels and the list's resourceVersion, to watch from."""
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
+        result = await self._call("GET", path) or {}
+        return result.get("items", []), result.get("metadata", {}).get("resourceVersion", "")
+
+    async def watch_llamamodels(
+        self, namespace: str | None, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events after `resource_version` until the server ends the stream.
+
+        An expired resourceVersion comes as an ERROR event (code 410): the caller lists again."""
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30.0)
+        async with self.client.stream("GET", path, params=params, timeout=timeout) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise ApiError(response.status_code, response.reason_phrase, response.text)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
 
     async def patch_llamamodel_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource: the operator never writes to spec."""

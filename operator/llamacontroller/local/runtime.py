@@ -19,6 +19,7 @@ import yaml
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.local import state as state_file
+from llamacontroller.local.gateway import GatewayThread
 from llamacontroller.local.plan import LocalPlan, plan
 from llamacontroller.local.supervisor import Supervisor
 from llamacontroller.resource import KIND
@@ -74,12 +75,14 @@ class LocalRuntime:
         binary: Path,
         state_dir: Path,
         watch: bool = False,
+        gateway: GatewayThread | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.models_dir = models_dir
         self.state_dir = state_dir
         self.watch = watch
+        self.gateway = gateway
         self.supervisor = Supervisor(
             binary,
             state_dir / "logs",
@@ -141,9 +144,20 @@ class LocalRuntime:
             "servers": servers,
             "waiting": self.current.waiting,
             "invalid": self.current.invalid,
+            "gateway": self.gateway.url if self.gateway else None,
+        }
+
+    def routes(self) -> dict[str, str]:
+        """The gateway serves the servers that are up (a loading one answers 503 until ready)."""
+        return {
+            s.server.model: f"http://127.0.0.1:{s.server.port}"
+            for s in self.supervisor.slots.values()
+            if s.phase in {"Loading", "Ready"}
         }
 
     def _write_state(self) -> None:
+        if self.gateway is not None:
+            self.gateway.set_routes(self.routes())
         state_file.write_json(self.state_dir / state_file.STATE_FILE, self.snapshot())
 
     def run(self) -> None:
@@ -152,6 +166,8 @@ class LocalRuntime:
         signal.signal(signal.SIGINT, self._on_stop)
         (self.state_dir / state_file.REQUEST_FILE).unlink(missing_ok=True)  # a leftover of an earlier run
         try:
+            if self.gateway is not None:
+                self.gateway.start()
             self.converge()
             self._write_state()
             seen = _fingerprint(self.paths)
@@ -168,6 +184,8 @@ class LocalRuntime:
                 if changed:
                     self._write_state()
         finally:
+            if self.gateway is not None:
+                self.gateway.stop()
             self.supervisor.stop_all()
             state = self.snapshot()
             state.update(pid=None, servers=[])

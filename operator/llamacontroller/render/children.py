@@ -27,5 +27,5 @@ def render_children(lm: LlamaModel, config: OperatorConfig, gpu_count: int | Non
         lm=lm,
         placement=placement,
         pod=render_pod(lm, placement, config),
-        service=render_service(lm, placement),
+        service=render_service(lm, placement, config),
     )

@@ -12,7 +12,11 @@ from llamacontroller.resource import API_VERSION, KIND, LlamaModel
 from llamacontroller.slots import Placement
 
 MODELS_VOLUME = "models"
+API_KEYS_VOLUME = "api-keys"
+API_KEYS_DIR = "/etc/llamacontroller/api-keys"
 PORT_NAME = "http"
+ADAPTER_PORT_NAME = "ollama"
+ADAPTER_NAME = "adapter"
 GPU_RESOURCE = "nvidia.com/gpu"
 STARTUP_PERIOD_SECONDS = 5
 
@@ -125,12 +129,52 @@ def render_container(lm: LlamaModel, placement: Placement, config: OperatorConfi
     return container
 
 
+def render_adapter(placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    """The sidecar that speaks Ollama and OpenAI for this slot's server. It shares the models volume
+    at the same path, so it reads the GGUF header and digest of the file llama-server reports."""
+    args = [
+        "adapter",
+        "--upstream",
+        f"http://127.0.0.1:{placement.port}",
+        "--listen",
+        f"0.0.0.0:{config.adapter.port}",
+    ]
+    mounts = [{"name": MODELS_VOLUME, "mountPath": config.models_volume.mount_path, "readOnly": True}]
+    if config.api_keys.secret_name:
+        args += ["--api-keys-file", f"{API_KEYS_DIR}/{config.api_keys.secret_key}"]
+        mounts.append({"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": ADAPTER_NAME,
+        "image": config.adapter.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": args,
+        "ports": [{"name": ADAPTER_PORT_NAME, "containerPort": config.adapter.port, "protocol": "TCP"}],
+        "volumeMounts": mounts,
+        "readinessProbe": {"httpGet": {"path": "/", "port": ADAPTER_PORT_NAME}, "periodSeconds": 10},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if config.adapter.resources:
+        container["resources"] = config.adapter.resources
+    return container
+
+
 def render_pod_spec(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    containers = [render_container(lm, placement, config)]
+    volumes = [{"name": MODELS_VOLUME, **config.models_volume.volume_source()}]
+    if config.adapter.enabled:
+        containers.append(render_adapter(placement, config))
+        if config.api_keys.secret_name:
+            volumes.append({"name": API_KEYS_VOLUME, "secret": {"secretName": config.api_keys.secret_name}})
     spec: dict[str, Any] = {
         "restartPolicy": "Always",
         "affinity": _node_affinity(placement.node),
-        "containers": [render_container(lm, placement, config)],
-        "volumes": [{"name": MODELS_VOLUME, **config.models_volume.volume_source()}],
+        "containers": containers,
+        "volumes": volumes,
     }
     if config.runtime_class_name:
         spec["runtimeClassName"] = config.runtime_class_name

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamacontroller.config import OperatorConfig
 from llamacontroller.render import names
-from llamacontroller.render.pod import PORT_NAME, child_metadata
+from llamacontroller.render.pod import ADAPTER_PORT_NAME, PORT_NAME, child_metadata
 from llamacontroller.resource import LlamaModel
 from llamacontroller.slots import Placement
 
@@ -18,8 +19,15 @@ def slot_selector(placement: Placement) -> dict[str, str]:
     }
 
 
-def render_service(lm: LlamaModel, placement: Placement) -> dict[str, Any]:
+def render_service(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    """llama-server's own port (OpenAI API, /metrics), and the adapter's Ollama port when it runs."""
     name = names.service_name(placement.node, placement.slot, node_named=bool(lm.spec.node_name))
+    ports = [{"name": PORT_NAME, "port": placement.port, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if config.adapter.enabled:
+        port = config.adapter.port
+        ports.append(
+            {"name": ADAPTER_PORT_NAME, "port": port, "targetPort": ADAPTER_PORT_NAME, "protocol": "TCP"}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -27,9 +35,7 @@ def render_service(lm: LlamaModel, placement: Placement) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": slot_selector(placement),
-            "ports": [
-                {"name": PORT_NAME, "port": placement.port, "targetPort": PORT_NAME, "protocol": "TCP"}
-            ],
+            "ports": ports,
         },
     }
 

@@ -1,0 +1,57 @@
+"""The local runtime's Ollama/OpenAI gateway on 127.0.0.1:11434: the cluster gateway's routes, fed
+by the runtime instead of a watch, served from a thread beside the supervisor's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from aiohttp import web
+
+from llamacontroller.serving.adapter import build_api_app, parse_listen
+from llamacontroller.serving.metadata import FileDigests
+from llamacontroller.serving.router import RoutingCatalog
+from llamacontroller.serving.upstream import make_client
+
+
+class GatewayThread:
+    def __init__(self, listen: str, api_keys: frozenset[str] = frozenset()) -> None:
+        self.host, self.port = parse_listen(listen)
+        self.api_keys = api_keys
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.catalog: RoutingCatalog | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Listening when this returns; a taken port raises here, not later."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+
+    async def _start(self) -> None:
+        self._client, self._digests = make_client(), FileDigests()
+        self.catalog = RoutingCatalog(self._client, self._digests)
+        app = build_api_app(self.catalog, self.api_keys)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    def set_routes(self, routes: dict[str, str]) -> None:
+        if self.catalog is not None:
+            self._loop.call_soon_threadsafe(self.catalog.set_routes, dict(routes))
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+    async def _stop(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+        self._digests.close()
+        await self._client.aclose()

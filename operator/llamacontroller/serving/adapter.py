@@ -1,0 +1,154 @@
+"""The web app in front of one llama-server (the per-slot sidecar), and ``run_adapter``.
+
+``build_api_app`` takes any ``Catalog``: the adapter passes its single-model catalog, a router its
+own. The adapter runs with aiohttp's handler cancellation, so a client that disconnects cancels its
+handler at once, and with it the upstream request (llama-server then stops generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from aiohttp import web
+
+from llamacontroller.serving import ollama_routes, openai_routes
+from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
+from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
+from llamacontroller.serving.errors import ApiError
+from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware
+from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
+from llamacontroller.serving.upstream import READ_TIMEOUT, Upstream, make_client
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 << 20  # chat histories with images exceed aiohttp's 1 MiB default
+UPSTREAM_KEY_ENV = "LLAMACONTROLLER_UPSTREAM_API_KEY"  # llama-server's own --api-key, if it has one
+
+
+def build_api_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> web.Application:
+    """The Ollama and OpenAI routes over a catalog; errors in each API's shape; optional keys."""
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app[CATALOG] = catalog
+    app[API_KEYS] = api_keys
+    ollama_routes.add_routes(app)
+    openai_routes.add_routes(app)
+    return app
+
+
+def build_app(
+    upstream_url: str,
+    *,
+    api_keys: frozenset[str] = frozenset(),
+    model_name: str | None = None,
+    upstream_api_key: str | None = None,
+    read_timeout: float = READ_TIMEOUT,
+    digest_wait: float = DIGEST_WAIT,
+) -> web.Application:
+    """The adapter's app: one upstream, the model named by llama-server's ``--alias`` unless given."""
+    client = make_client(read_timeout)
+    digests = FileDigests()
+    upstream = Upstream(upstream_url, client, upstream_api_key)
+    catalog = SingleModelCatalog(upstream, MetadataSource(upstream, digests, digest_wait), model_name)
+    app = build_api_app(catalog, api_keys)
+    app.cleanup_ctx.append(lifecycle(catalog, client, digests))
+    return app
+
+
+def lifecycle(
+    catalog: Catalog, client: httpx.AsyncClient, digests: FileDigests
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        warming = asyncio.create_task(warm_up(catalog))
+        yield
+        warming.cancel()
+        digests.close()
+        await client.aclose()
+
+    return context
+
+
+async def warm_up(catalog: Catalog, max_delay: float = 10.0) -> None:
+    """Learn the model and start hashing its file at start-up, retrying while llama-server loads."""
+    delay = 0.25
+    while True:
+        try:
+            for target in await catalog.targets():
+                await target.metadata.get()
+            return
+        except ApiError as exc:
+            log.info("llama-server not ready yet (%s); retrying in %.1f s", exc.message, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``:port`` or ``port`` (all interfaces)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        host, port = "", listen
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit():
+        raise ValueError(f"--listen {listen!r}: expected host:port")
+    return host, int(port)
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (several times less overhead per request and per streamed chunk
+    than asyncio's own loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_adapter(
+    upstream: str,
+    listen: str,
+    *,
+    api_keys_file: str | None = None,
+    api_keys_env: str | None = DEFAULT_ENV,
+    model_name: str | None = None,
+    read_timeout: float = READ_TIMEOUT,
+    access_log: bool = True,
+) -> None:
+    """Serve the Ollama and OpenAI APIs on ``listen`` for the llama-server at ``upstream``; blocks.
+
+    API keys: the lines of ``api_keys_file`` and the comma-separated ``$api_keys_env``; none means
+    open. The upstream's own key (llama-server ``--api-key``) is read from $LLAMACONTROLLER_UPSTREAM_API_KEY.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
+    host, port = parse_listen(listen)
+    keys = load_api_keys(api_keys_file, api_keys_env)
+    app = build_app(
+        upstream,
+        api_keys=keys,
+        model_name=model_name,
+        upstream_api_key=os.environ.get(UPSTREAM_KEY_ENV) or None,
+        read_timeout=read_timeout,
+    )
+    log.info(
+        "serving the Ollama and OpenAI APIs on %s:%d for llama-server at %s (%s)",
+        host,
+        port,
+        upstream,
+        f"{len(keys)} API key(s)" if keys else "no API keys",
+    )
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        handler_cancellation=True,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        print=None,
+        shutdown_timeout=5.0,
+        loop=event_loop(),
+    )

@@ -1,0 +1,55 @@
+"""Optional API keys: ``Authorization: Bearer <key>`` on every route but the health check.
+
+Keys come from a file (one per line, ``#`` comments; a mounted Kubernetes Secret) and/or an
+environment variable (separated by commas or whitespace). No keys: the API is open. Keys are
+compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from pathlib import Path
+
+DEFAULT_ENV = "LLAMACONTROLLER_API_KEYS"
+# GET/HEAD / answers "Ollama is running" to health checks and to the CLI's first probe.
+OPEN_PATHS = frozenset({"/"})
+
+
+def load_api_keys(
+    path: str | os.PathLike[str] | None = None, env: str | None = DEFAULT_ENV
+) -> frozenset[str]:
+    keys: set[str] = set()
+    if path:
+        for line in Path(path).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.add(line)
+    if env and os.environ.get(env):
+        keys.update(key for key in re.split(r"[,\s]+", os.environ[env]) if key)
+    return frozenset(keys)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def accepted(token: str | None, keys: frozenset[str]) -> bool:
+    """Constant time per key, so the answer's timing tells nothing about a key's prefix."""
+    if token is None:
+        return False
+    given = token.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
+def needs_key(method: str, path: str) -> bool:
+    return not (path in OPEN_PATHS and method in ("GET", "HEAD"))

@@ -1,0 +1,86 @@
+"""Which llama-server answers which model name.
+
+The route handlers ask a ``Catalog`` for the ``Target`` of a request's model; the adapter's catalog
+has one target, a router's has many (and picks the upstream per request). Nothing else in the
+handlers knows how many servers there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from llamacontroller.serving.errors import ApiError, ModelNotFound
+from llamacontroller.serving.metadata import MetadataSource, ModelMetadata
+from llamacontroller.serving.names import same_model, with_tag
+from llamacontroller.serving.prompts import PromptRenderer
+from llamacontroller.serving.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A served model: its listed name (with tag), its llama-server, metadata and prompt renderer."""
+
+    name: str
+    upstream: Upstream
+    metadata: MetadataSource
+    prompts: PromptRenderer
+
+
+class Catalog(Protocol):
+    async def resolve(self, model: str | None) -> Target:
+        """The target serving ``model`` (any spelling); raises ModelNotFound. None: the default."""
+        ...
+
+    async def targets(self) -> list[Target]:
+        """Every served model, for the listings."""
+        ...
+
+
+class SingleModelCatalog:
+    """One llama-server; its model's name is given or read from llama-server's ``--alias``."""
+
+    def __init__(self, upstream: Upstream, metadata: MetadataSource, name: str | None = None) -> None:
+        self.upstream = upstream
+        self.metadata = metadata
+        self.prompts = PromptRenderer(upstream)
+        self._target = Target(with_tag(name), upstream, metadata, self.prompts) if name else None
+
+    async def target(self) -> Target:
+        if self._target is None:
+            facts = await self.metadata.server_facts()  # raises while llama-server is unreachable
+            self._target = Target(with_tag(facts.alias), self.upstream, self.metadata, self.prompts)
+        return self._target
+
+    async def resolve(self, model: str | None) -> Target:
+        target = await self.target()
+        if model and not same_model(model, target.name):
+            raise ModelNotFound(model)
+        return target
+
+    async def targets(self) -> list[Target]:
+        return [await self.target()]
+
+
+async def available(catalog: Catalog) -> list[tuple[Target, ModelMetadata]]:
+    """Every target whose metadata can be had now, for the listings: one that is down (or loading)
+    is left out and logged, as Ollama lists what it can serve."""
+    try:
+        targets = await catalog.targets()
+    except ApiError as exc:
+        log.warning("no model to list: %s", exc.message)
+        return []
+    found = await asyncio.gather(*(target.metadata.get() for target in targets), return_exceptions=True)
+    out = []
+    for target, metadata in zip(targets, found, strict=True):
+        if isinstance(metadata, ApiError):
+            log.warning("%s is not listed: %s", target.name, metadata.message)
+        elif isinstance(metadata, BaseException):
+            raise metadata
+        else:
+            out.append((target, metadata))
+    return out

@@ -1,0 +1,102 @@
+"""aiohttp plumbing shared by the Ollama and OpenAI routes: bodies, streams, errors, keys.
+
+Handlers raise ``ApiError``; ``error_middleware`` answers it in the shape of the API the client
+called (``/v1/...``: OpenAI, everything else: Ollama). Once a stream has started, the status is sent,
+so the relay functions end the stream with an error line/event themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from llamacontroller.serving import auth
+from llamacontroller.serving.catalog import Catalog
+from llamacontroller.serving.errors import ApiError, ollama_body, openai_body
+from llamacontroller.serving.upstream import dumps
+
+log = logging.getLogger(__name__)
+
+CATALOG = web.AppKey("catalog", Catalog)
+API_KEYS = web.AppKey("api_keys", frozenset)
+
+NDJSON = "application/x-ndjson"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_openai(request: web.BaseRequest) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
+    return web.Response(body=dumps(body) + b"\n", status=status, content_type=content_type)
+
+
+def error_response(request: web.BaseRequest, error: ApiError) -> web.Response:
+    body = openai_body(error) if is_openai(request) else ollama_body(error)
+    response = json_response(body, error.status)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; anything else is a 400 in the API's shape."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ApiError(400, f"invalid JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = "404 page not found" if exc.status == 404 else exc.reason
+        return error_response(request, ApiError(exc.status, message))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    keys = request.app[API_KEYS]
+    token = auth.bearer_token(request.headers.get("Authorization"))
+    if keys and auth.needs_key(request.method, request.path) and not auth.accepted(token, keys):
+        message = "Invalid or missing API key" if is_openai(request) else "unauthorized"
+        raise ApiError(401, message, code="invalid_api_key")
+    return await handler(request)
+
+
+class NdjsonStream:
+    """An Ollama stream: one JSON object per line, each line sent as soon as it is written."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response = web.StreamResponse(headers={"Content-Type": NDJSON})
+
+    async def start(self) -> None:
+        await self.response.prepare(self.request)
+
+    async def write(self, chunk: Any) -> None:
+        await self.response.write(dumps(chunk) + b"\n")
+
+    async def error(self, error: ApiError) -> None:
+        """A failure after the stream started: status 200 is gone, the last line says it."""
+        log.warning("%s %s failed mid-stream: %s", self.request.method, self.request.path, error.message)
+        await self.write(ollama_body(error))
+
+    async def finish(self) -> web.StreamResponse:
+        await self.response.write_eof()
+        return self.response

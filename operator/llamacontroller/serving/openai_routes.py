@@ -1,0 +1,89 @@
+"""The OpenAI API (``/v1/*``): llama-server already speaks it, so requests pass through.
+
+The only translation: the model name is checked (another model is a 404 in OpenAI's shape), errors
+take OpenAI's shape, and a stream that breaks ends with an SSE error event. Answers carry the model
+name llama-server serves (its ``--alias``), as OpenAI answers with the model it resolved.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from llamacontroller.serving.catalog import Target, available
+from llamacontroller.serving.errors import ApiError, openai_body
+from llamacontroller.serving.http import CATALOG, json_response
+from llamacontroller.serving.upstream import dumps
+
+OWNER = "llamacontroller"
+EVENT_END = b"\n\n"
+
+
+async def target_of(request: web.Request, raw: bytes) -> tuple[Target, dict[str, Any]]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"invalid JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string", param="model")
+    return await request.app[CATALOG].resolve(model), body
+
+
+def passthrough(path: str) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        target, body = await target_of(request, raw)
+        async with target.upstream.open("POST", path, raw) as upstream:
+            if body.get("stream") is True:
+                return await relay_sse(request, target, upstream)
+            content = await upstream.aread()
+            return web.Response(body=content, status=upstream.status_code, content_type="application/json")
+
+    return handler
+
+
+async def relay_sse(request: web.Request, target: Target, upstream: httpx.Response) -> web.StreamResponse:
+    """llama-server's events as they arrive; a broken upstream ends the stream with an error event."""
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    response = web.StreamResponse(status=upstream.status_code, headers=headers)
+    await response.prepare(request)
+    tail = EVENT_END
+    try:
+        async for chunk in upstream.aiter_raw():
+            await response.write(chunk)
+            tail = (tail + chunk)[-2:]
+    except httpx.HTTPError as exc:
+        error = openai_body(target.upstream.unavailable(exc))
+        separator = b"" if tail == EVENT_END else EVENT_END
+        await response.write(separator + b"data: " + dumps(error) + EVENT_END)
+    await response.write_eof()
+    return response
+
+
+def model_entry(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": OWNER}
+
+
+async def models(request: web.Request) -> web.Response:
+    entries = [model_entry(t.name, md.created) for t, md in await available(request.app[CATALOG])]
+    return json_response({"object": "list", "data": entries})
+
+
+async def model(request: web.Request) -> web.Response:
+    target = await request.app[CATALOG].resolve(request.match_info["model"])
+    md = await target.metadata.get()
+    return json_response(model_entry(target.name, md.created))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", passthrough("/v1/chat/completions"))
+    app.router.add_post("/v1/completions", passthrough("/v1/completions"))
+    app.router.add_post("/v1/embeddings", passthrough("/v1/embeddings"))
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model:.+}", model)

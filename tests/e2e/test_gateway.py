@@ -1,0 +1,136 @@
+"""The cluster gateway: it watches LlamaModels on the emulated API and routes by model name to real
+llama-servers (standing in for the slots' Services), proven with the official clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from tests.e2e.conftest import LLAMAMODELS, Cluster, eventually
+from tests.e2e.test_operator import lm
+from tests.ports import free_port
+from tests.server.fixtures import StartServer
+from tests.unit.helpers import llamamodel
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class GatewayProcess:
+    def __init__(self, cluster: Cluster, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        env.pop("LLAMACONTROLLER_API_KEYS", None)
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llamacontroller.cli",
+                    "gateway",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.log_path = log_path
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def gateway(cluster: Cluster, tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(cluster, tmp_path / "gateway.log")
+    eventually(lambda: _answers(process.url), what="the gateway to listen")
+    yield process
+    process.stop()
+    assert "Traceback" not in process.log_path.read_text(errors="replace")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).text == "Ollama is running"
+    except httpx.HTTPError:
+        return False
+
+
+def serve(cluster: Cluster, name: str, model: str, url: str, phase: str = "Ready") -> None:
+    """What the operator writes once the slot's server is ready (the endpoint a local server)."""
+    if cluster.emulator.get(LLAMAMODELS, "default", name) is None:
+        cluster.apply(lm(name, model={"name": model, "path": f"{name}.gguf"}))
+    status = {"phase": phase, "model": model, "endpoint": url}
+    cluster.emulator.patch_status(LLAMAMODELS, "default", name, {"status": status})
+
+
+def names(client: ollama.Client) -> set[str]:
+    return {m.model for m in client.list().models}
+
+
+def test_routes_by_model_name_to_each_slot(
+    cluster: Cluster, gateway: GatewayProcess, start_server: StartServer
+):
+    coder = start_server(
+        llamamodel(name="coder", model={"name": "coder:7b", "path": "c.gguf"}, parameters={"threads": 1})
+    )
+    phi = start_server(llamamodel(name="phi-4", gpu={"gpuId": 1}, parameters={"threads": 1}))
+    serve(cluster, "coder", "coder:7b", coder.url)
+    serve(cluster, "phi-4", "phi-4:latest", phi.url)
+    serve(cluster, "loading", "big:70b", "http://127.0.0.1:9", phase="Loading")  # not Ready: not routed
+
+    client = ollama.Client(host=gateway.url)
+    eventually(lambda: names(client) == {"coder:7b", "phi-4:latest"}, timeout=30, what="both models listed")
+    for model in ("coder:7b", "phi-4", "PHI-4:latest"):
+        answer = client.chat(
+            model=model, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3}
+        )
+        assert answer.model == model and answer.message.content and answer.eval_count == 3
+    streamed = list(
+        client.generate(model="coder:7b", prompt="hello", stream=True, options={"num_predict": 4})
+    )
+    assert streamed[-1].done and sum(1 for c in streamed if c.response) >= 1
+
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.chat(model="big:70b", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.status_code == 404
+
+    openai_client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+    assert {m.id for m in openai_client.models.list().data} == {"coder:7b", "phi-4:latest"}
+    chat = openai_client.chat.completions.create(
+        model="phi-4", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    assert chat.choices[0].message.content
+    with pytest.raises(openai.NotFoundError):
+        openai_client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_follows_models_that_leave_and_come_back(
+    cluster: Cluster, gateway: GatewayProcess, start_server: StartServer
+):
+    server = start_server(llamamodel(name="phi-4", parameters={"threads": 1}))
+    serve(cluster, "phi-4", "phi-4:latest", server.url)
+    client = ollama.Client(host=gateway.url)
+    eventually(lambda: names(client) == {"phi-4:latest"}, timeout=30)
+    serve(cluster, "phi-4", "phi-4:latest", server.url, phase="Loading")
+    eventually(lambda: names(client) == set(), what="a model that is not Ready to leave")
+    cluster.emulator.delete(LLAMAMODELS, "default", "phi-4")
+    serve(cluster, "phi-4", "phi-4:latest", server.url)
+    eventually(lambda: names(client) == {"phi-4:latest"}, what="the model to come back")
+    calls = [r for r in cluster.emulator.audit_log if r.user_agent.startswith("llamacontroller-gateway")]
+    assert {(r.verb, r.resource) for r in calls} <= {("list", "llamamodels"), ("watch", "llamamodels")}

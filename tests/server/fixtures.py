@@ -1,0 +1,61 @@
+"""A real llama-server, started from the arguments rendered for the Pod, with the tiny demo model.
+
+A pytest plugin (tests/conftest.py loads it), so every suite can start real servers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.demo_model import write_demo_model
+from llamacontroller.local.binary import find_llama_server
+from llamacontroller.local.server import LlamaServerProcess
+from llamacontroller.render.args import with_local_endpoint
+from llamacontroller.render.children import render_children
+from llamacontroller.resource import parse_llamamodel
+from tests.ports import free_port
+from tests.unit.helpers import repo_config
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_model(tmp_path_factory.mktemp("models") / "demo.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    return find_llama_server()  # a missing binary fails the tests: .ci/setup installs it
+
+
+def pod_args(body: dict, config: OperatorConfig) -> list[str]:
+    pod = render_children(parse_llamamodel(body), config).pod
+    return pod["spec"]["containers"][0]["args"]
+
+
+StartServer = Callable[..., LlamaServerProcess]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, demo_model: Path, llama_server_binary: Path) -> Iterator[StartServer]:
+    """Start llama-server with the Pod's args (host, port, model file made local); stop it by pid."""
+    started: list[LlamaServerProcess] = []
+
+    def start(body: dict, config: OperatorConfig | None = None, wait: bool = True) -> LlamaServerProcess:
+        port = free_port()
+        args = with_local_endpoint(pod_args(body, config or repo_config()), HOST, port, str(demo_model))
+        server = LlamaServerProcess(llama_server_binary, args, HOST, port, tmp_path / f"server-{port}.log")
+        started.append(server)
+        server.start()
+        if wait:
+            server.wait_healthy()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        assert server.process is not None and server.process.poll() is not None, "a server was left running"

@@ -1,0 +1,138 @@
+"""Streams end to end: a client that leaves stops llama-server; a llama-server that dies ends the stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.ports import free_port
+from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, busy_slots, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+ENDLESS = 200_000  # tokens: minutes of generation (context shift keeps it going), unless cancelled
+TIMEOUT = httpx.Timeout(60.0)
+
+STREAMS = {
+    "generate": ("/api/generate", {"model": MODEL, "prompt": "hello", "options": {"num_predict": ENDLESS}}),
+    "chat": (
+        "/api/chat",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "options": {"num_predict": ENDLESS},
+        },
+    ),
+    "openai-chat": (
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": ENDLESS,
+            "stream": True,
+        },
+    ),
+    "openai-completions": (
+        "/v1/completions",
+        {"model": MODEL, "prompt": "hello", "max_tokens": ENDLESS, "stream": True},
+    ),
+}
+
+
+def read_some(lines: Iterator[str], count: int = 5) -> list[str]:
+    return [line for line, _ in zip(lines, range(count), strict=False)]
+
+
+@pytest.mark.parametrize(("path", "body"), STREAMS.values(), ids=STREAMS.keys())
+def test_a_client_that_disconnects_stops_the_generation(chat_stack: Stack, path: str, body: dict):
+    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
+    with (
+        httpx.Client(timeout=TIMEOUT) as client,
+        client.stream("POST", chat_stack.url + path, json=body) as response,
+    ):
+        lines = response.iter_lines()
+        assert len(read_some(lines)) == 5
+        assert busy_slots(chat_stack.upstream) == 1
+    # the full answer would take minutes; cancelled, the slot is free again at once
+    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+
+
+def test_a_waiting_non_stream_client_that_gives_up_stops_the_generation(chat_stack: Stack):
+    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
+    body = {"model": MODEL, "prompt": "hello", "stream": False, "options": {"num_predict": ENDLESS}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(chat_stack.url + "/api/generate", json=body, timeout=httpx.Timeout(60.0, read=2.0))
+    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+
+
+@pytest.fixture
+def doomed(stacks: Stacks, model_file) -> Stack:
+    """A stack of its own: the test kills its llama-server."""
+    return stacks.stack(CHAT_PARAMETERS, model_file)
+
+
+def kill(stack: Stack) -> None:
+    assert stack.server.process is not None
+    os.kill(stack.server.process.pid, signal.SIGKILL)
+    stack.server.process.wait(30)
+
+
+@pytest.mark.parametrize("name", ["generate", "chat"])
+def test_an_upstream_that_dies_mid_stream_ends_it_with_an_error_line(doomed: Stack, name: str):
+    path, body = STREAMS[name]
+    with httpx.stream("POST", doomed.url + path, json=body, timeout=TIMEOUT) as response:
+        lines = response.iter_lines()
+        read_some(lines)
+        kill(doomed)
+        rest = list(lines)  # ends: no hang (the read timeout would fail the test)
+    last = json.loads(rest[-1])
+    assert set(last) == {"error"} and "llama-server" in last["error"]
+    assert all(not json.loads(line).get("done") for line in rest[:-1])
+
+
+@pytest.mark.parametrize("name", ["openai-chat", "openai-completions"])
+def test_an_upstream_that_dies_mid_sse_stream_ends_it_with_an_error_event(doomed: Stack, name: str):
+    path, body = STREAMS[name]
+    with httpx.stream("POST", doomed.url + path, json=body, timeout=TIMEOUT) as response:
+        lines = response.iter_lines()
+        read_some(lines)
+        kill(doomed)
+        events = [line for line in lines if line]
+    assert events[-1].startswith("data: ")
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert set(error) == {"message", "type", "param", "code"} and "llama-server" in error["message"]
+
+
+def test_a_dead_upstream_is_a_502_and_the_adapter_stays_up(doomed: Stack):
+    kill(doomed)
+    generate = httpx.post(
+        doomed.url + "/api/generate", json={"model": MODEL, "prompt": "hi"}, timeout=TIMEOUT
+    )
+    assert generate.status_code == 502 and "llama-server" in generate.json()["error"]
+    openai = httpx.post(doomed.url + "/v1/chat/completions", json={"messages": []}, timeout=TIMEOUT)
+    assert openai.status_code == 502 and "llama-server" in openai.json()["error"]["message"]
+    assert httpx.get(doomed.url + "/", timeout=TIMEOUT).text == "Ollama is running"
+
+
+def test_an_adapter_started_before_llama_server_waits_for_it(stacks: Stacks, model_file):
+    """Until llama-server answers, nothing is listed and requests fail clearly; then all works."""
+    port = free_port()
+    adapter = stacks.adapter(f"http://127.0.0.1:{port}")
+    wait_for(lambda: _root(adapter.url), what="the adapter to listen")
+    assert httpx.get(adapter.url + "/api/tags", timeout=TIMEOUT).json() == {"models": []}
+    assert httpx.post(adapter.url + "/api/show", json={"model": MODEL}, timeout=TIMEOUT).status_code == 502
+    stacks.server(CHAT_PARAMETERS, model_file, port)
+    adapter.wait_ready()
+    assert httpx.post(adapter.url + "/api/show", json={"model": MODEL}, timeout=TIMEOUT).status_code == 200
+
+
+def _root(url: str) -> bool:
+    try:
+        return httpx.get(url + "/", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

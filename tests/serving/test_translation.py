@@ -1,0 +1,393 @@
+"""The pure translation, on recorded llama-server streams (fixtures/*.sse) and crafted ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llamacontroller.serving import ollama
+from llamacontroller.serving.errors import ApiError, UpstreamError, UpstreamUnavailable, from_upstream
+from llamacontroller.serving.names import parse_name, same_model, with_tag
+from llamacontroller.serving.prompts import Skeleton, split
+from llamacontroller.serving.sse import SseDecoder
+from llamacontroller.serving.streams import (
+    ChatFromChat,
+    GenerateFromChat,
+    GenerateFromCompletion,
+    fold_chat,
+    fold_generate,
+    metrics,
+)
+from llamacontroller.serving.toolcalls import ToolCallAccumulator, openai_tool_calls, parse_arguments
+from llamacontroller.serving.upstream import parse_event
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def events(name: str, chunk_size: int | None = None) -> list[dict]:
+    """A recorded stream through the SSE decoder, fed whole or in small pieces."""
+    raw = (FIXTURES / name).read_bytes()
+    decoder = SseDecoder()
+    pieces = (
+        [raw] if chunk_size is None else [raw[i : i + chunk_size] for i in range(0, len(raw), chunk_size)]
+    )
+    found = [event for piece in pieces for event in decoder.feed(piece)] + decoder.close()
+    return [parse_event(event) for event in found if event.payload != b"[DONE]"]
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("phi-4", "phi-4:latest", True),
+        ("PHI-4:Latest", "phi-4", True),
+        ("library/phi-4", "phi-4:latest", True),
+        ("registry.ollama.ai/library/phi-4", "phi-4", True),
+        ("phi-4:q4", "phi-4", False),
+        ("team/phi-4", "phi-4", False),
+        ("other.host/library/phi-4", "phi-4", False),
+        ("localhost:5000/ns/model:v1", "LOCALHOST:5000/ns/model:v1", True),
+    ],
+)
+def test_names_compare_like_ollama(a: str, b: str, same: bool):
+    assert same_model(a, b) is same
+
+
+def test_name_parts_and_listing_form():
+    assert parse_name("h.io/ns/m:t") == ("h.io", "ns", "m", "t")
+    assert with_tag("phi-4") == "phi-4:latest"
+    assert with_tag("localhost:5000/phi-4") == "localhost:5000/phi-4:latest"
+    assert with_tag("phi-4:q8") == "phi-4:q8"
+
+
+# ---------------------------------------------------------------------------------------------
+# requests
+
+
+def test_options_map_through_the_table_and_load_time_options_are_dropped():
+    body = {
+        "options": {"num_predict": 5, "num_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1, "num_ctx": 8192}
+    }
+    assert ollama.sampling_fields(body) == {"n_predict": 5, "n_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1}
+    assert {"num_ctx", "num_gpu", "num_thread", "num_batch", "main_gpu"} <= ollama.LOAD_TIME_OPTIONS
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "completion", "chat"),
+    [
+        (None, {}, {}),
+        ("", {}, {}),
+        ("json", {"json_schema": {"type": "object"}}, {"response_format": {"type": "json_object"}}),
+        (
+            SCHEMA,
+            {"json_schema": SCHEMA},
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "response", "schema": SCHEMA},
+                }
+            },
+        ),
+    ],
+)
+def test_format(fmt, completion: dict, chat: dict):
+    assert ollama.completion_format({"format": fmt}) == completion
+    assert ollama.chat_format({"format": fmt}) == chat
+
+
+def test_an_unknown_format_is_a_400():
+    with pytest.raises(ApiError) as caught:
+        ollama.completion_format({"format": "yaml"})
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("think", "fields"),
+    [
+        (None, {}),
+        (True, {"chat_template_kwargs": {"enable_thinking": True}}),
+        (False, {"chat_template_kwargs": {"enable_thinking": False}}),
+        ("high", {"chat_template_kwargs": {"enable_thinking": True, "reasoning_effort": "high"}}),
+    ],
+)
+def test_think(think, fields: dict):
+    assert ollama.think_fields({"think": think}) == fields
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        (0, 0.0),
+        ("0", 0.0),
+        ("0s", 0.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        (-1, -1.0),
+        ("-1", -1.0),
+    ],
+)
+def test_keep_alive(value, seconds):
+    assert ollama.keep_alive_seconds(value) == seconds
+
+
+def test_a_bad_keep_alive_is_a_400():
+    with pytest.raises(ApiError):
+        ollama.keep_alive_seconds("soon")
+
+
+def test_messages_become_openai_messages():
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "what is this?", "images": ["aGVsbG8="]},
+        {
+            "role": "assistant",
+            "content": "",
+            "thinking": "hmm",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ]
+    system, user, assistant, tool = ollama.openai_messages({"messages": messages})
+    assert system == {"role": "system", "content": "be brief"}
+    assert user["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,aGVsbG8="}},
+    ]
+    assert assistant["reasoning_content"] == "hmm"
+    (call,) = assistant["tool_calls"]
+    assert call["type"] == "function" and call["id"] == "call_0"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert tool == {"role": "tool", "content": "sunny", "name": "get_weather"}
+
+
+def test_a_message_needs_a_role():
+    with pytest.raises(ApiError):
+        ollama.openai_messages({"messages": [{"content": "x"}]})
+
+
+@pytest.mark.parametrize(
+    ("body", "route"),
+    [
+        ({"prompt": "x"}, "completion"),
+        ({"prompt": "x", "raw": True}, "completion"),
+        ({"prompt": "x", "suffix": "y"}, "infill"),
+        ({"prompt": "x", "images": ["aGk="]}, "chat"),
+        ({"prompt": "x", "think": True}, "chat"),
+        ({"prompt": "x", "think": "low"}, "chat"),
+        ({"prompt": "x", "think": False}, "completion"),
+    ],
+)
+def test_generate_route(body: dict, route: str):
+    assert ollama.generate_route(body) == route
+
+
+def test_generate_bodies():
+    body = {"prompt": "hi", "options": {"num_predict": 3}, "format": "json"}
+    assert ollama.completion_body(body, ollama.completion_prompt("T", [1, 2])) == {
+        "prompt": [1, 2, "T"],
+        "stream": True,
+        "cache_prompt": True,
+        "n_predict": 3,
+        "json_schema": {"type": "object"},
+    }
+    assert ollama.tokenize_body("T", []) == {"content": "T", "add_special": True, "parse_special": True}
+    assert ollama.tokenize_body("T", [1])["add_special"] is False
+    assert ollama.template_body({"prompt": "hi", "system": "s"})["messages"] == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "hi"},
+    ]
+
+
+def test_context_must_be_token_ids():
+    with pytest.raises(ApiError):
+        ollama.generate_context({"context": ["a"]})
+
+
+def test_embedding_dimensions_keep_unit_length():
+    assert ollama.fit_dimensions([3.0, 4.0, 12.0], 2) == pytest.approx([0.6, 0.8])
+    assert ollama.fit_dimensions([1.0, 0.0], None) == [1.0, 0.0]
+    assert ollama.embeddings_of(
+        {"data": [{"index": 1, "embedding": [2]}, {"index": 0, "embedding": [1]}]}
+    ) == [
+        [1],
+        [2],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# SSE
+
+
+@pytest.mark.parametrize("name", ["completion.sse", "chat.sse", "chat_tools.sse", "chat_tool_calls.sse"])
+def test_sse_decoding_does_not_depend_on_chunk_boundaries(name: str):
+    assert events(name, chunk_size=1) == events(name, chunk_size=7) == events(name)
+
+
+def test_sse_skips_comments_and_blank_lines_and_keeps_error_events():
+    decoder = SseDecoder()
+    found = decoder.feed(b': ping\n\ndata: {"a":1}\r\n\nerror: {"message":"boom"}\n\nid: 3\nda')
+    assert [parse_event(e) for e in found] == [{"a": 1}, {"error": {"message": "boom"}}]
+    assert decoder.feed(b'ta: {"b":2}\n') and decoder.close() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# streams
+
+
+def test_recorded_completion_stream_becomes_generate_chunks():
+    recorded = events("completion.sse")
+    translator = GenerateFromCompletion("phi-4", started_ns=0)
+    chunks = [chunk for event in recorded for chunk in translator.feed(event)]
+    final = translator.final([1, 2, 3])
+    text = "".join(event["content"] for event in recorded)
+    assert "".join(chunk["response"] for chunk in chunks) == text
+    assert all(chunk["done"] is False and chunk["model"] == "phi-4" for chunk in chunks)
+    timings = recorded[-1]["timings"]
+    assert final["done_reason"] == "length"
+    assert final["eval_count"] == timings["predicted_n"] == 5
+    assert final["prompt_eval_count"] == timings["prompt_n"] + timings["cache_n"]
+    assert final["prompt_eval_duration"] == round(timings["prompt_ms"] * 1e6)
+    assert final["context"] == [1, 2, 3] + [t for event in recorded for t in event["tokens"]]
+    assert fold_generate(chunks, final)["response"] == text
+
+
+def test_recorded_chat_stream_becomes_chat_chunks():
+    recorded = events("chat.sse")
+    translator = ChatFromChat("phi-4", started_ns=0)
+    chunks = [chunk for event in recorded for chunk in translator.feed(event)]
+    final = translator.final()
+    assert all(chunk["message"]["role"] == "assistant" and chunk["message"]["content"] for chunk in chunks)
+    assert final["done_reason"] == "length" and final["eval_count"] == 5 and "context" not in final
+    answer = fold_chat(chunks, final)
+    assert answer["message"]["content"] == "".join(c["message"]["content"] for c in chunks)
+
+
+def test_recorded_stream_of_a_tools_request_has_no_tool_calls_from_the_tiny_model():
+    translator = ChatFromChat("phi-4", started_ns=0)
+    chunks = [chunk for event in events("chat_tools.sse") for chunk in translator.feed(event)]
+    assert chunks and not any("tool_calls" in c["message"] for c in chunks)
+    assert translator.final()["done"] is True
+
+
+def test_streamed_tool_call_fragments_become_whole_calls_with_object_arguments():
+    translator = ChatFromChat("phi-4", started_ns=0)
+    chunks = [chunk for event in events("chat_tool_calls.sse") for chunk in translator.feed(event)]
+    thinking = [c["message"]["thinking"] for c in chunks if "thinking" in c["message"]]
+    assert thinking == ["The user wants ", "two cities."]
+    (with_calls,) = [c for c in chunks if "tool_calls" in c["message"]]
+    assert with_calls["message"]["tool_calls"] == [
+        {"id": "call_a", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}},
+        {
+            "id": "call_b",
+            "function": {"index": 1, "name": "get_weather", "arguments": {"city": "Zürich", "days": [1, 2]}},
+        },
+    ]
+    final = translator.final()
+    assert final["done_reason"] == "stop"
+    assert (final["prompt_eval_count"], final["eval_count"], final["eval_duration"]) == (43, 30, 12_250_000)
+    answer = fold_chat(chunks, final)
+    assert answer["message"]["thinking"] == "The user wants two cities."
+    assert len(answer["message"]["tool_calls"]) == 2
+
+
+def test_generate_through_the_chat_path_keeps_thinking_apart():
+    translator = GenerateFromChat("phi-4", started_ns=0)
+    chunks = [chunk for event in events("chat_tool_calls.sse") for chunk in translator.feed(event)]
+    assert all("message" not in c for c in chunks)
+    answer = fold_generate(chunks, translator.final([]))
+    assert answer["thinking"] == "The user wants two cities." and answer["context"] == []
+
+
+def test_an_error_event_mid_stream_raises_it():
+    translator = ChatFromChat("phi-4", started_ns=0)
+    with pytest.raises(UpstreamError) as caught:
+        translator.feed({"error": {"code": 500, "message": "out of memory", "type": "server_error"}})
+    assert caught.value.message == "out of memory"
+
+
+def test_a_stream_that_stops_early_is_an_error():
+    translator = GenerateFromCompletion("phi-4", started_ns=0)
+    translator.feed(events("completion.sse")[0])
+    with pytest.raises(UpstreamUnavailable):
+        translator.final([])
+
+
+def test_metrics_are_integers_even_without_timings():
+    values = metrics(None, started_ns=0)
+    assert set(values) == {
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    }
+    assert all(isinstance(v, int) for v in values.values())
+    assert metrics({"prompt_ms": 1.5, "predicted_ms": 0.0004}, 0)["prompt_eval_duration"] == 1_500_000
+
+
+# ---------------------------------------------------------------------------------------------
+# tool calls
+
+
+def test_arguments_parse_into_objects_or_empty_ones():
+    assert parse_arguments('{"a": [1]}') == {"a": [1]}
+    assert parse_arguments("") == {}
+    assert parse_arguments("{broken") == {}
+    assert parse_arguments("[1, 2]") == {}
+
+
+def test_fragments_without_index_join_the_first_call():
+    calls = ToolCallAccumulator()
+    calls.add([{"id": "x", "function": {"name": "f", "arguments": '{"a"'}}])
+    calls.add([{"function": {"arguments": ": 1}"}}])
+    assert calls.take() == [{"id": "x", "function": {"index": 0, "name": "f", "arguments": {"a": 1}}}]
+    assert not calls
+
+
+def test_tool_calls_to_openai_keep_ids_and_text_arguments():
+    calls = [
+        {"id": "c1", "function": {"name": "f", "arguments": {"a": 1}}},
+        {"function": {"name": "g", "arguments": "{}"}},
+    ]
+    assert openai_tool_calls(calls) == [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+        {"id": "call_1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# errors and prompt skeletons
+
+
+def test_llama_server_errors_keep_message_and_status():
+    error = from_upstream(
+        400, {"error": {"code": 400, "message": "too long", "type": "exceed_context_size_error"}}
+    )
+    assert (error.status, error.message, error.kind) == (400, "too long", "exceed_context_size_error")
+    assert from_upstream(501, {"error": {"message": "no"}}).status == 400
+    assert from_upstream(503, "Loading model").message == "llama-server answered HTTP 503"
+    assert from_upstream(502, None, "bad gateway").message == "bad gateway"
+
+
+def test_a_skeleton_fills_in_any_prompt():
+    rendered = "<s>[SYS]S1[/SYS][U]P1[/U]"
+    pieces, slots = split(rendered, {"system": "S1", "prompt": "P1"})
+    assert (
+        Skeleton(pieces, slots).fill({"system": "be brief", "prompt": "hi"})
+        == "<s>[SYS]be brief[/SYS][U]hi[/U]"
+    )
+
+
+@pytest.mark.parametrize("rendered", ["no placeholder", "P1 and P1 again", "S1 only"])
+def test_a_rendering_that_does_not_hold_each_placeholder_once_has_no_skeleton(rendered: str):
+    assert split(rendered, {"system": "S1", "prompt": "P1"}) is None
