@@ -151,50 +151,15 @@ def _decide_children(
     stale = [p for p in observed.pods if pod_hash(p) != wanted_hash]
     current = [p for p in observed.pods if pod_hash(p) == wanted_hash]
     if stale:
-        # Unload before load: the new server starts only once the old Pod is gone from the API.
-        doomed = [p["metadata"]["name"] for p in stale]
-        to_delete = [p["metadata"]["name"] for p in stale if not p["metadata"].get("deletionTimestamp")]
-        message = f"unloading the previous server (pod {', '.join(doomed)}) before loading the new one"
-        return Decision(
-            report=Report(Phase.PENDING, "Switching", message, fields=fields), delete_pods=to_delete
-        )
-
+        return _unload_first(stale, fields)
     own_services = [s["metadata"]["name"] for s in observed.services]
-    me = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-    held = f"{placement.slot} on {placement.node} is held by {me}"
     if current:
-        seen = observe_pod(current[0], now, startup_budget(children.lm, config))
-        fields |= seen.fields
-        # Evicted or lost with its node, a bare Pod never runs again: the operator heals it.
-        doomed = [current[0]["metadata"]["name"]] if _is_terminal(current[0]) else []
-        message = seen.message + ("; replacing the pod" if doomed else "")
-        report = Report(seen.phase, seen.reason, message, True, "SlotClaimed", held, fields=fields)
-        decision = Decision(report=report, delete_pods=doomed)
+        decision = _follow(current[0], children, config, now, fields)
     else:
-        previous = body.get("status") or {}
-        still_waiting = (
-            previous.get("phase") == Phase.WAITING.value and previous.get("slot") == placement.slot
-        )
-        since = previous.get("waitingSince") if still_waiting else None
-        key = queue_key(body, since or rfc3339_micro(now))
-        count = observed.gpu_count or config.gpus_per_node
-        claims = [claim_of(p, count, config) for p in observed.node_pods]
-        claims += [c for c in (status_claim_of(lm, count, config) for lm in observed.llamamodels) if c]
-        waiters = [w for w in (waiter_of(lm, count, config) for lm in observed.llamamodels) if w is not None]
-        same_slot = previous.get("node") == placement.node and previous.get("slot") == placement.slot
-        if holds_slot(previous) and same_slot:
-            waiters = []  # a holder re-creating its Pod is no newcomer: nobody queues ahead of it
-        verdict = judge(placement, me, key, claims, waiters)
-        if not verdict.granted:
-            message = describe_verdict(placement, verdict)
-            fields["waitingSince"] = key.waiting_since
-            report = Report(Phase.WAITING, "SlotTaken", message, False, "SlotTaken", message, fields=fields)
-            return Decision(report=report, delete_services=own_services)
-        pod_name = children.pod["metadata"]["name"]
-        message = f"created pod {pod_name} for {placement.slot} on {placement.node}"
-        report = Report(Phase.PENDING, "PodCreated", message, True, "SlotClaimed", held, fields=fields)
-        decision = Decision(report=report, create_pod=children.pod)
-
+        decision = _claim_or_wait(body, children, config, observed, now, fields)
+        if decision.report.phase is Phase.WAITING:
+            decision.delete_services = own_services  # a waiter fronts no slot
+            return decision
     service_name = children.service["metadata"]["name"]
     decision.apply_service = children.service
     decision.delete_services = [name for name in own_services if name != service_name]
@@ -204,6 +169,67 @@ def _decide_children(
         endpoint=service_endpoint(children.service),
     )
     return decision
+
+
+def _unload_first(stale: list[dict[str, Any]], fields: dict[str, Any]) -> Decision:
+    """A switch: the new server starts only once the old Pod is gone from the API."""
+    doomed = [p["metadata"]["name"] for p in stale]
+    to_delete = [p["metadata"]["name"] for p in stale if not p["metadata"].get("deletionTimestamp")]
+    message = f"unloading the previous server (pod {', '.join(doomed)}) before loading the new one"
+    return Decision(report=Report(Phase.PENDING, "Switching", message, fields=fields), delete_pods=to_delete)
+
+
+def _holder_message(children: Children) -> str:
+    meta = children.lm.metadata
+    return f"{children.placement.slot} on {children.placement.node} is held by {meta.namespace}/{meta.name}"
+
+
+def _follow(
+    pod: dict[str, Any], children: Children, config: OperatorConfig, now: datetime, fields: dict[str, Any]
+) -> Decision:
+    """The server runs: its Pod tells the phase. An evicted Pod (or one lost with its node) never
+    runs again: a bare Pod is the operator's to heal, so it is replaced."""
+    seen = observe_pod(pod, now, startup_budget(children.lm, config))
+    doomed = [pod["metadata"]["name"]] if _is_terminal(pod) else []
+    message = seen.message + ("; replacing the pod" if doomed else "")
+    held = _holder_message(children)
+    report = Report(seen.phase, seen.reason, message, True, "SlotClaimed", held, fields=fields | seen.fields)
+    return Decision(report=report, delete_pods=doomed)
+
+
+def _claim_or_wait(
+    body: dict[str, Any],
+    children: Children,
+    config: OperatorConfig,
+    observed: Observed,
+    now: datetime,
+    fields: dict[str, Any],
+) -> Decision:
+    """No server yet: take the slot if the ledger grants it, else wait in line."""
+    placement, me = children.placement, f"{children.lm.metadata.namespace}/{children.lm.metadata.name}"
+    previous = body.get("status") or {}
+    same_slot = previous.get("node") == placement.node and previous.get("slot") == placement.slot
+    still_waiting = previous.get("phase") == Phase.WAITING.value and same_slot
+    key = queue_key(body, (previous.get("waitingSince") if still_waiting else None) or rfc3339_micro(now))
+    count = observed.gpu_count or config.gpus_per_node
+    claims = [claim_of(p, count, config) for p in observed.node_pods]
+    claims += [c for c in (status_claim_of(lm, count, config) for lm in observed.llamamodels) if c]
+    waiters = [w for w in (waiter_of(lm, count, config) for lm in observed.llamamodels) if w is not None]
+    if holds_slot(previous) and same_slot:
+        waiters = []  # a holder re-creating its Pod is no newcomer: nobody queues ahead of it
+    verdict = judge(placement, me, key, claims, waiters)
+    if not verdict.granted:
+        message = describe_verdict(placement, verdict)
+        fields = fields | {"waitingSince": key.waiting_since}
+        return Decision(
+            report=Report(Phase.WAITING, "SlotTaken", message, False, "SlotTaken", message, fields=fields)
+        )
+    pod_name = children.pod["metadata"]["name"]
+    message = f"created pod {pod_name} for {placement.slot} on {placement.node}"
+    report = Report(
+        Phase.PENDING, "PodCreated", message, True, "SlotClaimed", _holder_message(children), fields=fields
+    )
+    return Decision(report=report, create_pod=children.pod)
 
 
 def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
