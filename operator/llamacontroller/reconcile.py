@@ -151,7 +151,7 @@ def _decide_children(
     stale = [p for p in observed.pods if pod_hash(p) != wanted_hash]
     current = [p for p in observed.pods if pod_hash(p) == wanted_hash]
     if stale:
-        return _unload_first(stale, fields)
+        return _unload_first(stale, fields, _keeps_slot(body, children))
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
         decision = _follow(current[0], children, config, now, fields)
@@ -171,12 +171,21 @@ def _decide_children(
     return decision
 
 
-def _unload_first(stale: list[dict[str, Any]], fields: dict[str, Any]) -> Decision:
+def _keeps_slot(body: dict[str, Any], children: Children) -> str | None:
+    """While a switch on the same slot unloads, the slot stays its own: no waiter slips in."""
+    previous, placement = body.get("status") or {}, children.placement
+    same_slot = previous.get("node") == placement.node and previous.get("slot") == placement.slot
+    return _holder_message(children) if holds_slot(previous) and same_slot else None
+
+
+def _unload_first(stale: list[dict[str, Any]], fields: dict[str, Any], held: str | None) -> Decision:
     """A switch: the new server starts only once the old Pod is gone from the API."""
     doomed = [p["metadata"]["name"] for p in stale]
     to_delete = [p["metadata"]["name"] for p in stale if not p["metadata"].get("deletionTimestamp")]
     message = f"unloading the previous server (pod {', '.join(doomed)}) before loading the new one"
-    return Decision(report=Report(Phase.PENDING, "Switching", message, fields=fields), delete_pods=to_delete)
+    slot = (True, "SlotClaimed", held) if held else (None, "", "")
+    report = Report(Phase.PENDING, "Switching", message, *slot, fields=fields)
+    return Decision(report=report, delete_pods=to_delete)
 
 
 def _holder_message(children: Children) -> str:

@@ -146,3 +146,16 @@ def test_fifty_concurrent_llamamodels_never_share_a_gpu_and_all_get_served(
     assert served == set(wanted)
     assert _conflicts_at_any_instant(cluster) == []
     assert cluster.emulator.list(("", "v1", "pods")) == []
+
+
+def test_a_switch_keeps_its_slot_from_waiters(cluster: Cluster, operator: OperatorProcess):
+    cluster.apply(lm("holder", parameters={"ctxSize": 2048}))
+    old = eventually(lambda: one_pod(cluster, "holder"))["metadata"]["name"]
+    cluster.apply(lm("waiter"))
+    eventually(lambda: cluster.status("waiter").get("phase") == "Waiting")
+    cluster.apply(lm("holder", parameters={"ctxSize": 4096}))
+    new = eventually(
+        lambda: [p for p in cluster.server_pods("holder") if p["metadata"]["name"] != old], what="the new pod"
+    )
+    assert arg(new[0], "--ctx-size") == "4096"
+    assert cluster.server_pods("waiter") == [] and cluster.status("waiter")["phase"] == "Waiting"

@@ -248,3 +248,35 @@ def test_a_namespaced_operator_serves_only_its_namespaces(cluster: Cluster, tmp_
     finally:
         operator.stop()
     assert "Traceback" not in operator.log()
+
+
+def test_a_left_over_service_is_adopted_whole(cluster: Cluster, operator: OperatorProcess):
+    stale = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "llama-node-a-gpu0", "namespace": "default", "labels": {"team": "x"}},
+        "spec": {
+            "selector": {"app": "old-server", "llamacontroller.io/slot": "gpu0"},
+            "ports": [{"port": 1}],
+        },
+    }
+    cluster.emulator.create(("", "v1", "services"), stale, "default")
+    cluster.apply(lm("phi"))
+    eventually(lambda: one_pod(cluster, "phi"))
+
+    def adopted():
+        service = cluster.emulator.get(("", "v1", "services"), "default", "llama-node-a-gpu0")
+        return service if service["metadata"].get("ownerReferences") else None
+
+    service = eventually(adopted, what="the service adopted")
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/managed-by": "llamacontroller",
+        "llamacontroller.io/node": "node-a",
+        "llamacontroller.io/slot": "gpu0",
+    }
+    assert [p["port"] for p in service["spec"]["ports"]] == [8081, 11434]
+    assert service["metadata"]["labels"]["team"] == "x"
+    patches = len(cluster.emulator.requests(resource="services", verb="patch"))
+    cluster.apply(lm("phi", parameters={"parallel": 1}))  # another reconcile: nothing left to patch
+    eventually(lambda: cluster.status("phi").get("observedGeneration") == 2)
+    assert len(cluster.emulator.requests(resource="services", verb="patch")) == patches

@@ -141,3 +141,20 @@ def test_the_first_waiter_takes_a_freed_slot():
     observed = Observed(pods=[], services=[], node_pods=[], llamamodels=[first, second])
     assert decide(first, CONFIG, observed).create_pod is not None
     assert decide(second, CONFIG, observed).report.phase is Phase.WAITING
+
+
+def test_a_switch_on_the_same_slot_keeps_the_slot_claimed():
+    old = _children(llamamodel(parameters={"ctxSize": 1024})).pod
+    body = llamamodel(parameters={"ctxSize": 2048})
+    body["status"] = {
+        "phase": "Ready",
+        "node": "node-a",
+        "slot": "gpu0",
+        "conditions": [
+            {"type": "SlotAvailable", "status": "True", "reason": "SlotClaimed", "lastTransitionTime": "t"}
+        ],
+    }
+    decision = decide(body, CONFIG, Observed([old], [], [old]))
+    assert decision.report.reason == "Switching" and decision.report.slot_available is True
+    slot = next(c for c in status_patch(body, decision, NOW)["conditions"] if c["type"] == "SlotAvailable")
+    assert slot["status"] == "True"

@@ -18,6 +18,7 @@ import httpx
 from llamacontroller.resource import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
 
 
@@ -219,7 +220,9 @@ class KubeApi:
         return (result or {}).get("items", [])
 
     async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> None:
-        """Create the slot's Service, or bring an existing one (a previous holder's) to the wanted shape."""
+        """Create the slot's Service, or bring an existing one (a previous holder's) to the wanted
+        shape: selector and ports replaced whole (a merge patch could not drop a stale key),
+        labels and annotations added to."""
         meta = service["metadata"]
         if existing is None:
             created = await self._call(
@@ -227,16 +230,21 @@ class KubeApi:
             )
             if created is not None:
                 return
-        patch = {
-            "metadata": {
-                "labels": meta["labels"],
-                "annotations": meta["annotations"],
-                "ownerReferences": meta.get("ownerReferences"),
+            existing = await self.get_service(meta["namespace"], meta["name"]) or {"metadata": {}}
+        have = existing["metadata"]
+        patch = [
+            {"op": "add", "path": "/spec/selector", "value": service["spec"]["selector"]},
+            {"op": "add", "path": "/spec/ports", "value": service["spec"]["ports"]},
+            {"op": "add", "path": "/metadata/labels", "value": (have.get("labels") or {}) | meta["labels"]},
+            {
+                "op": "add",
+                "path": "/metadata/annotations",
+                "value": (have.get("annotations") or {}) | meta["annotations"],
             },
-            "spec": {"selector": service["spec"]["selector"], "ports": service["spec"]["ports"]},
-        }
+            {"op": "add", "path": "/metadata/ownerReferences", "value": meta.get("ownerReferences", [])},
+        ]
         path = f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}"
-        await self._call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        await self._call("PATCH", path, body=patch, content_type=JSON_PATCH)
 
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call("GET", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)

@@ -24,6 +24,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prefix=names.DOMAIN, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{names.DOMAIN}/finalizer"
+    settings.posting.loggers = True  # handler failures reach `kubectl describe`, not only the log
     settings.posting.level = logging.WARNING
     memo.reconciler = Reconciler(KubeApi.from_environment(), memo.config, memo.namespaces)
 

@@ -39,8 +39,9 @@ def passthrough(path: str) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         target, body = await target_of(request, raw)
-        async with target.upstream.open("POST", path, raw) as upstream:
-            if body.get("stream") is True:
+        stream = body.get("stream") is True
+        async with target.upstream.open("POST", path, raw, streamed=stream) as upstream:
+            if stream:
                 return await relay_sse(request, target, upstream)
             content = await upstream.aread()
             return web.Response(body=content, status=upstream.status_code, content_type="application/json")

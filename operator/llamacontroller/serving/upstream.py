@@ -27,6 +27,7 @@ READ_TIMEOUT = 600.0
 KEEPALIVE_EXPIRY = 4.0
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+CLOSE = {"Connection": "close"}
 
 
 def make_client(read_timeout: float = READ_TIMEOUT, max_connections: int = 512) -> httpx.AsyncClient:
@@ -40,8 +41,12 @@ def make_client(read_timeout: float = READ_TIMEOUT, max_connections: int = 512) 
     )
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one per call
+
+
 def dumps(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON, UTF-8 as is."""
+    return _ENCODER.encode(body).encode()
 
 
 def parse_event(event: Event) -> Any:
@@ -72,16 +77,18 @@ class Upstream:
 
     @asynccontextmanager
     async def open(
-        self, method: str, path: str, content: bytes | None = None
+        self, method: str, path: str, content: bytes | None = None, streamed: bool = False
     ) -> AsyncIterator[httpx.Response]:
         """A response whose body is not read yet; error statuses raise ``UpstreamError``.
 
         Leaving the block closes the response: a body not read to its end closes the connection,
         which is how llama-server learns that the client went away and stops generating.
+        ``streamed``: llama-server closes the connection after a streamed answer (whatever its
+        Keep-Alive header says), so such a request says ``Connection: close``; otherwise the pool
+        would keep the connection and a later request would fail on it as the server closes it.
         """
-        request = self.client.build_request(
-            method, self.base_url + path, content=content, headers=self.headers
-        )
+        headers = self.headers | CLOSE if streamed else self.headers
+        request = self.client.build_request(method, self.base_url + path, content=content, headers=headers)
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -122,7 +129,7 @@ class Upstream:
     @asynccontextmanager
     async def events(self, path: str, body: Any) -> AsyncIterator[AsyncIterator[Any]]:
         """The JSON events of a streamed POST; an ``error:`` event is yielded as ``{"error": ...}``."""
-        async with self.open("POST", path, dumps(body)) as response:
+        async with self.open("POST", path, dumps(body), streamed=True) as response:
             yield self._decode(response)
 
     async def _decode(self, response: httpx.Response) -> AsyncIterator[Any]:
