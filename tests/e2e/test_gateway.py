@@ -25,11 +25,13 @@ pytestmark = pytest.mark.timeout(180)
 
 
 class GatewayProcess:
-    def __init__(self, cluster: Cluster, log_path: Path) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, keys: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
         env.pop("LLAMACONTROLLER_API_KEYS", None)
+        if keys is not None:
+            env["LLAMACONTROLLER_API_KEYS"] = keys  # as the Deployment sets it from the Secret
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -134,3 +136,23 @@ def test_follows_models_that_leave_and_come_back(
     eventually(lambda: names(client) == {"phi-4:latest"}, what="the model to come back")
     calls = [r for r in cluster.emulator.audit_log if r.user_agent.startswith("llamacontroller-gateway")]
     assert {(r.verb, r.resource) for r in calls} <= {("list", "llamamodels"), ("watch", "llamamodels")}
+
+
+def test_api_keys_from_the_secret_guard_the_gateway(
+    cluster: Cluster, tmp_path: Path, start_server: StartServer
+):
+    server = start_server(llamamodel(name="phi-4", parameters={"threads": 1}))
+    serve(cluster, "phi-4", "phi-4:latest", server.url)
+    gateway = GatewayProcess(cluster, tmp_path / "keyed.log", keys="first-key\nsecond-key\n")
+    try:
+        eventually(lambda: _answers(gateway.url), what="the gateway to listen")
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama.Client(host=gateway.url).list()
+        assert refused.value.status_code == 401
+        keyed = ollama.Client(host=gateway.url, headers={"Authorization": "Bearer second-key"})
+        eventually(lambda: names(keyed) == {"phi-4:latest"})
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong").models.list()
+    finally:
+        gateway.stop()
+    assert "second-key" not in (tmp_path / "keyed.log").read_text()
