@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -34,6 +33,7 @@ from tests.e2e.conftest import REPO, SERVICES, Cluster, OperatorProcess, eventua
 from tests.e2e.test_operator import arg, lm, one_pod
 from tests.kube_emulator import AuditRecord
 from tests.ports import free_port
+from tests.processes import interrupt
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -120,13 +120,7 @@ class ComponentProcess:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        interrupt(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import yaml
 
 from tests.kube_emulator import EmulatorThread
 from tests.ports import free_port
+from tests.processes import interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMAMODELS = ("llamacontroller.io", "v1alpha1", "llamamodels")
@@ -129,14 +129,7 @@ class OperatorProcess:
             )  # fmt: skip
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        interrupt(self.process)
 
     def restart(self) -> None:
         self.stop()

@@ -4,7 +4,6 @@ llama-servers (standing in for the slots' Services), proven with the official cl
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from tests.e2e.conftest import LLAMAMODELS, Cluster, eventually
 from tests.e2e.test_operator import lm
 from tests.ports import free_port
+from tests.processes import interrupt
 from tests.server.fixtures import StartServer
 from tests.unit.helpers import llamamodel
 
@@ -49,12 +49,7 @@ class GatewayProcess:
         self.log_path = log_path
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        interrupt(self.process)
 
 
 @pytest.fixture
