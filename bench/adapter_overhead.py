@@ -3,11 +3,12 @@
     .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 7] [--tokens 2000]
 
 Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``) and the
-adapter (``python -m llamacontroller.serving``) in front of it, measures, prints a table, and stops
+adapter (``llamacontroller adapter``) in front of it, measures, prints a table, and stops
 both. Latency: sequential non-stream requests for one token, direct and adapted interleaved so that
 noise from other processes hits both alike; p50/p99 and what the adapter adds. Throughput: streams
 of ``--tokens`` tokens, tokens per second over the whole request, median of ``--streams`` runs.
-Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
+Goal: at most 1 ms added at p50, at least 0.97x the tokens per second. The adapter runs on uvloop
+when that is importable (e.g. ``PYTHONPATH=<dir with uvloop>``), else on asyncio's loop.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Adapter:
     def __init__(self, upstream: str, log: Path) -> None:
         self.url = f"http://{HOST}:{free_port()}"
         self.log = log
-        command = [sys.executable, "-m", "llamacontroller.serving", "--upstream", upstream, "--listen"]
+        command = [sys.executable, "-m", "llamacontroller.cli", "adapter", "--upstream", upstream, "--listen"]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*command, self.url.removeprefix("http://")],

@@ -146,7 +146,15 @@ def _demo(args: argparse.Namespace) -> int:
 def _adapter(args: argparse.Namespace) -> int:
     from llamacontroller.serving.adapter import run_adapter
 
-    run_adapter(args.upstream, args.listen, api_keys_file=args.api_keys_file, model_name=args.model)
+    run_adapter(
+        args.upstream,
+        args.listen,
+        api_keys_file=args.api_keys_file,
+        api_keys_env=args.api_keys_env,
+        model_name=args.model,
+        read_timeout=args.read_timeout,
+        access_log=not args.no_access_log,
+    )
     return 0
 
 
@@ -185,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     adapter.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     adapter.add_argument("--model", default=None, help="the model's name (default: llama-server's --alias)")
     adapter.add_argument("--api-keys-file", **keys)
+    adapter.add_argument("--api-keys-env", default="LLAMACONTROLLER_API_KEYS", help="env var with more keys")
+    adapter.add_argument("--read-timeout", type=float, default=600.0, help="seconds to wait for llama-server")
+    adapter.add_argument("--no-access-log", action="store_true", help="do not log each request")
     adapter.set_defaults(run=_adapter)
 
     gateway = commands.add_parser("gateway", help="the Ollama/OpenAI API for every Ready LlamaModel")

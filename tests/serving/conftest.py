@@ -1,6 +1,6 @@
 """A real llama-server (started from a Pod's rendered arguments) with the adapter in front of it.
 
-The adapter runs as its own process, as in the Pod: ``python -m llamacontroller.serving``. Servers
+The adapter runs as its own process, as in the Pod: ``llamacontroller adapter``. Servers
 shared by many tests are session-scoped; tests that kill or starve a server get their own.
 """
 
@@ -37,7 +37,7 @@ KEYS_ENV = "LLAMACONTROLLER_API_KEYS"
 
 
 class AdapterProcess:
-    """``python -m llamacontroller.serving`` on a free port, stopped by pid."""
+    """``llamacontroller adapter`` on a free port, stopped by pid."""
 
     def __init__(
         self, upstream: str, log_path: Path, args: tuple[str, ...] = (), env: dict | None = None
@@ -51,7 +51,7 @@ class AdapterProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "llamacontroller.serving", "--upstream", self.upstream]
+        command = [sys.executable, "-m", "llamacontroller.cli", "adapter", "--upstream", self.upstream]
         command += ["--listen", f"{HOST}:{self.port}", *self.args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -142,6 +142,31 @@ def test_chat_think_false_is_accepted(client: ollama.Client):
     assert answer.done
 
 
+def test_chat_format_json_gives_a_json_object(client: ollama.Client):
+    answer = client.chat(
+        MODEL, messages=[{"role": "user", "content": "hi"}], format="json", options={"num_predict": 30}
+    )
+    assert answer.message.content.lstrip().startswith("{")
+
+
+def test_generate_with_think_takes_the_chat_path(client: ollama.Client):
+    answer = client.generate(MODEL, "hello", think=True, options=OPTIONS)
+    assert answer.done and answer.eval_count == 6 and answer.response
+    assert answer.context == []  # the chat endpoint gives no token ids
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+
+
+def test_images_for_a_model_without_vision_are_a_clear_400(client: ollama.Client):
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(MODEL, messages=[{"role": "user", "content": "what?", "images": [PIXEL]}])
+    assert (caught.value.status_code, caught.value.error) == (400, f"model '{MODEL}' does not support images")
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate(MODEL, "what?", images=[PIXEL])
+    assert caught.value.status_code == 400
+
+
 def test_load_and_unload_requests(client: ollama.Client):
     assert client.generate(MODEL).done_reason == "load"
     assert client.generate(MODEL, keep_alive=0).done_reason == "unload"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from llamacontroller.serving.upstream import Upstream, make_client
 from tests.ports import free_port
 from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, busy_slots, wait_for
 
@@ -68,6 +70,34 @@ def test_a_waiting_non_stream_client_that_gives_up_stops_the_generation(chat_sta
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(chat_stack.url + "/api/generate", json=body, timeout=httpx.Timeout(60.0, read=2.0))
     wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+
+
+def test_streamed_requests_never_leave_a_connection_llama_server_closes(chat_stack: Stack):
+    """llama-server closes the connection after every streamed answer, whatever its Keep-Alive header
+    says. Were it pooled, a request sent right after could go out on it and fail with "Server
+    disconnected without sending a response" (a race, seen under load): streamed requests say
+    ``Connection: close``, plain ones keep their connection alive."""
+    sent: list[httpx.Request] = []
+
+    async def capture(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async def back_to_back() -> None:
+        async with make_client() as client:
+            client.event_hooks["request"].append(capture)
+            upstream = Upstream(chat_stack.upstream, client)
+            for _ in range(100):
+                assert (await upstream.post_json("/tokenize", {"content": "hi"}))["tokens"]
+                async with upstream.events(
+                    "/completion", {"prompt": "hi", "n_predict": 1, "stream": True}
+                ) as events:
+                    assert [event async for event in events][-1]["stop"] is True
+
+    asyncio.run(back_to_back())
+    assert {r.url.path: r.headers.get("connection") for r in sent} == {
+        "/tokenize": "keep-alive",
+        "/completion": "close",
+    }
 
 
 @pytest.fixture

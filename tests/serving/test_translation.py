@@ -375,6 +375,10 @@ def test_llama_server_errors_keep_message_and_status():
     )
     assert (error.status, error.message, error.kind) == (400, "too long", "exceed_context_size_error")
     assert from_upstream(501, {"error": {"message": "no"}}).status == 400
+    loading = from_upstream(
+        503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+    )
+    assert (loading.status, loading.message, loading.kind) == (503, "Loading model", "unavailable_error")
     assert from_upstream(503, "Loading model").message == "llama-server answered HTTP 503"
     assert from_upstream(502, None, "bad gateway").message == "bad gateway"
 

@@ -5,17 +5,24 @@ Layout, one job per module:
 - ``names``: Ollama model names (``[host/][namespace/]model[:tag]``) and how they compare.
 - ``errors``: the API errors the handlers raise and their Ollama/OpenAI shapes.
 - ``sse``: splitting llama-server's server-sent events into JSON payloads.
-- ``upstream``: the pooled httpx client to one llama-server.
-- ``ollama``: pure translation of Ollama requests into llama-server requests.
-- ``streams``: pure translation of llama-server stream events into Ollama chunks.
+- ``upstream``: the pooled httpx client to one llama-server (streams, JSON, errors, timeouts).
+- ``ollama``: pure translation of Ollama requests into llama-server requests (options table, format,
+  think, messages, tool calls, embeddings).
+- ``streams``: pure translation of llama-server stream events into Ollama chunks and answers.
 - ``toolcalls``: streamed tool-call fragments joined and parsed into Ollama tool calls.
-- ``metadata``: model facts from the GGUF header, ``/props`` and ``/v1/models``.
+- ``prompts``: a generate's prompt through the chat template, without a round trip per request.
+- ``metadata``: model facts from the GGUF header, ``/props`` and ``/v1/models``; the file's sha256.
 - ``catalog``: which llama-server answers which model name (one for the adapter, many for a router).
 - ``auth``: optional API keys.
 - ``http``: the aiohttp plumbing shared by the routes (JSON bodies, NDJSON streams, error shapes).
-- ``ollama_routes`` / ``openai_routes``: the handlers, parametrised by a catalog.
-- ``adapter``: the web app for one llama-server, and ``run_adapter``.
+- ``ollama_generate`` / ``ollama_embed`` / ``ollama_models``: the Ollama handlers;
+  ``ollama_routes`` wires them; ``openai_routes``: the OpenAI pass-through.
+- ``adapter``: the web app for one llama-server, and ``run_adapter`` (``python -m
+  llamacontroller.serving`` runs it with the options of ``llamacontroller adapter``).
 
-A router reuses everything but ``adapter``: it builds the app from ``build_api_app`` with its own
-``Catalog`` that picks the upstream per request.
+The adapter is a sidecar of llama-server: it mounts the models volume at the same path, so that the
+``model_path`` llama-server reports is the GGUF file it reads metadata from (see ``metadata``).
+
+A router reuses all of it but ``SingleModelCatalog`` and ``run_adapter``: ``adapter.build_api_app``
+takes any ``Catalog``, and a router's picks the upstream per request.
 """

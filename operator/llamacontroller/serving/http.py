@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from llamacontroller.serving import auth
-from llamacontroller.serving.catalog import Catalog
+from llamacontroller.serving.catalog import Catalog, Target
 from llamacontroller.serving.errors import ApiError, ollama_body, openai_body
 from llamacontroller.serving.upstream import dumps
 
@@ -26,6 +26,20 @@ API_KEYS = web.AppKey("api_keys", frozenset)
 
 NDJSON = "application/x-ndjson"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def model_of(body: dict[str, Any]) -> str:
+    """The request's model (``name`` for old Ollama clients), echoed as sent in every answer."""
+    model = body.get("model") or body.get("name")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "model is required")
+    return model
+
+
+async def resolve(request: web.Request, body: dict[str, Any]) -> tuple[str, Target]:
+    """The requested model's spelling and the target that serves it (ModelNotFound: 404)."""
+    model = model_of(body)
+    return model, await request.app[CATALOG].resolve(model)
 
 
 def is_openai(request: web.BaseRequest) -> bool:
@@ -67,6 +81,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = "404 page not found" if exc.status == 404 else exc.reason
         return error_response(request, ApiError(exc.status, message))
+    except ConnectionError:
+        raise  # the client went away: there is nobody to answer
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(request, ApiError(500, "internal error in the LlamaController adapter"))
 
 
 @web.middleware

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_ARRAY = 64  # longer GGUF arrays (vocabularies, merges) are listed as null, as Ollama does
 HASH_CHUNK = 8 << 20
-DIGEST_WAIT = 2.0  # how long an answer waits for a digest still being computed
+DIGEST_WAIT = 2.0  # how long answers wait, all in all, for a digest still being computed
 
 
 @dataclass(frozen=True)
@@ -320,6 +320,7 @@ class MetadataSource:
         self._file_read = False
         self._final: ModelMetadata | None = None
         self._lock = asyncio.Lock()
+        self._digest_deadline: float | None = None
 
     async def server_facts(self) -> ServerFacts:
         """Cached after the first success; errors (llama-server down or loading) are raised."""
@@ -354,8 +355,12 @@ class MetadataSource:
         if file is None:
             return provisional_digest(server.alias, server.model_path, server.size, server.n_params), True
         future = self.digests.digest(file)
+        if self._digest_deadline is None:
+            self._digest_deadline = time.monotonic() + self.digest_wait
         try:
-            real = await asyncio.wait_for(asyncio.shield(future), self.digest_wait)
+            # the first answers wait a little (a small file is hashed by then), later ones do not
+            wait = max(0.0, self._digest_deadline - time.monotonic())
+            real = await asyncio.wait_for(asyncio.shield(future), wait)
         except TimeoutError:
             return provisional_digest(file.path, file.size, file.mtime_ns), False
         return (real, True) if real else (provisional_digest(file.path, file.size, file.mtime_ns), True)

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# The name as listed: its own spelling, `:latest` added when it has no tag (as the resource says).
+from llamacontroller.resource import normalize_model_name as with_tag
+
+__all__ = ["ModelName", "parse_name", "same_model", "with_tag"]
+
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -29,12 +34,6 @@ def parse_name(name: str) -> ModelName:
     host = parts[0] if len(parts) >= 2 else DEFAULT_HOST
     namespace = "/".join(parts[1:]) if len(parts) >= 2 else (parts[0] if parts else DEFAULT_NAMESPACE)
     return ModelName(host, namespace, model, tag or DEFAULT_TAG)
-
-
-def with_tag(name: str) -> str:
-    """The name as listed: its own spelling, ``:latest`` added when it has no tag."""
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:{DEFAULT_TAG}"
 
 
 def same_model(a: str, b: str) -> bool:

@@ -175,6 +175,10 @@ def openai_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [openai_message(message) for message in messages]
 
 
+def has_images(body: dict[str, Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("images") for m in field(body, "messages", list, []))
+
+
 def generate_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     """``/api/generate``'s ``system`` and ``prompt`` (and ``images``) as the chat it stands for."""
     system = field(body, "system", str)

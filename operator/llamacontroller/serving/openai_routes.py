@@ -3,11 +3,16 @@
 The only translation: the model name is checked (another model is a 404 in OpenAI's shape), errors
 take OpenAI's shape, and a stream that breaks ends with an SSE error event. Answers carry the model
 name llama-server serves (its ``--alias``), as OpenAI answers with the model it resolved.
+
+A non-streamed request goes upstream non-streamed too (minimal translation): when its client goes
+away the adapter closes the upstream connection, but llama-server does not always notice that
+before the answer is complete (it always does for streams, which the Ollama routes use).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -35,7 +40,7 @@ async def target_of(request: web.Request, raw: bytes) -> tuple[Target, dict[str,
     return await request.app[CATALOG].resolve(model), body
 
 
-def passthrough(path: str) -> Any:
+def passthrough(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         target, body = await target_of(request, raw)

@@ -2,7 +2,8 @@
 
 One pooled ``httpx.AsyncClient`` with keep-alive (a router shares one client between many
 ``Upstream`` objects): creating a client or a connection per request would cost more than the whole
-adapter is allowed to add. Timeouts: connecting is quick or the server is down; reading may wait
+adapter is allowed to add. (llama-server closes the connection after each streamed answer, so only
+plain requests reuse one.) Timeouts: connecting is quick or the server is down; reading may wait
 minutes, since a long prompt on a busy GPU sends nothing until its first token.
 Every failure becomes an ``ApiError``: ``UpstreamError`` when llama-server answered with an error,
 ``UpstreamUnavailable`` when it could not be reached or died mid-answer.
@@ -22,6 +23,7 @@ from llamacontroller.serving.errors import UpstreamUnavailable, from_upstream
 from llamacontroller.serving.sse import DONE, Event, SseDecoder
 
 CONNECT_TIMEOUT = 5.0
+HEALTH_TIMEOUT = 5.0
 READ_TIMEOUT = 600.0
 # llama-server closes idle keep-alive connections after 5 s: drop ours first, never reuse a dying one.
 KEEPALIVE_EXPIRY = 4.0
@@ -137,7 +139,7 @@ class Upstream:
         try:
             async for chunk in response.aiter_raw():
                 for event in decoder.feed(chunk):
-                    if event.payload != DONE:  # read on to the end: the connection stays usable
+                    if event.payload != DONE:  # and read on to the end of the body
                         yield parse_event(event)
         except httpx.HTTPError as exc:
             raise self.unavailable(exc) from exc
@@ -148,7 +150,9 @@ class Upstream:
     async def health(self) -> int | None:
         """The status of ``/health`` (200 ready, 503 loading), None when unreachable."""
         try:
-            response = await self.client.get(self.base_url + "/health", headers=self.headers)
+            response = await self.client.get(
+                self.base_url + "/health", headers=self.headers, timeout=HEALTH_TIMEOUT
+            )
         except httpx.HTTPError:
             return None
         return response.status_code

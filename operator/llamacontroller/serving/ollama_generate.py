@@ -1,0 +1,198 @@
+"""``/api/generate`` and ``/api/chat``: plan the upstream call, relay its stream, translate.
+
+A ``Plan`` says which llama-server endpoint answers, which translator turns its events into Ollama
+chunks, and how the final chunk is made; ``relay`` runs it for a streaming or a waiting client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from llamacontroller.serving import ollama, streams
+from llamacontroller.serving.catalog import Target
+from llamacontroller.serving.errors import ApiError, UpstreamUnavailable
+from llamacontroller.serving.http import NdjsonStream, json_response, read_json, resolve
+from llamacontroller.serving.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+LOAD_WAIT = 300.0  # a load request waits this long for a llama-server that is still loading
+
+Chunk = dict[str, Any]
+Fold = Callable[[list[Chunk], Chunk], Chunk]
+
+
+class Translator(Protocol):
+    def feed(self, event: dict[str, Any]) -> list[Chunk]: ...
+
+
+class FinalWithTokens(Protocol):
+    def final(self, prompt_tokens: list[int]) -> Chunk: ...
+
+
+@dataclass
+class Plan:
+    """How one generate is served: the upstream call, its translator, and how the answer ends."""
+
+    call: tuple[str, dict[str, Any]]
+    translator: Translator
+    finish: Callable[[], Awaitable[Chunk]]
+    tokens: PromptTokens | None = None
+
+
+async def relay(
+    request: web.Request,
+    upstream: Upstream,
+    plan: Plan,
+    fold: Fold,
+    stream: bool,
+) -> web.StreamResponse:
+    """One upstream call through a translator, to an NDJSON stream or to one folded answer.
+
+    llama-server's error statuses arrive before the first event, so they become the answer's status;
+    a failure after the first line ends the stream with an ``{"error"}`` line. A client that goes
+    away cancels this task, which closes the upstream connection: llama-server stops generating.
+    """
+    path, body = plan.call
+    async with upstream.events(path, body) as events:
+        if not stream:
+            chunks = [chunk async for event in events for chunk in plan.translator.feed(event)]
+            return json_response(fold(chunks, await plan.finish()))
+        out = NdjsonStream(request)
+        await out.start()
+        try:
+            async for event in events:
+                for chunk in plan.translator.feed(event):
+                    await out.write(chunk)
+            await out.write(await plan.finish())
+        except ApiError as exc:
+            await out.error(exc)
+        return await out.finish()
+
+
+class PromptTokens:
+    """The prompt's tokens for ``context``, fetched from ``/tokenize`` while the answer streams."""
+
+    def __init__(self, upstream: Upstream, prompt: str, context: list[int]) -> None:
+        self.context = context
+        body = ollama.tokenize_body(prompt, context)
+        self.task = asyncio.ensure_future(upstream.post_json("/tokenize", body))
+
+    async def get(self) -> list[int]:
+        try:
+            answer = await self.task
+        except ApiError as exc:
+            log.warning("no context for this answer: /tokenize failed: %s", exc.message)
+            return self.context
+        return [*self.context, *answer.get("tokens", ())]
+
+    def cancel(self) -> None:
+        """Not needed any more: stop it, or collect its failure so that asyncio does not log it."""
+        if not self.task.done():
+            self.task.cancel()
+        elif not self.task.cancelled():
+            self.task.exception()
+
+
+async def wait_ready(upstream: Upstream, timeout: float = LOAD_WAIT) -> None:
+    """What "load" means here: llama-server has its model loaded (it may still be loading)."""
+    deadline = time.monotonic() + timeout
+    while (status := await upstream.health()) != 200:
+        if status is None:
+            raise UpstreamUnavailable(f"llama-server at {upstream.base_url} is unreachable")
+        if time.monotonic() > deadline:
+            raise ApiError(503, "the model is still loading")
+        await asyncio.sleep(0.5)
+
+
+async def load_or_unload(model: str, target: Target, body: dict[str, Any], chat: bool) -> web.Response:
+    reason = ollama.load_reason(body)
+    if reason == "load":
+        await wait_ready(target.upstream)
+    return json_response(streams.load_answer(model, reason, chat=chat))
+
+
+# ---------------------------------------------------------------------------------------------
+# the plans
+
+
+async def chat_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
+    """Images or thinking: the chat endpoint parses them; no ``context`` on this path."""
+    translator = streams.GenerateFromChat(model, started)
+    call = ("/v1/chat/completions", ollama.chat_body(body, ollama.generate_messages(body)))
+    return Plan(call, translator, _const_final(translator, []))
+
+
+async def infill_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
+    translator = streams.GenerateFromCompletion(model, started)
+    return Plan(("/infill", ollama.infill_body(body)), translator, _const_final(translator, []))
+
+
+async def completion_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
+    """The prompt (templated unless ``raw``) after ``context``; its tokens are fetched meanwhile."""
+    context = ollama.generate_context(body)
+    prompt = body["prompt"] if body.get("raw") is True else await target.prompts.render(body)
+    translator = streams.GenerateFromCompletion(model, started)
+    tokens = PromptTokens(target.upstream, prompt, context)
+
+    async def finish() -> Chunk:
+        return translator.final(await tokens.get())
+
+    call = ("/completion", ollama.completion_body(body, ollama.completion_prompt(prompt, context)))
+    return Plan(call, translator, finish, tokens)
+
+
+PLANNERS = {"chat": chat_plan, "infill": infill_plan, "completion": completion_plan}
+
+
+def _const_final(translator: FinalWithTokens, prompt_tokens: list[int]) -> Callable[[], Awaitable[Chunk]]:
+    async def finish() -> Chunk:
+        return translator.final(prompt_tokens)
+
+    return finish
+
+
+async def require_vision(model: str, target: Target) -> None:
+    """Images for a model without a projector: a clear 400 (llama-server would answer 500)."""
+    if not (await target.metadata.server_facts()).modalities.get("vision"):
+        raise ApiError(400, f"model '{model}' does not support images")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic_ns()
+    body = await read_json(request)
+    model, target = await resolve(request, body)
+    if not any(ollama.field(body, name, (str, list)) for name in ("prompt", "suffix", "images")):
+        return await load_or_unload(model, target, body, chat=False)
+    if ollama.field(body, "images", list):
+        await require_vision(model, target)
+    plan = await PLANNERS[ollama.generate_route(body)](model, started, target, body)
+    try:
+        return await relay(request, target.upstream, plan, streams.fold_generate, ollama.is_streaming(body))
+    finally:
+        if plan.tokens:
+            plan.tokens.cancel()
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic_ns()
+    body = await read_json(request)
+    model, target = await resolve(request, body)
+    if not ollama.field(body, "messages", list):
+        return await load_or_unload(model, target, body, chat=True)
+    if ollama.has_images(body):
+        await require_vision(model, target)
+    translator = streams.ChatFromChat(model, started)
+
+    async def finish() -> Chunk:
+        return translator.final()
+
+    plan = Plan(("/v1/chat/completions", ollama.chat_body(body)), translator, finish)
+    return await relay(request, target.upstream, plan, streams.fold_chat, ollama.is_streaming(body))
