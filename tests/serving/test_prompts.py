@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import aiohttp
 import pytest
 
 from llamacontroller.serving.prompts import PromptRenderer
@@ -23,18 +23,23 @@ BODIES = [
 
 
 def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(chat_stack: Stack):
-    templated: list[httpx.Request] = []
+    templated: list[str] = []
+    counting = False
 
-    async def count(request: httpx.Request) -> None:
-        if request.url.path == "/apply-template":
-            templated.append(request)
+    async def count(session: object, context: object, params: aiohttp.TraceRequestStartParams) -> None:
+        if counting and params.url.path == "/apply-template":
+            templated.append(params.url.path)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
 
     async def scenario() -> tuple[list[str], list[str], int]:
-        async with make_client() as client:
+        nonlocal counting
+        async with make_client(trace_configs=[trace]) as client:
             renderer = PromptRenderer(Upstream(chat_stack.upstream, client))
             remote = [await renderer.remote(body) for body in BODIES]
             first = [await renderer.render(body) for body in BODIES]  # builds one skeleton per kind
-            client.event_hooks["request"].append(count)
+            counting = True
             again = [await renderer.render(body) for body in BODIES]
             return remote, first + again, len(templated)
 

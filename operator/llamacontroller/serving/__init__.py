@@ -5,7 +5,7 @@ Layout, one job per module:
 - ``names``: Ollama model names (``[host/][namespace/]model[:tag]``) and how they compare.
 - ``errors``: the API errors the handlers raise and their Ollama/OpenAI shapes.
 - ``sse``: splitting llama-server's server-sent events into JSON payloads.
-- ``upstream``: the pooled httpx client to one llama-server (streams, JSON, errors, timeouts).
+- ``upstream``: the pooled aiohttp client to one llama-server (streams, JSON, errors, timeouts).
 - ``ollama``: pure translation of Ollama requests into llama-server requests (options table, format,
   think, messages, tool calls, embeddings).
 - ``streams``: pure translation of llama-server stream events into Ollama chunks and answers.

@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 from aiohttp import web
 
 from llamacontroller.serving import ollama_routes, openai_routes
@@ -22,7 +21,7 @@ from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
 from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware
 from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
-from llamacontroller.serving.upstream import READ_TIMEOUT, Upstream, make_client
+from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def build_app(
 
 
 def lifecycle(
-    catalog: Catalog, client: httpx.AsyncClient, digests: FileDigests
+    catalog: Catalog, client: Client, digests: FileDigests
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -125,7 +124,6 @@ def run_adapter(
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     app = build_app(

@@ -15,13 +15,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 from aiohttp import web
 
 from llamacontroller.serving.catalog import Target, available
-from llamacontroller.serving.errors import ApiError, openai_body
+from llamacontroller.serving.errors import ApiError, UpstreamUnavailable, openai_body
 from llamacontroller.serving.http import CATALOG, json_response
-from llamacontroller.serving.upstream import dumps
+from llamacontroller.serving.upstream import Response, dumps
 
 OWNER = "llamacontroller"
 EVENT_END = b"\n\n"
@@ -54,7 +53,7 @@ def passthrough(path: str) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handler
 
 
-async def relay_sse(request: web.Request, target: Target, upstream: httpx.Response) -> web.StreamResponse:
+async def relay_sse(request: web.Request, target: Target, upstream: Response) -> web.StreamResponse:
     """llama-server's events as they arrive; a broken upstream ends the stream with an error event."""
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     response = web.StreamResponse(status=upstream.status_code, headers=headers)
@@ -64,8 +63,8 @@ async def relay_sse(request: web.Request, target: Target, upstream: httpx.Respon
         async for chunk in upstream.aiter_raw():
             await response.write(chunk)
             tail = (tail + chunk)[-2:]
-    except httpx.HTTPError as exc:
-        error = openai_body(target.upstream.unavailable(exc))
+    except UpstreamUnavailable as exc:
+        error = openai_body(exc)
         separator = b"" if tail == EVENT_END else EVENT_END
         await response.write(separator + b"data: " + dumps(error) + EVENT_END)
     await response.write_eof()

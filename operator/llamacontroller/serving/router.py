@@ -7,20 +7,18 @@ prompt renderer, for as long as the name points at the same URL.
 
 from __future__ import annotations
 
-import httpx
-
 from llamacontroller.serving.catalog import Target
 from llamacontroller.serving.errors import ApiError, ModelNotFound
 from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
 from llamacontroller.serving.names import same_model, with_tag
 from llamacontroller.serving.prompts import PromptRenderer
-from llamacontroller.serving.upstream import Upstream
+from llamacontroller.serving.upstream import Client, Upstream
 
 
 class RoutingCatalog:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: Client,
         digests: FileDigests,
         digest_wait: float = DIGEST_WAIT,
         upstream_api_key: str | None = None,
