@@ -7,7 +7,6 @@ shared by many tests are session-scoped; tests that kill or starve a server get 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from llamacontroller.demo_model import write_demo_model
 from llamacontroller.local.binary import find_llama_server
-from llamacontroller.local.server import LlamaServerProcess
+from llamacontroller.local.server import LlamaServerProcess, stop_process
 from llamacontroller.render.args import with_local_endpoint
 from tests.ports import free_port
 from tests.server.conftest import pod_args
@@ -83,14 +82,7 @@ class AdapterProcess:
         raise RuntimeError(f"the adapter is not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_process(self.process, timeout=timeout)
 
 
 @dataclass

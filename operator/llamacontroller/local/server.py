@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys
@@ -80,12 +79,18 @@ class LlamaServerProcess:
         raise ServerFailed(f"llama-server not healthy after {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it lingers; waits so that no zombie or orphan is left."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_process(self.process, timeout=timeout)
+
+
+def stop_process(
+    process: subprocess.Popen | None, first: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """`first` (SIGTERM), then SIGKILL if it lingers; waits, so no zombie or orphan is left."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(first)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
