@@ -22,7 +22,7 @@ from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess, stop_process
 from llamacontroller.render.args import with_local_endpoint
 from tests.ports import free_port
-from tests.server.conftest import pod_args
+from tests.server.fixtures import pod_args
 from tests.unit.helpers import llamamodel, repo_config
 
 HOST = "127.0.0.1"
