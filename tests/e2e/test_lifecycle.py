@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import yaml
 
-from tests.e2e.conftest import PODS, SERVICES, Cluster, OperatorProcess, eventually
+from tests.e2e.conftest import PODS, REPO, SERVICES, Cluster, OperatorProcess, eventually
 from tests.e2e.test_operator import lm, one_pod
 
 pytestmark = pytest.mark.timeout(120)
@@ -175,3 +176,28 @@ def test_a_service_deleted_from_outside_is_recreated(cluster: Cluster, operator:
     )
     assert cluster.emulator.get(SERVICES, "default", service["metadata"]["name"]) is not None
     assert cluster.emulator.list(PODS, "default")
+
+
+@pytest.fixture
+def operator_config(tmp_path):
+    """Looks again every second, so time alone (no event) moves a status within the test."""
+    config = yaml.safe_load((REPO / "config" / "operator.yaml").read_text()) | {"resyncSeconds": 1}
+    path = tmp_path / "operator.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_time_alone_reports_a_load_past_its_budget(cluster: Cluster, operator: OperatorProcess):
+    cluster.apply(lm("slow", startupTimeoutSeconds=2))
+    pod = eventually(lambda: one_pod(cluster, "slow"))
+    kubelet_writes(
+        cluster,
+        pod,
+        "Running",
+        state={"running": {"startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}},
+    )
+    phase_is(cluster, "slow", "Loading")
+    events_before = len(cluster.emulator.events(resource="pods", name=pod["metadata"]["name"]))
+    status = phase_is(cluster, "slow", "Failed", "StartupTimeout")
+    assert "past its startup budget of 2 s" in status["message"]
+    assert len(cluster.emulator.events(resource="pods", name=pod["metadata"]["name"])) == events_before

@@ -280,3 +280,14 @@ def test_a_left_over_service_is_adopted_whole(cluster: Cluster, operator: Operat
     cluster.apply(lm("phi", parameters={"parallel": 1}))  # another reconcile: nothing left to patch
     eventually(lambda: cluster.status("phi").get("observedGeneration") == 2)
     assert len(cluster.emulator.requests(resource="services", verb="patch")) == patches
+
+
+def test_llamamodels_carry_no_finalizer_and_go_while_the_operator_is_down(
+    cluster: Cluster, operator: OperatorProcess
+):
+    cluster.apply(lm("phi"))
+    eventually(lambda: cluster.status("phi").get("podName"))
+    assert not cluster.llamamodel("phi")["metadata"].get("finalizers")
+    operator.stop()
+    cluster.kubectl("delete", "lm", "phi", "--wait=true", "--timeout=30s")
+    eventually(lambda: cluster.server_pods("phi") == [], what="its pod garbage-collected")

@@ -105,7 +105,10 @@ class KubeApi:
         exists_ok: bool = False,
     ) -> dict[str, Any] | None:
         headers = {"Content-Type": content_type} if body is not None else {}
-        response = await self.client.request(method, path, params=params, json=body, headers=headers)
+        try:
+            response = await self.client.request(method, path, params=params, json=body, headers=headers)
+        except httpx.HTTPError as exc:  # unreachable, timed out: one kind of failure for the callers
+            raise ApiError(0, "Unreachable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 409 and exists_ok:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -12,7 +14,6 @@ from llamacontroller.kube.reconciler import Reconciler
 from llamacontroller.render import names
 from llamacontroller.resource import GROUP, PLURAL, VERSION
 
-RESYNC_SECONDS = 30.0
 OWN_CHILDREN = {names.LABEL_MANAGED_BY: names.MANAGER}
 
 
@@ -23,14 +24,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.DOMAIN, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{names.DOMAIN}/finalizer"
+    settings.persistence.finalizer = f"{names.DOMAIN}/finalizer"  # unused: no handler needs one
     settings.posting.loggers = True  # handler failures reach `kubectl describe`, not only the log
     settings.posting.level = logging.WARNING
     memo.reconciler = Reconciler(KubeApi.from_environment(), memo.config, memo.namespaces)
+    # A safety net: the cluster is the truth, so look at everything again now and then, even
+    # without events. One task for the operator, not a kopf timer per object: kopf puts a finalizer
+    # on objects with timers, and a LlamaModel could then not be deleted while the operator is down.
+    memo.resync = asyncio.create_task(memo.reconciler.resync_forever(memo.config.resync_seconds))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.resync
     await memo.reconciler.api.close()
 
 
@@ -38,14 +46,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=2)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=2)
 async def llamamodel_changed(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.reconcile(namespace, name)
-
-
-@kopf.timer(
-    GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS
-)
-async def llamamodel_resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """A safety net: the cluster is the truth, so look again now and then even without events."""
     await memo.reconciler.reconcile(namespace, name)
 
 

@@ -108,6 +108,16 @@ class Reconciler:
             except ApiError as exc:  # the story is lost, the state is not: never fail a reconcile for it
                 log.warning("Could not post an event on %s/%s: %s", meta["namespace"], meta["name"], exc)
 
+    async def resync_forever(self, interval: float) -> None:
+        """Reconcile every LlamaModel every `interval` seconds; a failure waits for the next round."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for lm in await self._list_llamamodels():
+                    await self.reconcile(lm["metadata"]["namespace"], lm["metadata"]["name"])
+            except (ApiError, OSError) as exc:
+                log.warning("Resync failed, trying again in %.0f s: %s", interval, exc)
+
     async def wake_waiters(self, node: str) -> None:
         """A slot on `node` may have freed: let the LlamaModels waiting there try, oldest first."""
         count = await self._gpu_count(node) or self.config.gpus_per_node
