@@ -303,6 +303,12 @@ def _content(
     return {mime: {"schema": _ref(schema_name)} for mime in mimes}
 
 
+def _replace_operation(rd: ResourceDef, item: str, suffix: str = "") -> dict[str, Any]:
+    """PUT of an object (or of its status): the same operation but for its name."""
+    params = [_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION]
+    return _operation(rd, "put", "replace", item, params=params, body=_content(item), suffix=suffix)
+
+
 def _operation(
     rd: ResourceDef,
     action: str,
@@ -373,14 +379,7 @@ def _paths_for(rd: ResourceDef) -> dict[str, Any]:
         },
         f"{collection}/{{name}}": {
             "get": _operation(rd, "get", "read", item, params=[]),
-            "put": _operation(
-                rd,
-                "put",
-                "replace",
-                item,
-                params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
-                body=_content(item),
-            ),
+            "put": _replace_operation(rd, item),
             "patch": _operation(
                 rd,
                 "patch",
@@ -419,15 +418,7 @@ def _paths_for(rd: ResourceDef) -> dict[str, Any]:
     if rd.has_status:
         paths[f"{collection}/{{name}}/status"] = {
             "get": _operation(rd, "get", "read", item, params=[], suffix=" status"),
-            "put": _operation(
-                rd,
-                "put",
-                "replace",
-                item,
-                params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
-                body=_content(item),
-                suffix=" status",
-            ),
+            "put": _replace_operation(rd, item, suffix=" status"),
             "patch": _operation(
                 rd,
                 "patch",

@@ -33,6 +33,15 @@ ALIAS = "phi-4:latest"
 CHAT_PARAMETERS = {"threads": 1, "parallel": 2, "extraArgs": ["--context-shift"]}
 EMBED_PARAMETERS = {"threads": 1, "extraArgs": ["--embeddings", "--pooling", "mean"]}
 KEYS_ENV = "LLAMACONTROLLER_API_KEYS"
+# Every final chunk carries all of these, as integers (the contract, restated for the tests).
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
 class AdapterProcess:

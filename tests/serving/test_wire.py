@@ -10,18 +10,10 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.serving.conftest import ALIAS, MODEL, Stack, busy_slots, wait_for
+from tests.serving.conftest import ALIAS, METRICS, MODEL, Stack, busy_slots, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-METRICS = (
-    "total_duration",
-    "load_duration",
-    "prompt_eval_count",
-    "prompt_eval_duration",
-    "eval_count",
-    "eval_duration",
-)
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
