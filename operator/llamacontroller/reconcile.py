@@ -271,3 +271,11 @@ def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dic
         for c in conditions(report, generation, previous.conditions, rfc3339(now))
     ]
     return status
+
+
+def left_queue(before: dict[str, Any], decision: Decision) -> str | None:
+    """The node whose queue moved because this LlamaModel stopped waiting there (or moved on)."""
+    was_waiting = before.get("phase") == Phase.WAITING.value
+    after = decision.report
+    stays = after.phase is Phase.WAITING and after.fields.get("slot") == before.get("slot")
+    return before.get("node") if was_waiting and not stays else None

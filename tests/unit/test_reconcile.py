@@ -158,3 +158,14 @@ def test_a_switch_on_the_same_slot_keeps_the_slot_claimed():
     assert decision.report.reason == "Switching" and decision.report.slot_available is True
     slot = next(c for c in status_patch(body, decision, NOW)["conditions"] if c["type"] == "SlotAvailable")
     assert slot["status"] == "True"
+
+
+def test_leaving_the_queue_names_the_node_whose_waiters_may_move():
+    from llamacontroller.reconcile import left_queue
+
+    waiting = {"phase": "Waiting", "node": "node-a", "slot": "gpu0"}
+    granted = decide(llamamodel(), CONFIG, NOTHING)
+    assert left_queue(waiting, granted) == "node-a"
+    still = decide(llamamodel(name="x", uid="ux"), CONFIG, Observed([], [], [_children(llamamodel()).pod]))
+    assert left_queue(waiting, still) is None
+    assert left_queue({"phase": "Ready", "node": "node-a"}, granted) is None

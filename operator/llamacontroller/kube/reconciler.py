@@ -14,10 +14,9 @@ from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.kube.api import ApiError, KubeApi
-from llamacontroller.reconcile import Decision, Observed, decide, status_patch, waiter_of
+from llamacontroller.reconcile import Decision, Observed, decide, left_queue, status_patch, waiter_of
 from llamacontroller.render import names
 from llamacontroller.render.service import service_matches
-from llamacontroller.resource import Phase
 from llamacontroller.slots import gpu_count_of
 from llamacontroller.status import rfc3339, transition_event
 
@@ -50,7 +49,7 @@ class Reconciler:
             decision = decide(body, self.config, observed, datetime.now(UTC))
             await self._act(body, decision)
             await self._report(body, decision)
-        left = _left_queue(body.get("status") or {}, decision)
+        left = left_queue(body.get("status") or {}, decision)
         if left:
             await self.wake_waiters(left)
         return decision
@@ -127,14 +126,6 @@ class Reconciler:
         for waiter in sorted((w for w in waiters if w.node == node), key=lambda w: w.key):
             namespace, name = waiter.who.split("/", 1)
             await self.reconcile(namespace, name)
-
-
-def _left_queue(before: dict[str, Any], decision: Decision) -> str | None:
-    """The node whose queue moved because this LlamaModel stopped waiting there (or moved on)."""
-    was_waiting = before.get("phase") == Phase.WAITING.value
-    after = decision.report
-    stays = after.phase is Phase.WAITING and after.fields.get("slot") == before.get("slot")
-    return before.get("node") if was_waiting and not stays else None
 
 
 def _wanted_node(body: dict[str, Any], config: OperatorConfig) -> str | None:
