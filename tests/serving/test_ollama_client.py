@@ -97,6 +97,7 @@ def test_generate_raw_and_with_system(client: ollama.Client):
     raw = client.generate(MODEL, "hello", raw=True, options=OPTIONS)
     templated = client.generate(MODEL, "hello", system="be brief", options=OPTIONS)
     assert raw.prompt_eval_count < templated.prompt_eval_count  # the template added the turns
+    assert raw.context is None and templated.context  # Ollama gives no context for a raw prompt
 
 
 def test_generate_format_json_gives_json(client: ollama.Client):

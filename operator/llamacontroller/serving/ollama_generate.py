@@ -34,7 +34,7 @@ class Translator(Protocol):
 
 
 class FinalWithTokens(Protocol):
-    def final(self, prompt_tokens: list[int]) -> Chunk: ...
+    def final(self, prompt_tokens: list[int] | None) -> Chunk: ...
 
 
 @dataclass
@@ -82,8 +82,12 @@ class PromptTokens:
 
     def __init__(self, upstream: Upstream, prompt: str, context: list[int]) -> None:
         self.context = context
-        body = ollama.tokenize_body(prompt, context)
-        self.task = asyncio.ensure_future(upstream.post_json("/tokenize", body))
+        self.task = asyncio.ensure_future(self._tokenize(upstream, ollama.tokenize_body(prompt, context)))
+
+    @staticmethod
+    async def _tokenize(upstream: Upstream, body: dict[str, Any]) -> Any:
+        await asyncio.sleep(0)  # the answer waits for the completion, not for this: let that go out first
+        return await upstream.post_json("/tokenize", body)
 
     async def get(self) -> list[int]:
         try:
@@ -136,23 +140,30 @@ async def infill_plan(model: str, started: int, target: Target, body: dict[str, 
 
 
 async def completion_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
-    """The prompt (templated unless ``raw``) after ``context``; its tokens are fetched meanwhile."""
+    """The prompt (templated unless ``raw``) after ``context``; its tokens are fetched meanwhile.
+
+    A raw prompt gets no ``context`` (as from Ollama): its tokens are not fetched."""
     context = ollama.generate_context(body)
-    prompt = body["prompt"] if body.get("raw") is True else await target.prompts.render(body)
+    raw = body.get("raw") is True
+    prompt = body["prompt"] if raw else await target.prompts.render(body)
     translator = streams.GenerateFromCompletion(model, started)
+    call = ("/completion", ollama.completion_body(body, ollama.completion_prompt(prompt, context)))
+    if raw:
+        return Plan(call, translator, _const_final(translator, None))
     tokens = PromptTokens(target.upstream, prompt, context)
 
     async def finish() -> Chunk:
         return translator.final(await tokens.get())
 
-    call = ("/completion", ollama.completion_body(body, ollama.completion_prompt(prompt, context)))
     return Plan(call, translator, finish, tokens)
 
 
 PLANNERS = {"chat": chat_plan, "infill": infill_plan, "completion": completion_plan}
 
 
-def _const_final(translator: FinalWithTokens, prompt_tokens: list[int]) -> Callable[[], Awaitable[Chunk]]:
+def _const_final(
+    translator: FinalWithTokens, prompt_tokens: list[int] | None
+) -> Callable[[], Awaitable[Chunk]]:
     async def finish() -> Chunk:
         return translator.final(prompt_tokens)
 

@@ -89,19 +89,21 @@ class GenerateFromCompletion:
             return []
         return [{"model": self.model, "created_at": created_at(), "response": content, "done": False}]
 
-    def final(self, prompt_tokens: list[int]) -> Chunk:
-        """The last chunk; ``context`` is the prompt's tokens then the answer's."""
+    def final(self, prompt_tokens: list[int] | None) -> Chunk:
+        """The last chunk; ``context`` is the prompt's tokens then the answer's. Without prompt
+        tokens (a raw prompt) there is no ``context``, as Ollama gives none for raw prompts."""
         if self.done_reason is None:
             raise early_end()
-        return {
+        chunk: Chunk = {
             "model": self.model,
             "created_at": created_at(),
             "response": "",
             "done": True,
             "done_reason": self.done_reason,
-            "context": [*prompt_tokens, *self.tokens],
-            **metrics(self.timings, self.started_ns),
         }
+        if prompt_tokens is not None:
+            chunk["context"] = [*prompt_tokens, *self.tokens]
+        return chunk | metrics(self.timings, self.started_ns)
 
 
 class ChatFromChat:
