@@ -8,9 +8,10 @@ import threading
 
 from aiohttp import web
 
-from llamacontroller.serving.adapter import build_api_app, parse_listen
+from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import RoutingCatalog
+from llamacontroller.serving.serve import new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
 
 
@@ -18,7 +19,7 @@ class GatewayThread:
     def __init__(self, listen: str, api_keys: frozenset[str] = frozenset()) -> None:
         self.host, self.port = parse_listen(listen)
         self.api_keys = api_keys
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
         self._runner: web.AppRunner | None = None
         self.catalog: RoutingCatalog | None = None

@@ -1,8 +1,7 @@
 """The web app in front of one llama-server (the per-slot sidecar), and ``run_adapter``.
 
 ``build_api_app`` takes any ``Catalog``: the adapter passes its single-model catalog, a router its
-own. The adapter runs with aiohttp's handler cancellation, so a client that disconnects cancels its
-handler at once, and with it the upstream request (llama-server then stops generating).
+own. ``serve.serve`` runs it (handler cancellation, uvloop, access log).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
 from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware
 from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
+from llamacontroller.serving.serve import configure_logging, parse_listen, serve
 from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
 
 log = logging.getLogger(__name__)
@@ -86,27 +86,6 @@ async def warm_up(catalog: Catalog, max_delay: float = 10.0) -> None:
         delay = min(delay * 2, max_delay)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``:port`` or ``port`` (all interfaces)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep:
-        host, port = "", listen
-    host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit():
-        raise ValueError(f"--listen {listen!r}: expected host:port")
-    return host, int(port)
-
-
-def event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when it is installed (less overhead per request and per streamed chunk than asyncio's
-    own loop: see bench/adapter_overhead.py), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def run_adapter(
     upstream: str,
     listen: str,
@@ -122,8 +101,7 @@ def run_adapter(
     API keys: the lines of ``api_keys_file`` and the comma-separated ``$api_keys_env``; none means
     open. The upstream's own key (llama-server ``--api-key``) is read from $LLAMACONTROLLER_UPSTREAM_API_KEY.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     app = build_app(
@@ -140,13 +118,4 @@ def run_adapter(
         upstream,
         f"{len(keys)} API key(s)" if keys else "no API keys",
     )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        handler_cancellation=True,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        print=None,
-        shutdown_timeout=5.0,
-        loop=event_loop(),
-    )
+    serve(app, host, port, access_log=access_log)

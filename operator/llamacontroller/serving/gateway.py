@@ -18,10 +18,11 @@ from aiohttp import web
 from llamacontroller.kube.api import ApiError as KubeApiError
 from llamacontroller.kube.api import KubeApi
 from llamacontroller.resource import Phase
-from llamacontroller.serving.adapter import build_api_app, parse_listen
+from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import RoutingCatalog
+from llamacontroller.serving.serve import configure_logging, parse_listen, serve
 from llamacontroller.serving.upstream import make_client
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,7 @@ def run_gateway(
     api_keys_env: str | None = DEFAULT_ENV,
 ) -> None:
     """Serve the cluster's models on `listen`; blocks."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
@@ -126,4 +126,4 @@ def run_gateway(
     app = build_api_app(catalog, keys)
     app.cleanup_ctx.append(gateway_lifecycle(watch, closing))
     log.info("gateway on %s:%d (%s)", host, port, f"{len(keys)} API key(s)" if keys else "no API keys")
-    web.run_app(app, host=host, port=port, handler_cancellation=True, print=None)
+    serve(app, host, port)
