@@ -2,13 +2,18 @@
 
     .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 7] [--tokens 2000]
 
-Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``) and the
-adapter (``llamacontroller adapter``) in front of it, measures, prints a table, and stops
-both. Latency: sequential non-stream requests for one token, direct and adapted interleaved so that
-noise from other processes hits both alike; p50/p99 and what the adapter adds. Throughput: streams
-of ``--tokens`` tokens, tokens per second over the whole request, median of ``--streams`` runs.
-Goal: at most 1 ms added at p50, at least 0.97x the tokens per second. The adapter runs on uvloop
-when that is importable (e.g. ``PYTHONPATH=<dir with uvloop>``), else on asyncio's loop.
+Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
+adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the same HTTP stack with
+nothing on top: the least any Python relay costs on this machine), measures, prints a table, and
+stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted
+interleaved so that noise from other processes hits all alike; p50/p99 and what the relay and the
+adapter add. Throughput: streams of ``--tokens`` tokens, tokens per second over the whole request,
+median of ``--streams`` runs. Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
+
+Between two samples the client spins for ``--pause`` seconds: the adapter works a little after an
+answer (it opens the connection the next request will take), and that must not run while the next
+sample is timed. Spinning, not sleeping: on a VM a sleeping CPU takes long to wake, and every sample
+would then measure how often the processes on its path wake CPUs rather than what they do.
 """
 
 from __future__ import annotations
@@ -68,11 +73,13 @@ def server_args(model_file: Path, port: int) -> list[str]:
     return with_local_endpoint(pod["spec"]["containers"][0]["args"], HOST, port, str(model_file))
 
 
-class Adapter:
-    def __init__(self, upstream: str, log: Path) -> None:
+class Relay:
+    """A process in front of llama-server: the adapter, or the bare relay that is its baseline."""
+
+    def __init__(self, name: str, command: list[str], log: Path) -> None:
+        self.name = name
         self.url = f"http://{HOST}:{free_port()}"
         self.log = log
-        command = [sys.executable, "-m", "llamacontroller.cli", "adapter", "--upstream", upstream, "--listen"]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*command, self.url.removeprefix("http://")],
@@ -81,18 +88,18 @@ class Adapter:
                 start_new_session=True,
             )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the adapter exited:\n{self.log.read_text()}")
+                raise RuntimeError(f"the {self.name} exited:\n{self.log.read_text()}")
             try:
-                if httpx.get(self.url + "/api/tags", timeout=5).json()["models"]:
+                if httpx.get(self.url + path, timeout=5).status_code == 200:
                     return
-            except (httpx.HTTPError, ValueError, KeyError):
+            except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("the adapter did not become ready")
+        raise RuntimeError(f"the {self.name} did not become ready")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -102,6 +109,18 @@ class Adapter:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def start_relays(upstream: str, workdir: Path) -> list[Relay]:
+    adapter = [sys.executable, "-m", "llamacontroller.cli", "adapter", "--upstream", upstream, "--listen"]
+    bare = [sys.executable, str(Path(__file__).with_name("bare_relay.py")), upstream]
+    relays = [
+        Relay("adapter", adapter, workdir / "adapter.log"),
+        Relay("bare relay", bare, workdir / "relay.log"),
+    ]
+    relays[0].wait_ready("/api/tags")  # 200 once it knows the model
+    relays[1].wait_ready("/health")
+    return relays
 
 
 @dataclass
@@ -188,50 +207,62 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def spin(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+
+
 def interleave(
-    count: int, run: Callable[[tuple[str, dict]], float], case: Case
-) -> tuple[list[float], list[float]]:
-    direct, adapted = [], []
+    count: int, run: Callable[[tuple[str, dict]], float], calls: list[tuple[str, dict]], pause: float
+) -> list[list[float]]:
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(count):
-        direct.append(run(case.direct))
-        adapted.append(run(case.adapted))
-    return direct, adapted
+        for call, seconds in zip(calls, samples, strict=True):
+            seconds.append(run(call))
+            spin(pause)
+    return samples
 
 
-def measure(direct_url: str, adapted_url: str, requests: int, streams: int, tokens: int) -> None:
+def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Namespace) -> None:
     rows = []
     with httpx.Client(timeout=120) as client:
         for case in latency_cases(direct_url, adapted_url):
-            interleave(20, lambda call: timed(client, *call), case)  # warm up caches and connections
-            direct, adapted = interleave(requests, lambda call: timed(client, *call), case)
-            d50, a50 = percentile(direct, 0.5) * 1e3, percentile(adapted, 0.5) * 1e3
-            d99, a99 = percentile(direct, 0.99) * 1e3, percentile(adapted, 0.99) * 1e3
+            relayed = (case.direct[0].replace(direct_url, relay_url, 1), case.direct[1])
+            calls = [case.direct, relayed, case.adapted]
+            interleave(20, lambda call: timed(client, *call), calls, args.pause)  # warm up
+            direct, relay, adapted = (
+                [percentile(samples, q) * 1e3 for q in (0.5, 0.99)]
+                for samples in interleave(args.requests, lambda call: timed(client, *call), calls, args.pause)
+            )
             rows.append(
                 (
                     case.name,
-                    f"{d50:.2f}",
-                    f"{a50:.2f}",
-                    f"{a50 - d50:+.2f}",
-                    f"{d99:.2f}",
-                    f"{a99:.2f}",
-                    f"{a99 - d99:+.2f}",
+                    f"{direct[0]:.2f}",
+                    f"{relay[0] - direct[0]:+.2f}",
+                    f"{adapted[0] - direct[0]:+.2f}",
+                    f"{direct[1]:.2f}",
+                    f"{relay[1] - direct[1]:+.2f}",
+                    f"{adapted[1] - direct[1]:+.2f}",
                 )
             )
         print_table(
-            f"latency, ms, {requests} one-token requests each",
-            ("case", "direct p50", "adapter p50", "added p50", "direct p99", "adapter p99", "added p99"),
+            f"latency, ms, {args.requests} one-token requests each",
+            ("case", "direct p50", "bare relay", "adapter", "direct p99", "bare relay", "adapter"),
             rows,
         )
         rows = []
-        for case in stream_cases(direct_url, adapted_url, tokens):
-            runs = [(streamed(client, *case.direct), streamed(client, *case.adapted)) for _ in range(streams)]
+        for case in stream_cases(direct_url, adapted_url, args.tokens):
+            runs = [
+                (streamed(client, *case.direct), streamed(client, *case.adapted)) for _ in range(args.streams)
+            ]
             direct_rate = statistics.median(n / s for (s, n), _ in runs)
             adapted_rate = statistics.median(n / s for _, (s, n) in runs)
             rows.append(
                 (case.name, f"{direct_rate:.0f}", f"{adapted_rate:.0f}", f"{adapted_rate / direct_rate:.3f}x")
             )
         print_table(
-            f"streaming, tokens/s over {tokens}-token streams, median of {streams}",
+            f"streaming, tokens/s over {args.tokens}-token streams, median of {args.streams}",
             ("case", "direct", "adapter", "ratio"),
             rows,
         )
@@ -254,6 +285,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="latency samples per case and side")
     parser.add_argument("--streams", type=int, default=7, help="streams per case and side")
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream")
+    parser.add_argument("--pause", type=float, default=0.002, help="seconds spun between latency samples")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="adapter-bench-") as tmp:
         workdir = Path(tmp)
@@ -262,17 +294,19 @@ def main() -> int:
         server = LlamaServerProcess(
             find_llama_server(), server_args(model, port), HOST, port, workdir / "server.log"
         )
-        adapter: Adapter | None = None
+        relays: list[Relay] = []
         try:
             server.start()
             server.wait_healthy()
-            adapter = Adapter(server.url, workdir / "adapter.log")
-            adapter.wait_ready()
-            print(f"llama-server {server.url}, adapter {adapter.url}, {os.cpu_count()} CPUs")
-            measure(server.url, adapter.url, args.requests, args.streams, args.tokens)
+            relays = start_relays(server.url, workdir)
+            adapter, bare = relays
+            print(f"llama-server {server.url}, adapter {adapter.url}, bare relay {bare.url}")
+            print(f"{os.cpu_count()} CPUs")
+            print("added latency: what each adds to the direct request (p50 and p99 columns)")
+            measure(server.url, bare.url, adapter.url, args)
         finally:
-            if adapter is not None:
-                adapter.stop()
+            for relay in relays:
+                relay.stop()
             server.stop()
     return 0
 
