@@ -100,6 +100,33 @@ def test_generate_raw_and_with_system(client: ollama.Client):
     assert raw.context is None and templated.context  # Ollama gives no context for a raw prompt
 
 
+def test_generate_logprobs_one_per_token_with_alternatives(client: ollama.Client):
+    answer = client.generate(MODEL, "hello", options=OPTIONS, logprobs=True, top_logprobs=3)
+    assert answer.logprobs and len(answer.logprobs) == answer.eval_count == 6
+    assert "".join(entry.token for entry in answer.logprobs) == answer.response
+    for entry in answer.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.logprob <= entry.top_logprobs[0].logprob  # the best alternative comes first
+    plain = client.generate(MODEL, "hello", options=OPTIONS, logprobs=True)
+    assert len(plain.logprobs) == 6 and all(not entry.top_logprobs for entry in plain.logprobs)
+    assert client.generate(MODEL, "hello", options=OPTIONS).logprobs is None
+
+
+def test_chat_streams_logprobs_with_each_chunk(client: ollama.Client):
+    messages = [{"role": "user", "content": "hello"}]
+    chunks = list(client.chat(MODEL, messages, options=OPTIONS, stream=True, logprobs=True, top_logprobs=2))
+    entries = [entry for chunk in chunks for entry in chunk.logprobs or ()]
+    assert len(entries) == chunks[-1].eval_count == 6
+    assert "".join(e.token for e in entries) == "".join(c.message.content for c in chunks)
+    assert all(len(entry.top_logprobs) == 2 for entry in entries)
+
+
+def test_top_logprobs_out_of_range_is_a_clear_400(client: ollama.Client):
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate(MODEL, "hello", options=OPTIONS, logprobs=True, top_logprobs=21)
+    assert caught.value.status_code == 400 and "top_logprobs" in caught.value.error
+
+
 def test_generate_format_json_gives_json(client: ollama.Client):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     answer = client.generate(MODEL, "a number", format=schema, options={"num_predict": 40, "seed": 1})

@@ -142,6 +142,34 @@ def wants_thinking(body: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# log probabilities
+
+MAX_TOP_LOGPROBS = 20  # Ollama's limit
+
+
+def top_logprobs(body: dict[str, Any]) -> int | None:
+    """``logprobs``/``top_logprobs``: None when no log probabilities are wanted, else how many
+    alternatives each token lists (0 to 20)."""
+    if field(body, "logprobs", bool) is not True:
+        return None
+    top = body.get("top_logprobs") or 0
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top
+
+
+def completion_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """``/completion`` lists the chosen token among ``n_probs`` alternatives: ask for at least one."""
+    top = top_logprobs(body)
+    return {} if top is None else {"n_probs": max(top, 1)}
+
+
+def chat_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    top = top_logprobs(body)
+    return {} if top is None else {"logprobs": True, "top_logprobs": max(top, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
 # messages
 
 
@@ -200,6 +228,7 @@ def chat_body(body: dict[str, Any], messages: list[dict[str, Any]] | None = None
         **sampling_fields(body),
         **chat_format(body),
         **think_fields(body),
+        **chat_logprobs(body),
     }
     tools = field(body, "tools", list)
     if tools:
@@ -243,6 +272,7 @@ def completion_body(body: dict[str, Any], prompt: str | list[int | str]) -> dict
         "cache_prompt": True,
         **sampling_fields(body),
         **completion_format(body),
+        **completion_logprobs(body),
     }
 
 
@@ -253,6 +283,7 @@ def infill_body(body: dict[str, Any]) -> dict[str, Any]:
         "stream": True,
         "cache_prompt": True,
         **sampling_fields(body),
+        **completion_logprobs(body),
     }
 
 

@@ -129,13 +129,13 @@ async def load_or_unload(model: str, target: Target, body: dict[str, Any], chat:
 
 async def chat_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
     """Images or thinking: the chat endpoint parses them; no ``context`` on this path."""
-    translator = streams.GenerateFromChat(model, started)
+    translator = streams.GenerateFromChat(model, started, ollama.top_logprobs(body))
     call = ("/v1/chat/completions", ollama.chat_body(body, ollama.generate_messages(body)))
     return Plan(call, translator, _const_final(translator, []))
 
 
 async def infill_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
-    translator = streams.GenerateFromCompletion(model, started)
+    translator = streams.GenerateFromCompletion(model, started, ollama.top_logprobs(body))
     return Plan(("/infill", ollama.infill_body(body)), translator, _const_final(translator, []))
 
 
@@ -146,7 +146,7 @@ async def completion_plan(model: str, started: int, target: Target, body: dict[s
     context = ollama.generate_context(body)
     raw = body.get("raw") is True
     prompt = body["prompt"] if raw else await target.prompts.render(body)
-    translator = streams.GenerateFromCompletion(model, started)
+    translator = streams.GenerateFromCompletion(model, started, ollama.top_logprobs(body))
     call = ("/completion", ollama.completion_body(body, ollama.completion_prompt(prompt, context)))
     if raw:
         return Plan(call, translator, _const_final(translator, None))
@@ -200,7 +200,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return await load_or_unload(model, target, body, chat=True)
     if ollama.has_images(body):
         await require_vision(model, target)
-    translator = streams.ChatFromChat(model, started)
+    translator = streams.ChatFromChat(model, started, ollama.top_logprobs(body))
 
     async def finish() -> Chunk:
         return translator.final()

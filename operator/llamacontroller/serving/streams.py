@@ -55,6 +55,25 @@ def metrics(timings: dict[str, Any] | None, started_ns: int) -> dict[str, int]:
     }
 
 
+def token_logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {"token": entry.get("token", ""), "logprob": entry.get("logprob", 0.0)}
+    if entry.get("bytes") is not None:
+        out["bytes"] = entry["bytes"]
+    return out
+
+
+def logprobs_of(entries: Any, top: int) -> list[dict[str, Any]]:
+    """llama-server's per-token probabilities (``completion_probabilities`` or OpenAI's
+    ``logprobs.content``, the same entries) as Ollama's ``logprobs``, ``top`` alternatives each."""
+    out = []
+    for entry in entries or ():
+        item = token_logprob(entry)
+        if top:
+            item["top_logprobs"] = [token_logprob(alt) for alt in (entry.get("top_logprobs") or ())[:top]]
+        out.append(item)
+    return out
+
+
 def check_event(event: Any) -> dict[str, Any]:
     """An event that is an error (llama-server sends some mid-stream) raises it."""
     if not isinstance(event, dict):
@@ -69,11 +88,14 @@ def early_end() -> ApiError:
 
 
 class GenerateFromCompletion:
-    """``/completion`` (or ``/infill``) events as ``/api/generate`` chunks, collecting ``context``."""
+    """``/completion`` (or ``/infill``) events as ``/api/generate`` chunks, collecting ``context``.
 
-    def __init__(self, model: str, started_ns: int) -> None:
+    ``top_logprobs``: None, or the alternatives each chunk's ``logprobs`` lists."""
+
+    def __init__(self, model: str, started_ns: int, top_logprobs: int | None = None) -> None:
         self.model = model
         self.started_ns = started_ns
+        self.top_logprobs = top_logprobs
         self.tokens: list[int] = []
         self.timings: dict[str, Any] | None = None
         self.done_reason: str | None = None
@@ -85,9 +107,13 @@ class GenerateFromCompletion:
             self.timings = event.get("timings")
             self.done_reason = COMPLETION_DONE_REASONS.get(event.get("stop_type", ""), "stop")
         content = event.get("content")
-        if not content:
+        probs = event.get("completion_probabilities") if self.top_logprobs is not None else None
+        if not content and not probs:
             return []
-        return [{"model": self.model, "created_at": created_at(), "response": content, "done": False}]
+        chunk = {"model": self.model, "created_at": created_at(), "response": content or "", "done": False}
+        if probs:
+            chunk["logprobs"] = logprobs_of(probs, self.top_logprobs or 0)
+        return [chunk]
 
     def final(self, prompt_tokens: list[int] | None) -> Chunk:
         """The last chunk; ``context`` is the prompt's tokens then the answer's. Without prompt
@@ -109,9 +135,10 @@ class GenerateFromCompletion:
 class ChatFromChat:
     """``/v1/chat/completions`` events as ``/api/chat`` chunks (text, thinking, whole tool calls)."""
 
-    def __init__(self, model: str, started_ns: int) -> None:
+    def __init__(self, model: str, started_ns: int, top_logprobs: int | None = None) -> None:
         self.model = model
         self.started_ns = started_ns
+        self.top_logprobs = top_logprobs
         self.tool_calls = ToolCallAccumulator()
         self.timings: dict[str, Any] | None = None
         self.done_reason: str | None = None
@@ -137,9 +164,13 @@ class ChatFromChat:
             self.done_reason = CHAT_DONE_REASONS.get(choice["finish_reason"], "stop")
             if self.tool_calls:
                 message["tool_calls"] = self.tool_calls.take()
-        if len(message) == 2 and not message["content"]:
+        probs = (choice.get("logprobs") or {}).get("content") if self.top_logprobs is not None else None
+        if len(message) == 2 and not message["content"] and not probs:
             return []
-        return [{"model": self.model, "created_at": created_at(), "message": message, "done": False}]
+        chunk = {"model": self.model, "created_at": created_at(), "message": message, "done": False}
+        if probs:
+            chunk["logprobs"] = logprobs_of(probs, self.top_logprobs or 0)
+        return [chunk]
 
     def final(self) -> Chunk:
         if self.done_reason is None:
@@ -157,8 +188,8 @@ class ChatFromChat:
 class GenerateFromChat:
     """Chat events as ``/api/generate`` chunks: a generate with images or thinking takes this path."""
 
-    def __init__(self, model: str, started_ns: int) -> None:
-        self.chat = ChatFromChat(model, started_ns)
+    def __init__(self, model: str, started_ns: int, top_logprobs: int | None = None) -> None:
+        self.chat = ChatFromChat(model, started_ns, top_logprobs)
 
     def feed(self, event: dict[str, Any]) -> list[Chunk]:
         return [generate_chunk(chunk) for chunk in self.chat.feed(event)]
@@ -176,13 +207,18 @@ def generate_chunk(chat: Chunk) -> Chunk:
     return chat
 
 
+def fold_logprobs(chunks: list[Chunk], out: Chunk) -> Chunk:
+    logprobs = [entry for chunk in chunks for entry in chunk.get("logprobs", ())]
+    return out | {"logprobs": logprobs} if logprobs else out
+
+
 def fold_generate(chunks: list[Chunk], final: Chunk) -> Chunk:
-    """The non-streaming answer: the final chunk with the whole response (and thinking)."""
+    """The non-streaming answer: the final chunk with the whole response (and thinking, logprobs)."""
     out = {**final, "response": "".join(chunk["response"] for chunk in chunks)}
     thinking = "".join(chunk.get("thinking", "") for chunk in chunks)
     if thinking:
         out["thinking"] = thinking
-    return out
+    return fold_logprobs(chunks, out)
 
 
 def fold_chat(chunks: list[Chunk], final: Chunk) -> Chunk:
@@ -196,7 +232,7 @@ def fold_chat(chunks: list[Chunk], final: Chunk) -> Chunk:
     tool_calls = [call for c in chunks for call in c["message"].get("tool_calls", ())]
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {**final, "message": message}
+    return fold_logprobs(chunks, {**final, "message": message})
 
 
 def load_answer(model: str, reason: str, *, chat: bool) -> Chunk:
