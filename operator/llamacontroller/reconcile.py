@@ -16,7 +16,7 @@ from llamacontroller.config import OperatorConfig
 from llamacontroller.render import names
 from llamacontroller.render.children import Children, render_children
 from llamacontroller.render.pod import startup_budget
-from llamacontroller.render.service import service_endpoint
+from llamacontroller.render.service import api_endpoint, service_endpoint
 from llamacontroller.resource import InvalidSpec, LlamaModelStatus, Phase, parse_llamamodel
 from llamacontroller.slots import (
     Claim,
@@ -167,6 +167,7 @@ def _decide_children(
         podName=(current[0] if current else children.pod)["metadata"]["name"],
         serviceName=service_name,
         endpoint=service_endpoint(children.service),
+        apiEndpoint=api_endpoint(children.service),
     )
     return decision
 
@@ -259,6 +260,7 @@ def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dic
         "podName": None,
         "serviceName": None,
         "endpoint": None,
+        "apiEndpoint": None,
         "waitingSince": None,
         "loadedAt": None,
         "restarts": None,

@@ -183,7 +183,10 @@ class LlamaModelStatus(CamelModel):
     port: int | None = None
     pod_name: str | None = None
     service_name: str | None = None
-    endpoint: str | None = None
+    endpoint: str | None = Field(default=None, description="llama-server behind the slot's Service.")
+    api_endpoint: str | None = Field(
+        default=None, description="The slot's Ollama/OpenAI adapter, when the operator runs it."
+    )
     waiting_since: str | None = Field(default=None, description="When it started waiting for its slot.")
     loaded_at: str | None = Field(default=None, description="When the server became ready.")
     restarts: int | None = Field(default=None, description="Restarts of the server container.")

@@ -3,7 +3,9 @@ llama-servers (standing in for the slots' Services), proven with the official cl
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,12 +16,15 @@ import ollama
 import openai
 import pytest
 
+from llamacontroller.local.server import LlamaServerProcess
+from llamacontroller.render.args import with_local_endpoint
 from tests.e2e.conftest import LLAMAMODELS, Cluster, eventually
 from tests.e2e.test_operator import lm
 from tests.ports import free_port
 from tests.processes import interrupt
-from tests.server.fixtures import StartServer
-from tests.unit.helpers import llamamodel
+from tests.server.fixtures import StartServer, pod_args
+from tests.serving.conftest import AdapterProcess
+from tests.unit.helpers import llamamodel, repo_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -68,11 +73,13 @@ def _answers(url: str) -> bool:
         return False
 
 
-def serve(cluster: Cluster, name: str, model: str, url: str, phase: str = "Ready") -> None:
-    """What the operator writes once the slot's server is ready (the endpoint a local server)."""
+def serve(
+    cluster: Cluster, name: str, model: str, url: str, phase: str = "Ready", api_url: str | None = None
+) -> None:
+    """What the operator writes once the slot's server is ready (the endpoints local servers)."""
     if cluster.emulator.get(LLAMAMODELS, "default", name) is None:
         cluster.apply(lm(name, model={"name": model, "path": f"{name}.gguf"}))
-    status = {"phase": phase, "model": model, "endpoint": url}
+    status = {"phase": phase, "model": model, "endpoint": url, "apiEndpoint": api_url}
     cluster.emulator.patch_status(LLAMAMODELS, "default", name, {"status": status})
 
 
@@ -151,3 +158,39 @@ def test_api_keys_from_the_secret_guard_the_gateway(
     finally:
         gateway.stop()
     assert "second-key" not in (tmp_path / "keyed.log").read_text()
+
+
+def test_metadata_of_a_file_the_gateway_cannot_read_comes_from_the_slot_adapter(
+    cluster: Cluster, gateway: GatewayProcess, tmp_path: Path, demo_model: Path, llama_server_binary: Path
+):
+    """The gateway does not mount the models: the slot's adapter reads the file and reports its
+    GGUF facts and sha256, so the gateway answers what the adapter answers."""
+    model_file = tmp_path / "slot-model.gguf"
+    shutil.copyfile(demo_model, model_file)
+    sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    port = free_port()
+    body = llamamodel(name="phi-4", parameters={"threads": 1})
+    args = with_local_endpoint(pod_args(body, repo_config()), "127.0.0.1", port, str(model_file))
+    server = LlamaServerProcess(llama_server_binary, args, "127.0.0.1", port, tmp_path / "server.log")
+    adapter = AdapterProcess(server.url, tmp_path / "adapter.log")
+    try:
+        server.start()
+        server.wait_healthy()
+        adapter.start()
+        adapter.wait_ready()
+        eventually(lambda: _tags(adapter.url)[0]["digest"] == sha256, what="the adapter's sha256")
+        model_file.unlink()  # now only the adapter (which has read it) knows the file: as in a cluster
+        serve(cluster, "phi-4", "phi-4:latest", server.url, api_url=adapter.url)
+        eventually(lambda: _tags(gateway.url), timeout=30, what="the model listed")
+        assert _tags(gateway.url) == _tags(adapter.url)  # digest, size, modified_at, details
+        shown = {"model": "phi-4"}
+        via_gateway = httpx.post(f"{gateway.url}/api/show", json=shown, timeout=10).json()
+        assert via_gateway == httpx.post(f"{adapter.url}/api/show", json=shown, timeout=10).json()
+        assert via_gateway["details"]["quantization_level"] == "F32"  # from the GGUF header
+    finally:
+        adapter.stop()
+        server.stop()
+
+
+def _tags(url: str) -> list[dict]:
+    return httpx.get(f"{url}/api/tags", timeout=10).json()["models"]

@@ -63,6 +63,7 @@ def test_example_gets_pod_service_and_status(
     assert status["phase"] == "Pending"
     assert (status["slot"], status["port"], status["serviceName"]) == (slot, port, service)
     assert status["endpoint"] == f"http://{service}.default.svc:{port}"
+    assert status["apiEndpoint"] == f"http://{service}.default.svc:11434"
     assert status["observedGeneration"] == cluster.llamamodel(name)["metadata"]["generation"]
 
     table = cluster.kubectl("get", "lm", name).stdout.split("\n")

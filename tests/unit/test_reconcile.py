@@ -40,8 +40,17 @@ def test_free_slot_creates_pod_and_service():
     assert status["slot"] == "gpu0" and status["port"] == 8081 and status["node"] == "node-a"
     assert status["podName"] == children.pod["metadata"]["name"]
     assert status["endpoint"] == "http://llama-node-a-gpu0.default.svc:8081"
+    assert status["apiEndpoint"] == "http://llama-node-a-gpu0.default.svc:11434"  # the adapter
     assert status["observedGeneration"] == 1
     assert status["model"] == "phi-4:latest"
+
+
+def test_without_the_adapter_there_is_no_api_endpoint():
+    config = CONFIG.model_copy(update={"adapter": CONFIG.adapter.model_copy(update={"enabled": False})})
+    body = llamamodel()
+    status = status_patch(body, decide(body, config, NOTHING), "now")
+    assert status["endpoint"] == "http://llama-node-a-gpu0.default.svc:8081"
+    assert status["apiEndpoint"] is None
 
 
 def test_taken_slot_waits_and_names_the_holder():

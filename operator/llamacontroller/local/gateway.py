@@ -10,7 +10,7 @@ from aiohttp import web
 
 from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.metadata import FileDigests
-from llamacontroller.serving.router import RoutingCatalog
+from llamacontroller.serving.router import Route, RoutingCatalog
 from llamacontroller.serving.serve import new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
 
@@ -41,7 +41,7 @@ class GatewayThread:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
 
-    def set_routes(self, routes: dict[str, str]) -> None:
+    def set_routes(self, routes: dict[str, Route]) -> None:
         if self.catalog is not None:
             self._loop.call_soon_threadsafe(self.catalog.set_routes, dict(routes))
 

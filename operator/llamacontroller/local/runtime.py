@@ -23,6 +23,7 @@ from llamacontroller.local.gateway import GatewayThread
 from llamacontroller.local.plan import LocalPlan, plan
 from llamacontroller.local.supervisor import Supervisor
 from llamacontroller.resource import KIND
+from llamacontroller.serving.router import Route
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,10 @@ class LocalRuntime:
             "gateway": self.gateway.url if self.gateway else None,
         }
 
-    def routes(self) -> dict[str, str]:
+    def routes(self) -> dict[str, Route]:
         """The gateway serves the servers that are up (a loading one answers 503 until ready)."""
         return {
-            s.server.model: f"http://127.0.0.1:{s.server.port}"
+            s.server.model: Route(f"http://127.0.0.1:{s.server.port}")
             for s in self.supervisor.slots.values()
             if s.phase in {"Loading", "Ready"}
         }

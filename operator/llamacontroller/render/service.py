@@ -40,10 +40,18 @@ def render_service(lm: LlamaModel, placement: Placement, config: OperatorConfig)
     }
 
 
-def service_endpoint(service: dict[str, Any]) -> str:
-    """The in-cluster URL of a slot's server."""
-    meta, port = service["metadata"], service["spec"]["ports"][0]["port"]
-    return f"http://{meta['name']}.{meta['namespace']}.svc:{port}"
+def service_endpoint(service: dict[str, Any], port_name: str = PORT_NAME) -> str | None:
+    """The in-cluster URL of a port of a slot's Service (llama-server's by default); None without it."""
+    meta = service["metadata"]
+    for port in service["spec"]["ports"]:
+        if port["name"] == port_name:
+            return f"http://{meta['name']}.{meta['namespace']}.svc:{port['port']}"
+    return None
+
+
+def api_endpoint(service: dict[str, Any]) -> str | None:
+    """The adapter's URL (Ollama and OpenAI APIs), when the Service has its port."""
+    return service_endpoint(service, ADAPTER_PORT_NAME)
 
 
 def service_matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -18,8 +18,8 @@ from llamacontroller.serving import ollama_routes, openai_routes
 from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware
-from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
+from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware, json_response
+from llamacontroller.serving.metadata import DIGEST_WAIT, FILE_PATH, FileDigests, MetadataSource
 from llamacontroller.serving.serve import configure_logging, parse_listen, serve
 from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
 
@@ -52,10 +52,21 @@ def build_app(
     client = make_client(read_timeout)
     digests = FileDigests()
     upstream = Upstream(upstream_url, client, upstream_api_key)
-    catalog = SingleModelCatalog(upstream, MetadataSource(upstream, digests, digest_wait), model_name)
+    metadata = MetadataSource(upstream, digests, digest_wait)
+    catalog = SingleModelCatalog(upstream, metadata, model_name)
     app = build_api_app(catalog, api_keys)
+    app.router.add_get(FILE_PATH, file_report(metadata))
     app.cleanup_ctx.append(lifecycle(catalog, client, digests))
     return app
+
+
+def file_report(metadata: MetadataSource) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The model file's facts and sha256, for the gateway, which does not mount the models."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return json_response(await metadata.file_report())
+
+    return handler
 
 
 def lifecycle(

@@ -21,7 +21,7 @@ from llamacontroller.resource import Phase
 from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.metadata import FileDigests
-from llamacontroller.serving.router import RoutingCatalog
+from llamacontroller.serving.router import Route, RoutingCatalog
 from llamacontroller.serving.serve import configure_logging, parse_listen, serve
 from llamacontroller.serving.upstream import make_client
 
@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 
 
-def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """Model name -> the slot's llama-server, for every Ready LlamaModel with an endpoint."""
+def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, Route]:
+    """Model name -> the slot's llama-server (and its adapter), for every Ready LlamaModel with an
+    endpoint."""
     routes = {}
     for lm in llamamodels:
         status = lm.get("status") or {}
         if status.get("phase") == Phase.READY.value and status.get("model") and status.get("endpoint"):
-            routes[status["model"]] = status["endpoint"]
+            routes[status["model"]] = Route(status["endpoint"], status.get("apiEndpoint"))
     return routes
 
 
@@ -114,7 +115,9 @@ def run_gateway(
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     client, digests = make_client(), FileDigests()
-    catalog = RoutingCatalog(client, digests)
+    # The slots' adapters report their model files to the gateway (the real sha256): they are asked
+    # with the gateway's first key, so adapters with API keys must accept it.
+    catalog = RoutingCatalog(client, digests, sidecar_api_key=min(keys) if keys else None)
     api = KubeApi.from_environment(user_agent="llamacontroller-gateway")
     watch = LlamaModelWatch(api, catalog, namespaces)
 

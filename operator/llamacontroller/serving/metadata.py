@@ -9,6 +9,9 @@ cannot be read there, the answers fall back to what llama-server says; nothing f
 The digest is the file's sha256, computed once in a background thread (a 40 GB file takes a while
 and must not hold up requests). Until it is known, answers carry a provisional digest: the sha256
 of the file's path, size and mtime, 64 hex digits like the real one.
+
+The cluster gateway does not mount the models: it asks the slot's adapter (``FILE_PATH``, the
+``sidecar``) for the file's facts and sha256, so both answer alike.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 
-from llamacontroller.serving.errors import UpstreamError
+from llamacontroller.serving.errors import ApiError, UpstreamError
 from llamacontroller.serving.streams import rfc3339
 from llamacontroller.serving.upstream import Upstream
 
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_ARRAY = 64  # longer GGUF arrays (vocabularies, merges) are listed as null, as Ollama does
 HASH_CHUNK = 8 << 20
 DIGEST_WAIT = 2.0  # how long answers wait, all in all, for a digest still being computed
+FILE_PATH = "/llamacontroller/v1/file"  # the adapter's report of its model file, for the gateway
+SIDECAR_RETRY = 10.0  # seconds between questions to an adapter that could not answer (yet)
 
 
 @dataclass(frozen=True)
@@ -309,18 +314,31 @@ def compose(server: ServerFacts, file: FileFacts | None, digest: str) -> ModelMe
 
 
 class MetadataSource:
-    """The metadata of the model behind one upstream: fetched once, the digest in the background."""
+    """The metadata of the model behind one upstream: fetched once, the digest in the background.
 
-    def __init__(self, upstream: Upstream, digests: FileDigests, digest_wait: float = DIGEST_WAIT) -> None:
+    ``sidecar``: an adapter that reads the model file when this process cannot (the gateway's case).
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        digests: FileDigests,
+        digest_wait: float = DIGEST_WAIT,
+        sidecar: Upstream | None = None,
+    ) -> None:
         self.upstream = upstream
         self.digests = digests
         self.digest_wait = digest_wait
+        self.sidecar = sidecar
         self._server: ServerFacts | None = None
         self._file: FileFacts | None = None
         self._file_read = False
         self._final: ModelMetadata | None = None
         self._lock = asyncio.Lock()
         self._digest_deadline: float | None = None
+        self._remote = False  # the file is not here: its facts and digest come from the sidecar
+        self._sidecar_digest: str | None = None
+        self._sidecar_next = 0.0
 
     async def server_facts(self) -> ServerFacts:
         """Cached after the first success; errors (llama-server down or loading) are raised."""
@@ -335,8 +353,12 @@ class MetadataSource:
             try:
                 self._file = await asyncio.to_thread(read_file_facts, path)
             except (OSError, ValueError) as exc:
-                log.warning("cannot read the GGUF file %r (answering from llama-server): %s", path, exc)
+                source = "llama-server" if self.sidecar is None else f"the adapter at {self.sidecar.base_url}"
+                log.info("cannot read the GGUF file %r here (answering from %s): %s", path, source, exc)
+                self._remote = self.sidecar is not None
             self._file_read = True
+        if self._remote:
+            await self._ask_sidecar()
         return self._file
 
     async def get(self) -> ModelMetadata:
@@ -350,10 +372,42 @@ class MetadataSource:
             self._final = metadata
         return metadata
 
+    async def file_report(self) -> dict[str, Any]:
+        """What ``FILE_PATH`` answers: the file's facts and sha256 (null while being computed)."""
+        server = await self.server_facts()
+        file = await self.file_facts(server.model_path)
+        if file is None or self._remote:
+            return {"file": None, "sha256": None}  # the file is not here
+        try:
+            sha256 = await asyncio.wait_for(asyncio.shield(self.digests.digest(file)), self.digest_wait)
+        except TimeoutError:
+            sha256 = None
+        return {"file": asdict(file), "sha256": sha256}
+
+    async def _ask_sidecar(self) -> None:
+        """The file's facts and sha256 from the adapter that reads it; at most every SIDECAR_RETRY."""
+        sidecar = self.sidecar
+        if sidecar is None or self._sidecar_digest is not None or time.monotonic() < self._sidecar_next:
+            return
+        self._sidecar_next = time.monotonic() + SIDECAR_RETRY
+        try:
+            report = await sidecar.get_json(FILE_PATH)
+            if report.get("file"):
+                self._file = FileFacts(**report["file"])
+            self._sidecar_digest = report.get("sha256") or None
+        except (ApiError, TypeError, AttributeError) as exc:
+            reason = exc.message if isinstance(exc, ApiError) else f"unexpected answer: {exc}"
+            log.warning("no file metadata from the adapter at %s: %s", sidecar.base_url, reason)
+
     async def _digest(self, server: ServerFacts, file: FileFacts | None) -> tuple[str, bool]:
         """The sha256 and whether it is final: a provisional digest stands in while it is computed."""
         if file is None:
             return provisional_digest(server.alias, server.model_path, server.size, server.n_params), True
+        if self._remote:  # the file's facts came from the adapter, and so does the digest
+            await self._ask_sidecar()
+            if self._sidecar_digest:
+                return self._sidecar_digest, True
+            return provisional_digest(file.path, file.size, file.mtime_ns), False
         future = self.digests.digest(file)
         if self._digest_deadline is None:
             self._digest_deadline = time.monotonic() + self.digest_wait

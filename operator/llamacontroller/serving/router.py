@@ -1,11 +1,14 @@
 """A catalog of many llama-servers, routed by model name: the gateway's (cluster or local).
 
-Routes (model name -> llama-server URL) are replaced as a whole by whoever learns them (a watch of
-LlamaModels, or the local runtime); each route keeps its Target, and so its cached metadata and
-prompt renderer, for as long as the name points at the same URL.
+Routes (model name -> Route) are replaced as a whole by whoever learns them (a watch of LlamaModels,
+or the local runtime); each route keeps its Target, and so its cached metadata and prompt renderer,
+for as long as the name points at the same Route.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from llamacontroller.serving.catalog import Target
 from llamacontroller.serving.errors import ApiError, ModelNotFound
@@ -15,6 +18,14 @@ from llamacontroller.serving.prompts import PromptRenderer
 from llamacontroller.serving.upstream import Client, Upstream
 
 
+class Route(NamedTuple):
+    """Where a model is served: its llama-server, and the adapter beside it that reads the model
+    file for a gateway that cannot (None: this process reads it, or nobody does)."""
+
+    upstream: str
+    sidecar: str | None = None
+
+
 class RoutingCatalog:
     def __init__(
         self,
@@ -22,39 +33,42 @@ class RoutingCatalog:
         digests: FileDigests,
         digest_wait: float = DIGEST_WAIT,
         upstream_api_key: str | None = None,
+        sidecar_api_key: str | None = None,
     ) -> None:
         self.client = client
         self.digests = digests
         self.digest_wait = digest_wait
         self.upstream_api_key = upstream_api_key
-        self._routes: dict[str, str] = {}
-        self._targets: dict[tuple[str, str], Target] = {}
+        self.sidecar_api_key = sidecar_api_key
+        self._routes: dict[str, Route] = {}
+        self._targets: dict[tuple[str, Route], Target] = {}
 
-    def set_routes(self, routes: dict[str, str]) -> None:
-        """The served models now; a name's Target is kept while its URL stays the same."""
-        self._routes = {with_tag(name): url for name, url in routes.items()}
+    def set_routes(self, routes: Mapping[str, Route]) -> None:
+        """The served models now; a name's Target is kept while its Route stays the same."""
+        self._routes = {with_tag(name): route for name, route in routes.items()}
         self._targets = {key: t for key, t in self._targets.items() if self._routes.get(key[0]) == key[1]}
 
     @property
-    def routes(self) -> dict[str, str]:
+    def routes(self) -> dict[str, Route]:
         return dict(self._routes)
 
-    def _target(self, name: str, url: str) -> Target:
-        target = self._targets.get((name, url))
+    def _target(self, name: str, route: Route) -> Target:
+        target = self._targets.get((name, route))
         if target is None:
-            upstream = Upstream(url, self.client, self.upstream_api_key)
-            metadata = MetadataSource(upstream, self.digests, self.digest_wait)
+            upstream = Upstream(route.upstream, self.client, self.upstream_api_key)
+            sidecar = Upstream(route.sidecar, self.client, self.sidecar_api_key) if route.sidecar else None
+            metadata = MetadataSource(upstream, self.digests, self.digest_wait, sidecar)
             target = Target(name, upstream, metadata, PromptRenderer(upstream))
-            self._targets[(name, url)] = target
+            self._targets[(name, route)] = target
         return target
 
     async def resolve(self, model: str | None) -> Target:
         if not model:
             raise ApiError(400, "model is required")
-        for name, url in self._routes.items():
+        for name, route in self._routes.items():
             if same_model(model, name):
-                return self._target(name, url)
+                return self._target(name, route)
         raise ModelNotFound(model)
 
     async def targets(self) -> list[Target]:
-        return [self._target(name, url) for name, url in sorted(self._routes.items())]
+        return [self._target(name, route) for name, route in sorted(self._routes.items())]
