@@ -121,6 +121,12 @@ def test_chat_streams_logprobs_with_each_chunk(client: ollama.Client):
     assert all(len(entry.top_logprobs) == 2 for entry in entries)
 
 
+def test_a_template_of_its_own_is_a_clear_400(client: ollama.Client):
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate(MODEL, "hello", template="{{ .Prompt }}", options=OPTIONS)
+    assert caught.value.status_code == 400 and '"raw": true' in caught.value.error
+
+
 def test_top_logprobs_out_of_range_is_a_clear_400(client: ollama.Client):
     with pytest.raises(ollama.ResponseError) as caught:
         client.generate(MODEL, "hello", options=OPTIONS, logprobs=True, top_logprobs=21)
@@ -261,6 +267,17 @@ def test_embeddings_need_an_embedding_server(client: ollama.Client):
 @pytest.fixture(scope="module")
 def embed_client(embed_stack: Stack) -> ollama.Client:
     return ollama.Client(host=embed_stack.url, timeout=60)
+
+
+def test_embed_truncates_a_long_input_unless_told_not_to(embed_client: ollama.Client):
+    long = "hello " * 3000  # more tokens than llama-server embeds at once (its batch: 512)
+    cut = embed_client.embed(MODEL, [long, "hello"])
+    short = embed_client.embed(MODEL, "hello")
+    assert len(cut.embeddings) == 2 and cut.embeddings[1] == short.embeddings[0]  # the short one as is
+    assert 400 < cut.prompt_eval_count - short.prompt_eval_count <= 512  # the long one, cut to fit
+    with pytest.raises(ollama.ResponseError) as caught:
+        embed_client.embed(MODEL, long, truncate=False)
+    assert caught.value.status_code == 400 and "512 tokens" in caught.value.error
 
 
 def test_embed_one_and_many(embed_client: ollama.Client):

@@ -238,6 +238,12 @@ def chat_body(body: dict[str, Any], messages: list[dict[str, Any]] | None = None
 
 def generate_route(body: dict[str, Any]) -> str:
     """How this generate is served: "infill" (a suffix), "chat" (images, thinking) or "completion"."""
+    if field(body, "template", str):
+        raise ApiError(
+            400,
+            "a per-request 'template' is not supported: llama-server applies the model's own chat "
+            'template; format the prompt yourself and send it with "raw": true',
+        )
     raw = body.get("raw") is True
     if field(body, "suffix", str):
         return "infill"

@@ -117,9 +117,13 @@ async def wait_ready(upstream: Upstream, timeout: float = LOAD_WAIT) -> None:
 
 
 async def load_or_unload(model: str, target: Target, body: dict[str, Any], chat: bool) -> web.Response:
+    """An empty prompt: "load" waits for the model; "unload" is answered, but the model stays loaded
+    as long as its LlamaModel exists (deleting that frees the GPU)."""
     reason = ollama.load_reason(body)
     if reason == "load":
         await wait_ready(target.upstream)
+    else:
+        log.info("%s: keep_alive 0 asks to unload it; it stays loaded while its LlamaModel exists", model)
     return json_response(streams.load_answer(model, reason, chat=chat))
 
 
