@@ -353,9 +353,11 @@ class MetadataSource:
             try:
                 self._file = await asyncio.to_thread(read_file_facts, path)
             except (OSError, ValueError) as exc:
-                source = "llama-server" if self.sidecar is None else f"the adapter at {self.sidecar.base_url}"
-                log.info("cannot read the GGUF file %r here (answering from %s): %s", path, source, exc)
                 self._remote = self.sidecar is not None
+                if self._remote:  # expected: the gateway does not mount the models
+                    log.info("GGUF file %r not here (%s): asking %s", path, exc, self.sidecar)
+                else:
+                    log.warning("cannot read the GGUF file %r (answering from llama-server): %s", path, exc)
             self._file_read = True
         if self._remote:
             await self._ask_sidecar()
