@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from llamacontroller.serving.prompts import PromptRenderer
@@ -26,16 +25,13 @@ def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(chat_
     templated: list[str] = []
     counting = False
 
-    async def count(session: object, context: object, params: aiohttp.TraceRequestStartParams) -> None:
-        if counting and params.url.path == "/apply-template":
-            templated.append(params.url.path)
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(count)
+    def count(what: str, detail: str) -> None:
+        if counting and detail == "POST /apply-template":
+            templated.append(detail)
 
     async def scenario() -> tuple[list[str], list[str], int]:
         nonlocal counting
-        async with make_client(trace_configs=[trace]) as client:
+        async with make_client(observer=count) as client:
             renderer = PromptRenderer(Upstream(chat_stack.upstream, client))
             remote = [await renderer.remote(body) for body in BODIES]
             first = [await renderer.render(body) for body in BODIES]  # builds one skeleton per kind

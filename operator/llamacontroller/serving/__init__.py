@@ -5,7 +5,8 @@ Layout, one job per module:
 - ``names``: Ollama model names (``[host/][namespace/]model[:tag]``) and how they compare.
 - ``errors``: the API errors the handlers raise and their Ollama/OpenAI shapes.
 - ``sse``: splitting llama-server's server-sent events into JSON payloads.
-- ``upstream``: the pooled aiohttp client to one llama-server (streams, JSON, errors, timeouts).
+- ``http11``: HTTP/1.1 connections to llama-servers, pooled and kept alive, parsed by httptools.
+- ``upstream``: one llama-server over those connections (streams, JSON, errors, timeouts).
 - ``ollama``: pure translation of Ollama requests into llama-server requests (options table, format,
   think, messages, tool calls, embeddings).
 - ``streams``: pure translation of llama-server stream events into Ollama chunks and answers.
@@ -17,8 +18,9 @@ Layout, one job per module:
 - ``http``: the aiohttp plumbing shared by the routes (JSON bodies, NDJSON streams, error shapes).
 - ``ollama_generate`` / ``ollama_embed`` / ``ollama_models``: the Ollama handlers;
   ``ollama_routes`` wires them; ``openai_routes``: the OpenAI pass-through.
-- ``adapter``: the web app for one llama-server, and ``run_adapter`` (``python -m
-  llamacontroller.serving`` runs it with the options of ``llamacontroller adapter``).
+- ``adapter``: the web app for one llama-server, and ``run_adapter`` (``llamacontroller adapter``).
+- ``router`` / ``gateway``: the catalog of many llama-servers, and the cluster gateway over it.
+- ``serve``: running an app as a process (listen address, uvloop, access log).
 
 The adapter is a sidecar of llama-server: it mounts the models volume at the same path, so that the
 ``model_path`` llama-server reports is the GGUF file it reads metadata from (see ``metadata``).

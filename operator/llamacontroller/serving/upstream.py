@@ -1,9 +1,10 @@
-"""The HTTP client to one llama-server.
+"""The HTTP client to llama-servers.
 
-One pooled ``aiohttp.ClientSession`` with keep-alive per process (a router shares one client between
-many ``Upstream`` objects): creating a client or a connection per request would cost more than the
-whole adapter is allowed to add, and aiohttp's client costs far less per request than httpx's.
-(llama-server closes the connection after each streamed answer, so only plain requests reuse one.)
+One ``Client`` per process (a router shares it between many ``Upstream`` objects) keeps a pool of
+keep-alive connections per server (``http11``): opening a connection per request would cost more
+than the whole adapter is allowed to add. llama-server closes the connection after each streamed
+answer, so a streamed request says ``Connection: close``, and the next streamed request's
+connection is opened in the background meanwhile (``keep_spare``).
 Timeouts: connecting is quick or the server is down; reading may wait minutes, since a long prompt
 on a busy GPU sends nothing until its first token.
 Every failure becomes an ``ApiError``: ``UpstreamError`` when llama-server answered with an error,
@@ -13,72 +14,60 @@ Every failure becomes an ``ApiError``: ``UpstreamError`` when llama-server answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 
 from llamacontroller.serving.errors import UpstreamUnavailable, from_upstream
+from llamacontroller.serving.http11 import Connection, Observer, Pool, request_bytes
 from llamacontroller.serving.sse import DONE, Event, SseDecoder
 
 CONNECT_TIMEOUT = 5.0
-POOL_TIMEOUT = 60.0  # waiting for a free connection when all ``max_connections`` are busy
 HEALTH_TIMEOUT = 5.0
 READ_TIMEOUT = 600.0
-# llama-server closes idle keep-alive connections after 5 s: drop ours first, never reuse a dying one.
-KEEPALIVE_EXPIRY = 4.0
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 CLOSE = {"Connection": "close"}
-# What fails a request: aiohttp's errors, and its timeouts (``TimeoutError`` on some paths).
-FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
+# What fails a request: the network, the server closing or timing out, an answer that is no HTTP.
+FAILURES = (OSError, asyncio.TimeoutError, httptools.HttpParserError)
 
 
 class Client:
-    """The pooled session to llama-servers, created on first use.
-
-    An ``aiohttp.ClientSession`` belongs to the event loop that runs when it is created, and
-    ``make_client()`` is called before the app's loop runs (``web.run_app`` starts it later): the
-    session is made inside that loop, on the first request, and closed by ``aclose()``.
-    """
+    """The connection pools to llama-servers, one per host and port, and the background work on
+    them; ``observer`` sees each connection opened and request sent (the tests watch with it)."""
 
     def __init__(
         self,
         read_timeout: float = READ_TIMEOUT,
         max_connections: int = 512,
-        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        observer: Observer | None = None,
     ) -> None:
         self.read_timeout = read_timeout
         self.max_connections = max_connections
-        self.trace_configs = list(trace_configs)
-        self._session: aiohttp.ClientSession | None = None
+        self.observer = observer
+        self._pools: dict[tuple[str, int], Pool] = {}
         self._closed = False
         self._background: set[asyncio.Task[object]] = set()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        session = self._session
-        if session is None:
-            if self._closed:  # a request during shutdown: fail it, do not open a session nobody closes
-                raise aiohttp.ClientConnectionError("the client is closed")
-            session = self._session = self._new_session()
-        return session
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=POOL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=self.read_timeout
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            trust_env=False,  # no proxies from the environment
-            trace_configs=self.trace_configs or None,
-        )
+    def pool(self, host: str, port: int) -> Pool:
+        if self._closed:  # a request during shutdown: fail it, do not open what nobody closes
+            raise ConnectionError("the client is closed")
+        pool = self._pools.get((host, port))
+        if pool is None:
+            pool = self._pools[(host, port)] = Pool(
+                host,
+                port,
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=self.read_timeout,
+                max_connections=self.max_connections,
+                observer=self.observer,
+            )
+        return pool
 
     def spawn(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         """Run ``work`` beside the requests; ``aclose()`` cancels it if it is still running."""
@@ -91,9 +80,9 @@ class Client:
         self._closed = True
         for task in list(self._background):
             task.cancel()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     async def __aenter__(self) -> Client:
         return self
@@ -103,12 +92,10 @@ class Client:
 
 
 def make_client(
-    read_timeout: float = READ_TIMEOUT,
-    max_connections: int = 512,
-    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    read_timeout: float = READ_TIMEOUT, max_connections: int = 512, observer: Observer | None = None
 ) -> Client:
-    """A client for llama-servers: pooled, keep-alive, no proxies from the environment."""
-    return Client(read_timeout, max_connections, trace_configs)
+    """A client for llama-servers: pooled keep-alive connections."""
+    return Client(read_timeout, max_connections, observer)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one per call
@@ -134,22 +121,19 @@ class Response:
     """An answer of llama-server whose body is not read yet; reading it fails with
     ``UpstreamUnavailable`` when llama-server dies or times out."""
 
-    __slots__ = ("_upstream", "raw", "status_code")
+    __slots__ = ("_connection", "_upstream", "status_code")
 
-    def __init__(self, upstream: Upstream, raw: aiohttp.ClientResponse) -> None:
+    def __init__(self, upstream: Upstream, connection: Connection) -> None:
         self._upstream = upstream
-        self.raw = raw
-        self.status_code = raw.status
+        self._connection = connection
+        self.status_code = connection.status
 
     async def aread(self) -> bytes:
-        try:
-            return await self.raw.read()
-        except FAILURES as exc:
-            raise self._upstream.unavailable(exc) from exc
+        return b"".join([chunk async for chunk in self.aiter_raw()])
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, in the chunks it arrives in."""
-        read = self.raw.content.readany
+        """The body as it arrives, in the pieces it arrives in."""
+        read = self._connection.chunk
         try:
             while chunk := await read():
                 yield chunk
@@ -163,6 +147,12 @@ class Upstream:
     def __init__(self, base_url: str, client: Client, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = client
+        parts = urlsplit(self.base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"llama-server's URL must be http://host:port, not {base_url!r}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.prefix = parts.path  # llama-server behind a path (a proxy): rarely anything
+        self.netloc = parts.netloc
         self.headers = JSON_HEADERS | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
         self._streamed_headers = self.headers | CLOSE
         self._spare: asyncio.Task[object] | None = None
@@ -180,45 +170,77 @@ class Upstream:
     ) -> AsyncIterator[Response]:
         """A response whose body is not read yet; error statuses raise ``UpstreamError``.
 
-        Leaving the block closes the response: a body not read to its end closes the connection,
-        which is how llama-server learns that the client went away and stops generating.
-        ``streamed``: llama-server closes the connection after a streamed answer (whatever its
-        Keep-Alive header says), so such a request says ``Connection: close`` and its connection
-        never goes back to the pool; otherwise a later request could go out on it and fail as the
-        server closes it.
+        Leaving the block before the body's end closes the connection, which is how llama-server
+        learns that the client went away and stops generating; a body read to its end gives a
+        plain request's connection back to the pool. ``streamed``: llama-server closes the
+        connection after a streamed answer (whatever its Keep-Alive header says), so such a
+        request says ``Connection: close`` and its connection never goes back to the pool.
         """
         headers = self._streamed_headers if streamed else self.headers
+        connection = await self._send(method, path, headers, content)
         try:
-            raw = await self.client.session.request(
-                method, self.base_url + path, data=content, headers=headers
-            )
-        except FAILURES as exc:
-            raise self.unavailable(exc) from exc
-        try:
-            if streamed and (connection := raw.connection) is not None and connection.protocol:
-                connection.protocol.force_close()  # aiohttp does not honour the request's header
-            response = Response(self, raw)
+            response = Response(self, connection)
             if response.status_code >= 400:
                 raise await self._error(response)
             yield response
         finally:
             # When the client went away this task is being cancelled, and an interrupted close would
-            # leave the connection open and llama-server generating for nobody: this close is
-            # synchronous (nothing to interrupt). A body read to its end has already given its
-            # connection back to the pool, and then this closes nothing.
-            raw.close()
+            # leave the connection open and llama-server generating for nobody: closing and
+            # releasing are synchronous (nothing to interrupt).
             if streamed:
+                connection.close()
                 self.keep_spare()
+            self.client.pool(self.host, self.port).release(connection)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        timeout: float | None = None,
+    ) -> Connection:
+        """The request sent and the answer's head read. A kept-alive connection that the server
+        closed meanwhile (before answering anything) is replaced once by a new one."""
+        request = request_bytes(method, self.prefix + path, self.netloc, headers, content)
+        for attempt in (1, 2):
+            try:
+                pool = self.client.pool(self.host, self.port)
+                connection = await pool.acquire(timeout)
+            except FAILURES as exc:
+                raise self.unavailable(exc) from exc
+            reused = connection.requests > 0
+            if self.client.observer:
+                self.client.observer("request", f"{method} {path} {headers.get('Connection', '')}".rstrip())
+            connection.send(request)
+            try:
+                await connection.head()
+            except FAILURES as exc:
+                pool.release(connection)
+                stale = reused and not connection.received and isinstance(exc, ConnectionError)
+                if attempt == 1 and stale:
+                    continue
+                raise self.unavailable(exc) from exc
+            except BaseException:
+                connection.close()
+                pool.release(connection)
+                raise
+            return connection
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def keep_spare(self) -> None:
         """Open the connection the next streamed request will take, off any request's path.
 
-        A streamed answer's connection is closed after it, and opening a connection costs the
-        client about a fifth of a millisecond: this does it after the answer, with a ``/health``
-        request that leaves its connection in the pool (for ``KEEPALIVE_EXPIRY``).
+        A streamed answer's connection is closed after it, and opening a connection on a request's
+        path costs it a round trip of the event loop: this opens one after the answer and leaves it
+        in the pool (for ``KEEPALIVE_EXPIRY``).
         """
         if self._spare is None or self._spare.done():
-            self._spare = self.client.spawn(self.health())
+            self._spare = self.client.spawn(self._warm())
+
+    async def _warm(self) -> None:
+        with contextlib.suppress(FAILURES):  # llama-server is down: the next request says so
+            await self.client.pool(self.host, self.port).warm()
 
     async def _error(self, response: Response) -> Exception:
         body = await response.aread()
@@ -260,14 +282,16 @@ class Upstream:
 
     async def health(self) -> int | None:
         """The status of ``/health`` (200 ready, 503 loading), None when unreachable."""
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=HEALTH_TIMEOUT, sock_connect=HEALTH_TIMEOUT, sock_read=HEALTH_TIMEOUT
-        )
         try:
-            async with self.client.session.get(
-                self.base_url + "/health", headers=self.headers, timeout=timeout
-            ) as response:
-                await response.read()
-                return response.status
+            connection = await self._send("GET", "/health", self.headers, None, HEALTH_TIMEOUT)
+        except UpstreamUnavailable:
+            return None
+        pool = self.client.pool(self.host, self.port)
+        try:
+            while await connection.chunk():
+                pass
         except FAILURES:
             return None
+        finally:
+            pool.release(connection)
+        return connection.status
