@@ -3,8 +3,8 @@
     .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 7] [--tokens 2000]
 
 Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
-adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the same HTTP stack with
-nothing on top: the least any Python relay costs on this machine), measures, prints a table, and
+adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the adapter's HTTP stack
+with nothing on top: what any relay on it costs on this machine), measures, prints a table, and
 stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted
 interleaved so that noise from other processes hits all alike; p50/p99 and what the relay and the
 adapter add. Throughput: streams of ``--tokens`` tokens, tokens per second over the whole request,

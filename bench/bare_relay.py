@@ -1,9 +1,9 @@
-"""The least a Python relay in front of llama-server can cost: the baseline of adapter_overhead.py.
+"""The least a relay on the adapter's stack costs: the baseline of adapter_overhead.py.
 
     python bench/bare_relay.py UPSTREAM_URL HOST:PORT
 
-Forwards each request's method, path and body to llama-server and its answer back, with the same
-stack as the adapter (aiohttp server and client, uvloop, a pooled keep-alive connection) and nothing
+Forwards each request's method, path and body to llama-server and its answer back, on the same
+stack as the adapter (aiohttp's server on uvloop, the adapter's pooled upstream client) and nothing
 else: no parsing, no translation, no access log. What the adapter adds beyond this is its own work.
 """
 
@@ -11,29 +11,28 @@ from __future__ import annotations
 
 import sys
 
-import aiohttp
 from aiohttp import web
 
+from llamacontroller.serving.errors import UpstreamError
 from llamacontroller.serving.serve import new_event_loop, parse_listen
+from llamacontroller.serving.upstream import Upstream, make_client
 
 
-def relay_app(upstream: str) -> web.Application:
-    sessions: list[aiohttp.ClientSession] = []
+def relay_app(upstream_url: str) -> web.Application:
+    client = make_client()
+    upstream = Upstream(upstream_url, client)
 
     async def relay(request: web.Request) -> web.Response:
-        if not sessions:
-            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
         body = await request.read()
-        headers = {"Content-Type": request.content_type}
-        async with sessions[0].request(
-            request.method, upstream + request.path, data=body, headers=headers
-        ) as up:
-            answer = await up.read()
-        return web.Response(body=answer, status=up.status, content_type=up.content_type)
+        try:
+            async with upstream.open(request.method, request.path, body or None) as answer:
+                body = await answer.aread()
+                return web.Response(body=body, status=answer.status_code, content_type="application/json")
+        except UpstreamError as exc:  # llama-server's error status, passed on
+            return web.Response(text=exc.message, status=exc.status)
 
     async def close(app: web.Application) -> None:
-        for session in sessions:
-            await session.close()
+        await client.aclose()
 
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", relay)

@@ -22,8 +22,9 @@ Chunk = dict[str, Any]
 
 
 def created_at() -> str:
-    """Now in RFC 3339 (UTC, microseconds), as Ollama stamps every chunk."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now in RFC 3339 (UTC, microseconds), as Ollama stamps every chunk (isoformat: faster than
+    strftime, and this runs for every chunk)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def rfc3339(timestamp: float) -> str:
