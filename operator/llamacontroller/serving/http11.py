@@ -44,6 +44,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.requests = 0  # sent on this connection: a reused one may have been closed meanwhile
+        self.pool: Pool | None = None  # where it goes back once its answer is read
         self._reset()
         self.complete = True  # no answer pending: ready for a request
 
@@ -140,6 +141,14 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def release(self) -> None:
+        """Back to its pool if it can serve another request, else closed (synchronous: safe in any
+        cleanup, also while the task is being cancelled or the client closed)."""
+        if self.pool is not None:
+            self.pool.release(self)
+        else:
+            self.close()
+
     def close(self) -> None:
         """Close now: a server still generating for this answer sees its client gone."""
         self.closed = True
@@ -230,6 +239,7 @@ class Pool:
         except BaseException:
             self._slots.release()
             raise
+        connection.pool = self
         self._open.add(connection)
         return connection
 

@@ -190,7 +190,7 @@ class Upstream:
             if streamed:
                 connection.close()
                 self.keep_spare()
-            self.client.pool(self.host, self.port).release(connection)
+            connection.release()
 
     async def _send(
         self,
@@ -216,14 +216,14 @@ class Upstream:
             try:
                 await connection.head()
             except FAILURES as exc:
-                pool.release(connection)
+                connection.release()
                 stale = reused and not connection.received and isinstance(exc, ConnectionError)
                 if attempt == 1 and stale:
                     continue
                 raise self.unavailable(exc) from exc
             except BaseException:
                 connection.close()
-                pool.release(connection)
+                connection.release()
                 raise
             return connection
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -286,12 +286,11 @@ class Upstream:
             connection = await self._send("GET", "/health", self.headers, None, HEALTH_TIMEOUT)
         except UpstreamUnavailable:
             return None
-        pool = self.client.pool(self.host, self.port)
         try:
             while await connection.chunk():
                 pass
         except FAILURES:
             return None
         finally:
-            pool.release(connection)
+            connection.release()
         return connection.status
