@@ -21,7 +21,7 @@ from typing import cast
 
 import httptools
 
-HIGH_WATER = 1 << 20
+HIGH_WATER = 1 << 20  # bytes of answer read from the socket but not yet by the caller
 KEEPALIVE_EXPIRY = 4.0  # llama-server closes idle keep-alive connections after 5 s: drop ours first
 
 Observer = Callable[[str, str], None]  # ("connect", "") or ("request", "METHOD /path"): for tests
@@ -220,11 +220,15 @@ class Pool:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if connection.reusable and now - connection.idle_since < KEEPALIVE_EXPIRY:
+            if self._fresh(connection, now):
                 connection.read_timeout = read_timeout or self.read_timeout
                 return connection
             self._discard(connection)
         return await self.connect(read_timeout or self.read_timeout)
+
+    @staticmethod
+    def _fresh(connection: Connection, now: float) -> bool:
+        return connection.reusable and now - connection.idle_since < KEEPALIVE_EXPIRY
 
     async def connect(self, read_timeout: float) -> Connection:
         await asyncio.wait_for(self._slots.acquire(), self.pool_timeout)
@@ -252,8 +256,9 @@ class Pool:
             self._discard(connection)
 
     async def warm(self) -> None:
-        """Open a connection and leave it idle, for the next request to find."""
-        if not self._idle:
+        """Open a connection and leave it idle, for the next request to find (unless one is)."""
+        now = time.monotonic()
+        if not any(self._fresh(connection, now) for connection in self._idle):
             self.release(await self.connect(self.read_timeout))
 
     def _discard(self, connection: Connection) -> None:
