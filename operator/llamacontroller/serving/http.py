@@ -7,7 +7,6 @@ so the relay functions end the stream with an error line/event themselves.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,7 @@ from aiohttp import web
 from llamacontroller.serving import auth
 from llamacontroller.serving.catalog import Catalog, Target
 from llamacontroller.serving.errors import ApiError, ollama_body, openai_body
-from llamacontroller.serving.upstream import dumps
+from llamacontroller.serving.upstream import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; anything else is a 400 in the API's shape."""
     raw = await request.read()
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        body = loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise ApiError(400, f"invalid JSON body: {exc}") from exc
     if not isinstance(body, dict):

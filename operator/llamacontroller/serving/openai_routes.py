@@ -11,7 +11,6 @@ before the answer is complete (it always does for streams, which the Ollama rout
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from aiohttp import web
 from llamacontroller.serving.catalog import Target, available
 from llamacontroller.serving.errors import ApiError, UpstreamUnavailable, openai_body
 from llamacontroller.serving.http import CATALOG, json_response
-from llamacontroller.serving.upstream import Response, dumps
+from llamacontroller.serving.upstream import Response, dumps, loads
 
 OWNER = "llamacontroller"
 EVENT_END = b"\n\n"
@@ -28,7 +27,7 @@ EVENT_END = b"\n\n"
 
 async def target_of(request: web.Request, raw: bytes) -> tuple[Target, dict[str, Any]]:
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"invalid JSON body: {exc}") from exc
     if not isinstance(body, dict):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
+import orjson
 
 from llamacontroller.serving.errors import UpstreamUnavailable, from_upstream
 from llamacontroller.serving.http11 import Connection, Observer, Pool, request_bytes
@@ -98,18 +98,21 @@ def make_client(
     return Client(read_timeout, max_connections, observer)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one per call
-
-
 def dumps(body: Any) -> bytes:
-    """Compact JSON, UTF-8 as is."""
-    return _ENCODER.encode(body).encode()
+    """Compact JSON, UTF-8 as is (orjson: several times faster than json, and JSON is most of the
+    adapter's own work per request)."""
+    return orjson.dumps(body)
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON of a request or of llama-server; ``ValueError`` when it is none."""
+    return orjson.loads(data)
 
 
 def parse_event(event: Event) -> Any:
     """An event's JSON; an ``error:`` event becomes ``{"error": ...}`` like a ``data:`` error."""
     try:
-        value = json.loads(event.payload)
+        value = loads(event.payload)
     except ValueError as exc:
         raise UpstreamUnavailable(
             f"llama-server sent an event that is no JSON: {event.payload[:200]!r}"
@@ -245,7 +248,7 @@ class Upstream:
     async def _error(self, response: Response) -> Exception:
         body = await response.aread()
         try:
-            payload = json.loads(body)
+            payload = loads(body)
         except ValueError:
             payload = None
         return from_upstream(response.status_code, payload, body.decode(errors="replace")[:500])
@@ -254,7 +257,7 @@ class Upstream:
         async with self.open(method, path, None if body is None else dumps(body)) as response:
             raw = await response.aread()
         try:
-            return json.loads(raw)
+            return loads(raw)
         except ValueError as exc:
             raise UpstreamUnavailable(f"llama-server sent no JSON on {path}: {raw[:200]!r}") from exc
 
