@@ -309,6 +309,16 @@ def _replace_operation(rd: ResourceDef, item: str, suffix: str = "") -> dict[str
     return _operation(rd, "put", "replace", item, params=params, body=_content(item), suffix=suffix)
 
 
+def _patch_operation(
+    rd: ResourceDef, item: str, body: dict[str, Any], *, suffix: str = "", force: bool = False
+) -> dict[str, Any]:
+    """PATCH of an object (with ``force`` for apply requests) or of its status."""
+    params = [_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION]
+    if force:
+        params.append(_param("force", 'Force is going to "force" Apply requests.', "boolean"))
+    return _operation(rd, "patch", "patch", item, body=body, params=params, suffix=suffix)
+
+
 def _operation(
     rd: ResourceDef,
     action: str,
@@ -380,19 +390,7 @@ def _paths_for(rd: ResourceDef) -> dict[str, Any]:
         f"{collection}/{{name}}": {
             "get": _operation(rd, "get", "read", item, params=[]),
             "put": _replace_operation(rd, item),
-            "patch": _operation(
-                rd,
-                "patch",
-                "patch",
-                item,
-                body=patch_body,
-                params=[
-                    _DRY_RUN,
-                    _FIELD_MANAGER,
-                    _FIELD_VALIDATION,
-                    _param("force", 'Force is going to "force" Apply requests.', "boolean"),
-                ],
-            ),
+            "patch": _patch_operation(rd, item, patch_body, force=True),
             "delete": _operation(
                 rd,
                 "delete",
@@ -419,15 +417,7 @@ def _paths_for(rd: ResourceDef) -> dict[str, Any]:
         paths[f"{collection}/{{name}}/status"] = {
             "get": _operation(rd, "get", "read", item, params=[], suffix=" status"),
             "put": _replace_operation(rd, item, suffix=" status"),
-            "patch": _operation(
-                rd,
-                "patch",
-                "patch",
-                item,
-                body=patch_body,
-                suffix=" status",
-                params=[_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION],
-            ),
+            "patch": _patch_operation(rd, item, patch_body, suffix=" status"),
             "parameters": [name_param, *common],
         }
     if rd.namespaced:

@@ -317,16 +317,23 @@ def _validate_number(value: float, schema: Mapping[str, Any], path: str, errors:
         )
 
 
-def _validate_array(value: list[Any], schema: Mapping[str, Any], path: str, errors: list[FieldError]) -> None:
-    max_items = schema.get("maxItems")
-    if max_items is not None and len(value) > max_items:
-        unit = "item" if max_items == 1 else "items"
-        errors.append(FieldError("TooMany", path, len(value), f"must have at most {max_items} {unit}"))
-    min_items = schema.get("minItems")
-    if min_items is not None and len(value) < min_items:
+def _validate_count(
+    count: int, schema: Mapping[str, Any], keyword: str, noun: str, path: str, errors: list[FieldError]
+) -> None:
+    """``max<keyword>``/``min<keyword>`` (Items, Properties), with the API server's messages."""
+    most = schema.get(f"max{keyword}")
+    if most is not None and count > most:
+        unit = "item" if most == 1 else "items"
+        errors.append(FieldError("TooMany", path, count, f"must have at most {most} {unit}"))
+    least = schema.get(f"min{keyword}")
+    if least is not None and count < least:
         errors.append(
-            FieldError("Invalid", path, len(value), f"{path} in body should have at least {min_items} items")
+            FieldError("Invalid", path, count, f"{path} in body should have at least {least} {noun}")
         )
+
+
+def _validate_array(value: list[Any], schema: Mapping[str, Any], path: str, errors: list[FieldError]) -> None:
+    _validate_count(len(value), schema, "Items", "items", path, errors)
     if schema.get("uniqueItems"):
         for i, item in enumerate(value):
             if any(json_equal(item, other) for other in value[:i]):
@@ -341,17 +348,7 @@ def _validate_array(value: list[Any], schema: Mapping[str, Any], path: str, erro
 def _validate_object(
     value: dict[str, Any], schema: Mapping[str, Any], path: str, errors: list[FieldError]
 ) -> None:
-    max_props = schema.get("maxProperties")
-    if max_props is not None and len(value) > max_props:
-        unit = "item" if max_props == 1 else "items"
-        errors.append(FieldError("TooMany", path, len(value), f"must have at most {max_props} {unit}"))
-    min_props = schema.get("minProperties")
-    if min_props is not None and len(value) < min_props:
-        errors.append(
-            FieldError(
-                "Invalid", path, len(value), f"{path} in body should have at least {min_props} properties"
-            )
-        )
+    _validate_count(len(value), schema, "Properties", "properties", path, errors)
     for key in schema.get("required") or []:
         if key not in value:
             errors.append(FieldError("Required", _join(path, key)))

@@ -130,14 +130,20 @@ def kill(stack: Stack) -> None:
     stack.server.process.wait(30)
 
 
-@pytest.mark.parametrize("name", ["generate", "chat"])
-def test_an_upstream_that_dies_mid_stream_ends_it_with_an_error_line(doomed: Stack, name: str):
+def lines_after_a_kill(stack: Stack, name: str) -> list[str]:
+    """Start stream ``name``, read a few lines, kill llama-server, and read the rest of the stream:
+    it ends (no hang: the read timeout would fail the test)."""
     path, body = STREAMS[name]
-    with httpx.stream("POST", doomed.url + path, json=body, timeout=TIMEOUT) as response:
+    with httpx.stream("POST", stack.url + path, json=body, timeout=TIMEOUT) as response:
         lines = response.iter_lines()
         read_some(lines)
-        kill(doomed)
-        rest = list(lines)  # ends: no hang (the read timeout would fail the test)
+        kill(stack)
+        return [line for line in lines if line]
+
+
+@pytest.mark.parametrize("name", ["generate", "chat"])
+def test_an_upstream_that_dies_mid_stream_ends_it_with_an_error_line(doomed: Stack, name: str):
+    rest = lines_after_a_kill(doomed, name)
     last = json.loads(rest[-1])
     assert set(last) == {"error"} and "llama-server" in last["error"]
     assert all(not json.loads(line).get("done") for line in rest[:-1])
@@ -145,12 +151,7 @@ def test_an_upstream_that_dies_mid_stream_ends_it_with_an_error_line(doomed: Sta
 
 @pytest.mark.parametrize("name", ["openai-chat", "openai-completions"])
 def test_an_upstream_that_dies_mid_sse_stream_ends_it_with_an_error_event(doomed: Stack, name: str):
-    path, body = STREAMS[name]
-    with httpx.stream("POST", doomed.url + path, json=body, timeout=TIMEOUT) as response:
-        lines = response.iter_lines()
-        read_some(lines)
-        kill(doomed)
-        events = [line for line in lines if line]
+    events = lines_after_a_kill(doomed, name)
     assert events[-1].startswith("data: ")
     error = json.loads(events[-1].removeprefix("data: "))["error"]
     assert set(error) == {"message", "type", "param", "code"} and "llama-server" in error["message"]
