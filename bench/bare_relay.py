@@ -3,45 +3,44 @@
     python bench/bare_relay.py UPSTREAM_URL HOST:PORT
 
 Forwards each request's method, path and body to llama-server and its answer back, on the same
-stack as the adapter (aiohttp's server on uvloop, the adapter's pooled upstream client) and nothing
-else: no parsing, no translation, no access log. What the adapter adds beyond this is its own work.
+stack as the adapter (its ASGI app under uvicorn on uvloop, its pooled upstream client) and nothing
+else: no middleware, no parsing, no translation, no access log. What the adapter adds beyond this is
+its own work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 
-from aiohttp import web
-
+from llamacontroller.serving.asgi import App, Request, Response
 from llamacontroller.serving.errors import UpstreamError
-from llamacontroller.serving.serve import new_event_loop, parse_listen
+from llamacontroller.serving.serve import parse_listen, serve
 from llamacontroller.serving.upstream import Upstream, make_client
 
 
-def relay_app(upstream_url: str) -> web.Application:
+def relay_app(upstream_url: str) -> App:
     client = make_client()
     upstream = Upstream(upstream_url, client)
 
-    async def relay(request: web.Request) -> web.Response:
-        body = await request.read()
+    async def relay(request: Request) -> Response:
         try:
-            async with upstream.open(request.method, request.path, body or None) as answer:
-                body = await answer.aread()
-                return web.Response(body=body, status=answer.status_code, content_type="application/json")
+            async with upstream.open(request.method, request.path, request.body or None) as answer:
+                return Response(await answer.aread(), answer.status_code)
         except UpstreamError as exc:  # llama-server's error status, passed on
-            return web.Response(text=exc.message, status=exc.status)
+            return Response(exc.message.encode(), exc.status, "text/plain")
 
-    async def close(app: web.Application) -> None:
+    @contextlib.asynccontextmanager
+    async def closing(app: App) -> AsyncIterator[None]:
+        yield
         await client.aclose()
 
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", relay)
-    app.on_cleanup.append(close)
+    app = App(max_body=1 << 30)
+    app.router.add("*", "/{path}", relay)
+    app.lifecycle.append(closing)
     return app
 
 
 if __name__ == "__main__":
-    host, port = parse_listen(sys.argv[2])
-    web.run_app(
-        relay_app(sys.argv[1]), host=host, port=port, access_log=None, print=None, loop=new_event_loop()
-    )
+    serve(relay_app(sys.argv[1]), *parse_listen(sys.argv[2]), access_log=False)

@@ -4,15 +4,16 @@ by the runtime instead of a watch, served from a thread beside the supervisor's 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
-
-from aiohttp import web
 
 from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import Route, RoutingCatalog
-from llamacontroller.serving.serve import new_event_loop, parse_listen
+from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
+
+START_TIMEOUT = 30.0
 
 
 class GatewayThread:
@@ -21,7 +22,7 @@ class GatewayThread:
         self.api_keys = api_keys
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._serving: Serving | None = None
         self.catalog: RoutingCatalog | None = None
 
     @property
@@ -30,29 +31,30 @@ class GatewayThread:
 
     def start(self) -> None:
         """Listening when this returns; a taken port raises here, not later."""
+        sock = listening_socket(self.host, self.port)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._start(sock), self._loop).result(START_TIMEOUT)
 
-    async def _start(self) -> None:
+    async def _start(self, sock: socket.socket) -> None:
         self._client, self._digests = make_client(), FileDigests()
         self.catalog = RoutingCatalog(self._client, self._digests)
-        app = build_api_app(self.catalog, self.api_keys)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        self._serving = Serving(build_api_app(self.catalog, self.api_keys), sock)
+        await self._serving.start()
 
     def set_routes(self, routes: dict[str, Route]) -> None:
         if self.catalog is not None:
             self._loop.call_soon_threadsafe(self.catalog.set_routes, dict(routes))
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
+        if not self._thread.is_alive():
+            return  # never started: the port was taken
+        if self._serving is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(START_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
+        self._thread.join(START_TIMEOUT)
 
     async def _stop(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        assert self._serving is not None
+        await self._serving.stop()
         self._digests.close()
         await self._client.aclose()

@@ -15,12 +15,13 @@ Layout, one job per module:
 - ``metadata``: model facts from the GGUF header, ``/props`` and ``/v1/models``; the file's sha256.
 - ``catalog``: which llama-server answers which model name (one for the adapter, many for a router).
 - ``auth``: optional API keys.
-- ``http``: the aiohttp plumbing shared by the routes (JSON bodies, NDJSON streams, error shapes).
+- ``asgi``: the plain ASGI app under the routes (bodies, streams, routing, disconnects, lifespan).
+- ``http``: what the routes share on top of it (JSON bodies, NDJSON streams, error shapes, keys).
 - ``ollama_generate`` / ``ollama_embed`` / ``ollama_models``: the Ollama handlers;
   ``ollama_routes`` wires them; ``openai_routes``: the OpenAI pass-through.
 - ``adapter``: the web app for one llama-server, and ``run_adapter`` (``llamacontroller adapter``).
 - ``router`` / ``gateway``: the catalog of many llama-servers, and the cluster gateway over it.
-- ``serve``: running an app as a process (listen address, uvloop, access log).
+- ``serve``: running the app under uvicorn (listen address, uvloop, signals).
 
 The adapter is a sidecar of llama-server: it mounts the models volume at the same path, so that the
 ``model_path`` llama-server reports is the GGUF file it reads metadata from (see ``metadata``).

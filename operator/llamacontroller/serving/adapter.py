@@ -1,7 +1,7 @@
 """The web app in front of one llama-server (the per-slot sidecar), and ``run_adapter``.
 
 ``build_api_app`` takes any ``Catalog``: the adapter passes its single-model catalog, a router its
-own. ``serve.serve`` runs it (handler cancellation, uvloop, access log).
+own. ``serve.serve`` runs it (uvicorn on uvloop).
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-from aiohttp import web
+from collections.abc import AsyncIterator
 
 from llamacontroller.serving import ollama_routes, openai_routes
+from llamacontroller.serving.asgi import App, Handler, Lifecycle, Request, Response
 from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
@@ -25,17 +24,17 @@ from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, mak
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 256 << 20  # chat histories with images exceed aiohttp's 1 MiB default
+MAX_BODY = 256 << 20  # chat histories with images are large; a limit still bounds a request's memory
 UPSTREAM_KEY_ENV = "LLAMACONTROLLER_UPSTREAM_API_KEY"  # llama-server's own --api-key, if it has one
 
 
-def build_api_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> web.Application:
+def build_api_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> App:
     """The Ollama and OpenAI routes over a catalog; errors in each API's shape; optional keys."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
-    app[CATALOG] = catalog
-    app[API_KEYS] = api_keys
-    ollama_routes.add_routes(app)
-    openai_routes.add_routes(app)
+    app = App([error_middleware, auth_middleware], max_body=MAX_BODY)
+    app.state[CATALOG] = catalog
+    app.state[API_KEYS] = api_keys
+    ollama_routes.add_routes(app.router)
+    openai_routes.add_routes(app.router)
     return app
 
 
@@ -47,7 +46,7 @@ def build_app(
     upstream_api_key: str | None = None,
     read_timeout: float = READ_TIMEOUT,
     digest_wait: float = DIGEST_WAIT,
-) -> web.Application:
+) -> App:
     """The adapter's app: one upstream, the model named by llama-server's ``--alias`` unless given."""
     client = make_client(read_timeout)
     digests = FileDigests()
@@ -55,25 +54,23 @@ def build_app(
     metadata = MetadataSource(upstream, digests, digest_wait)
     catalog = SingleModelCatalog(upstream, metadata, model_name)
     app = build_api_app(catalog, api_keys)
-    app.router.add_get(FILE_PATH, file_report(metadata))
-    app.cleanup_ctx.append(lifecycle(catalog, client, digests))
+    app.router.add("GET", FILE_PATH, file_report(metadata))
+    app.lifecycle.append(lifecycle(catalog, client, digests))
     return app
 
 
-def file_report(metadata: MetadataSource) -> Callable[[web.Request], Awaitable[web.Response]]:
+def file_report(metadata: MetadataSource) -> Handler:
     """The model file's facts and sha256, for the gateway, which does not mount the models."""
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: Request) -> Response:
         return json_response(await metadata.file_report())
 
     return handler
 
 
-def lifecycle(
-    catalog: Catalog, client: Client, digests: FileDigests
-) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+def lifecycle(catalog: Catalog, client: Client, digests: FileDigests) -> Lifecycle:
     @contextlib.asynccontextmanager
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def context(app: App) -> AsyncIterator[None]:
         warming = asyncio.create_task(warm_up(catalog))
         yield
         warming.cancel()

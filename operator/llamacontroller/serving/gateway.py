@@ -13,12 +13,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from aiohttp import web
-
 from llamacontroller.kube.api import ApiError as KubeApiError
 from llamacontroller.kube.api import KubeApi
 from llamacontroller.resource import Phase
 from llamacontroller.serving.adapter import build_api_app
+from llamacontroller.serving.asgi import App, Lifecycle
 from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import Route, RoutingCatalog
@@ -87,11 +86,9 @@ class LlamaModelWatch:
         return version
 
 
-def gateway_lifecycle(
-    watch: LlamaModelWatch, closing: Callable[[], Any]
-) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+def gateway_lifecycle(watch: LlamaModelWatch, closing: Callable[[], Any]) -> Lifecycle:
     @contextlib.asynccontextmanager
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def context(app: App) -> AsyncIterator[None]:
         task = asyncio.create_task(watch.run())
         yield
         task.cancel()
@@ -127,6 +124,6 @@ def run_gateway(
         await api.close()
 
     app = build_api_app(catalog, keys)
-    app.cleanup_ctx.append(gateway_lifecycle(watch, closing))
+    app.lifecycle.append(gateway_lifecycle(watch, closing))
     log.info("gateway on %s:%d (%s)", host, port, f"{len(keys)} API key(s)" if keys else "no API keys")
     serve(app, host, port)

@@ -1,4 +1,4 @@
-"""aiohttp plumbing shared by the Ollama and OpenAI routes: bodies, streams, errors, keys.
+"""What the Ollama and OpenAI routes share on top of ``asgi``: bodies, streams, errors, keys.
 
 Handlers raise ``ApiError``; ``error_middleware`` answers it in the shape of the API the client
 called (``/v1/...``: OpenAI, everything else: Ollama). Once a stream has started, the status is sent,
@@ -8,23 +8,25 @@ so the relay functions end the stream with an error line/event themselves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from llamacontroller.serving import auth
+from llamacontroller.serving.asgi import Handler, Request, Response, Stream
 from llamacontroller.serving.catalog import Catalog, Target
 from llamacontroller.serving.errors import ApiError, ollama_body, openai_body
 from llamacontroller.serving.upstream import dumps, loads
 
 log = logging.getLogger(__name__)
 
-CATALOG = web.AppKey("catalog", Catalog)
-API_KEYS = web.AppKey("api_keys", frozenset)
+CATALOG = "catalog"  # app.state keys
+API_KEYS = "api_keys"
 
 NDJSON = "application/x-ndjson"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def catalog_of(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state[CATALOG]
+    return catalog
 
 
 def model_of(body: dict[str, Any]) -> str:
@@ -35,21 +37,21 @@ def model_of(body: dict[str, Any]) -> str:
     return model
 
 
-async def resolve(request: web.Request, body: dict[str, Any]) -> tuple[str, Target]:
+async def resolve(request: Request, body: dict[str, Any]) -> tuple[str, Target]:
     """The requested model's spelling and the target that serves it (ModelNotFound: 404)."""
     model = model_of(body)
-    return model, await request.app[CATALOG].resolve(model)
+    return model, await catalog_of(request).resolve(model)
 
 
-def is_openai(request: web.BaseRequest) -> bool:
+def is_openai(request: Request) -> bool:
     return request.path.startswith("/v1/")
 
 
-def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
-    return web.Response(body=dumps(body) + b"\n", status=status, content_type=content_type)
+def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> Response:
+    return Response(dumps(body) + b"\n", status, content_type)
 
 
-def error_response(request: web.BaseRequest, error: ApiError) -> web.Response:
+def error_response(request: Request, error: ApiError) -> Response:
     body = openai_body(error) if is_openai(request) else ollama_body(error)
     response = json_response(body, error.status)
     if error.status == 401:
@@ -57,9 +59,9 @@ def error_response(request: web.BaseRequest, error: ApiError) -> web.Response:
     return response
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON object; anything else is a 400 in the API's shape."""
-    raw = await request.read()
+    raw = request.body
     try:
         body = loads(raw) if raw.strip() else {}
     except ValueError as exc:
@@ -69,28 +71,19 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def error_middleware(request: Request, handler: Handler) -> Response | Stream:
     try:
         return await handler(request)
     except ApiError as exc:
         return error_response(request, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = "404 page not found" if exc.status == 404 else exc.reason
-        return error_response(request, ApiError(exc.status, message))
-    except ConnectionError:
-        raise  # the client went away: there is nobody to answer
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(request, ApiError(500, "internal error in the LlamaController adapter"))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    keys = request.app[API_KEYS]
-    token = auth.bearer_token(request.headers.get("Authorization"))
+async def auth_middleware(request: Request, handler: Handler) -> Response | Stream:
+    keys = request.app.state[API_KEYS]
+    token = auth.bearer_token(request.header(b"authorization"))
     if keys and auth.needs_key(request.method, request.path) and not auth.accepted(token, keys):
         message = "Invalid or missing API key" if is_openai(request) else "unauthorized"
         raise ApiError(401, message, code="invalid_api_key")
@@ -100,12 +93,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 class NdjsonStream:
     """An Ollama stream: one JSON object per line, each line sent as soon as it is written."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: Request) -> None:
         self.request = request
-        self.response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        self.response = Stream(request, headers={"Content-Type": NDJSON})
 
     async def start(self) -> None:
-        await self.response.prepare(self.request)
+        await self.response.prepare()
 
     async def write(self, chunk: Any) -> None:
         await self.response.write(dumps(chunk) + b"\n")
@@ -115,6 +108,5 @@ class NdjsonStream:
         log.warning("%s %s failed mid-stream: %s", self.request.method, self.request.path, error.message)
         await self.write(ollama_body(error))
 
-    async def finish(self) -> web.StreamResponse:
-        await self.response.write_eof()
-        return self.response
+    async def finish(self) -> Stream:
+        return await self.response.finish()

@@ -12,9 +12,8 @@ import re
 import time
 from typing import Any
 
-from aiohttp import web
-
 from llamacontroller.serving import ollama
+from llamacontroller.serving.asgi import Request, Response
 from llamacontroller.serving.catalog import Target
 from llamacontroller.serving.errors import ApiError, UpstreamError
 from llamacontroller.serving.http import json_response, read_json, resolve
@@ -61,9 +60,9 @@ async def fit(upstream: Upstream, text: str, tokens: int) -> str:
     return (await upstream.post_json("/detokenize", {"tokens": ids[:tokens]})).get("content", "")
 
 
-async def embed(request: web.Request) -> web.Response:
+async def embed(request: Request) -> Response:
     started = time.monotonic_ns()
-    body = await read_json(request)
+    body = read_json(request)
     model, target = await resolve(request, body)
     inputs = ollama.embed_inputs(body)
     truncate = body.get("truncate") is not False
@@ -80,9 +79,9 @@ async def embed(request: web.Request) -> web.Response:
     )
 
 
-async def embeddings(request: web.Request) -> web.Response:
+async def embeddings(request: Request) -> Response:
     """The legacy route: one prompt, one vector (no truncation, as in Ollama)."""
-    body = await read_json(request)
+    body = read_json(request)
     model, target = await resolve(request, body)
     prompt = ollama.field(body, "prompt", str)
     if not prompt:

@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from llamacontroller.serving import ollama, streams
+from llamacontroller.serving.asgi import Request, Response, Stream
 from llamacontroller.serving.catalog import Target
 from llamacontroller.serving.errors import ApiError, UpstreamUnavailable
 from llamacontroller.serving.http import NdjsonStream, json_response, read_json, resolve
@@ -48,12 +47,12 @@ class Plan:
 
 
 async def relay(
-    request: web.Request,
+    request: Request,
     upstream: Upstream,
     plan: Plan,
     fold: Fold,
     stream: bool,
-) -> web.StreamResponse:
+) -> Response | Stream:
     """One upstream call through a translator, to an NDJSON stream or to one folded answer.
 
     llama-server's error statuses arrive before the first event, so they become the answer's status;
@@ -116,7 +115,7 @@ async def wait_ready(upstream: Upstream, timeout: float = LOAD_WAIT) -> None:
         await asyncio.sleep(0.5)
 
 
-async def load_or_unload(model: str, target: Target, body: dict[str, Any], chat: bool) -> web.Response:
+async def load_or_unload(model: str, target: Target, body: dict[str, Any], chat: bool) -> Response:
     """An empty prompt: "load" waits for the model; "unload" is answered, but the model stays loaded
     as long as its LlamaModel exists (deleting that frees the GPU)."""
     reason = ollama.load_reason(body)
@@ -180,9 +179,9 @@ async def require_vision(model: str, target: Target) -> None:
         raise ApiError(400, f"model '{model}' does not support images")
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
+async def generate(request: Request) -> Response | Stream:
     started = time.monotonic_ns()
-    body = await read_json(request)
+    body = read_json(request)
     model, target = await resolve(request, body)
     if not any(ollama.field(body, name, (str, list)) for name in ("prompt", "suffix", "images")):
         return await load_or_unload(model, target, body, chat=False)
@@ -196,9 +195,9 @@ async def generate(request: web.Request) -> web.StreamResponse:
             plan.tokens.cancel()
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
+async def chat(request: Request) -> Response | Stream:
     started = time.monotonic_ns()
-    body = await read_json(request)
+    body = read_json(request)
     model, target = await resolve(request, body)
     if not ollama.field(body, "messages", list):
         return await load_or_unload(model, target, body, chat=True)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiohttp import web
-
 from llamacontroller.serving import ollama, streams
+from llamacontroller.serving.asgi import Handler, Request, Response, text_response
 from llamacontroller.serving.catalog import available
 from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.http import CATALOG, NDJSON, json_response, read_json, resolve
+from llamacontroller.serving.http import NDJSON, catalog_of, json_response, read_json, resolve
 from llamacontroller.serving.metadata import ModelMetadata
 from llamacontroller.serving.upstream import dumps
 
@@ -33,24 +31,24 @@ def tags_entry(name: str, md: ModelMetadata) -> dict[str, Any]:
     }
 
 
-async def tags(request: web.Request) -> web.Response:
-    models = [tags_entry(t.name, md) for t, md in await available(request.app[CATALOG])]
+async def tags(request: Request) -> Response:
+    models = [tags_entry(t.name, md) for t, md in await available(catalog_of(request))]
     return json_response({"models": models})
 
 
-async def ps(request: web.Request) -> web.Response:
+async def ps(request: Request) -> Response:
     """Loaded models. VRAM is reported as the model's size: the operator offloads every layer by default."""
     expires_at = streams.rfc3339((datetime.now(UTC) + NEVER_EXPIRES).timestamp())
     models = [
         tags_entry(t.name, md)
         | {"expires_at": expires_at, "size_vram": md.size, "context_length": md.context_length}
-        for t, md in await available(request.app[CATALOG])
+        for t, md in await available(catalog_of(request))
     ]
     return json_response({"models": models})
 
 
-async def show(request: web.Request) -> web.Response:
-    body = await read_json(request)
+async def show(request: Request) -> Response:
+    body = read_json(request)
     _, target = await resolve(request, body)
     md = await target.metadata.get()
     return json_response(
@@ -67,26 +65,26 @@ async def show(request: web.Request) -> web.Response:
     )
 
 
-async def pull(request: web.Request) -> web.Response:
+async def pull(request: Request) -> Response:
     """Nothing to download: success for a served model, 404 for any other."""
-    body = await read_json(request)
+    body = read_json(request)
     await resolve(request, body)
     if not ollama.is_streaming(body):
         return json_response({"status": "success"})
     lines = [{"status": "pulling manifest"}, {"status": "success"}]
-    return web.Response(body=b"".join(dumps(line) + b"\n" for line in lines), content_type=NDJSON)
+    return Response(b"".join(dumps(line) + b"\n" for line in lines), content_type=NDJSON)
 
 
-def not_supported(action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
+def not_supported(action: str) -> Handler:
+    async def handler(request: Request) -> Response:
         raise ApiError(400, f"{action} is not supported: {NOT_HERE}")
 
     return handler
 
 
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="Ollama is running")
+async def root(request: Request) -> Response:
+    return text_response("Ollama is running")
 
 
-async def version(request: web.Request) -> web.Response:
+async def version(request: Request) -> Response:
     return json_response({"version": OLLAMA_VERSION})

@@ -5,26 +5,25 @@ The handlers know nothing of how many llama-servers there are: they ask the app'
 
 from __future__ import annotations
 
-from aiohttp import web
-
+from llamacontroller.serving.asgi import Router
 from llamacontroller.serving.ollama_embed import embed, embeddings
 from llamacontroller.serving.ollama_generate import chat, generate
 from llamacontroller.serving.ollama_models import not_supported, ps, pull, root, show, tags, version
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", root)
-    app.router.add_get("/api/version", version)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/api/ps", ps)
-    app.router.add_post("/api/show", show)
-    app.router.add_post("/api/generate", generate)
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/embed", embed)
-    app.router.add_post("/api/embeddings", embeddings)
-    app.router.add_post("/api/pull", pull)
-    app.router.add_post("/api/push", not_supported("pushing a model"))
-    app.router.add_post("/api/create", not_supported("creating a model"))
-    app.router.add_post("/api/copy", not_supported("copying a model"))
-    app.router.add_delete("/api/delete", not_supported("deleting a model"))
-    app.router.add_route("*", "/api/blobs/{digest}", not_supported("uploading a blob"))
+def add_routes(router: Router) -> None:
+    router.add("GET", "/", root)
+    router.add("GET", "/api/version", version)
+    router.add("GET", "/api/tags", tags)
+    router.add("GET", "/api/ps", ps)
+    router.add("POST", "/api/show", show)
+    router.add("POST", "/api/generate", generate)
+    router.add("POST", "/api/chat", chat)
+    router.add("POST", "/api/embed", embed)
+    router.add("POST", "/api/embeddings", embeddings)
+    router.add("POST", "/api/pull", pull)
+    router.add("POST", "/api/push", not_supported("pushing a model"))
+    router.add("POST", "/api/create", not_supported("creating a model"))
+    router.add("POST", "/api/copy", not_supported("copying a model"))
+    router.add("DELETE", "/api/delete", not_supported("deleting a model"))
+    router.add("*", "/api/blobs/{digest}", not_supported("uploading a blob"))

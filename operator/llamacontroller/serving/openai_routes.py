@@ -11,21 +11,20 @@ before the answer is complete (it always does for streams, which the Ollama rout
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
+from llamacontroller.serving.asgi import Handler, Request, Response, Router, Stream
 from llamacontroller.serving.catalog import Target, available
 from llamacontroller.serving.errors import ApiError, UpstreamUnavailable, openai_body
-from llamacontroller.serving.http import CATALOG, json_response
-from llamacontroller.serving.upstream import Response, dumps, loads
+from llamacontroller.serving.http import catalog_of, json_response
+from llamacontroller.serving.upstream import Response as UpstreamResponse
+from llamacontroller.serving.upstream import dumps, loads
 
 OWNER = "llamacontroller"
 EVENT_END = b"\n\n"
 
 
-async def target_of(request: web.Request, raw: bytes) -> tuple[Target, dict[str, Any]]:
+async def target_of(request: Request, raw: bytes) -> tuple[Target, dict[str, Any]]:
     try:
         body = loads(raw)
     except ValueError as exc:
@@ -35,28 +34,28 @@ async def target_of(request: web.Request, raw: bytes) -> tuple[Target, dict[str,
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", param="model")
-    return await request.app[CATALOG].resolve(model), body
+    return await catalog_of(request).resolve(model), body
 
 
-def passthrough(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
+def passthrough(path: str) -> Handler:
+    async def handler(request: Request) -> Response | Stream:
+        raw = request.body
         target, body = await target_of(request, raw)
         stream = body.get("stream") is True
         async with target.upstream.open("POST", path, raw, streamed=stream) as upstream:
             if stream:
                 return await relay_sse(request, target, upstream)
             content = await upstream.aread()
-            return web.Response(body=content, status=upstream.status_code, content_type="application/json")
+            return Response(content, upstream.status_code)
 
     return handler
 
 
-async def relay_sse(request: web.Request, target: Target, upstream: Response) -> web.StreamResponse:
+async def relay_sse(request: Request, target: Target, upstream: UpstreamResponse) -> Stream:
     """llama-server's events as they arrive; a broken upstream ends the stream with an error event."""
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    response = web.StreamResponse(status=upstream.status_code, headers=headers)
-    await response.prepare(request)
+    response = Stream(request, upstream.status_code, headers)
+    await response.prepare()
     tail = EVENT_END
     try:
         async for chunk in upstream.aiter_raw():
@@ -66,28 +65,26 @@ async def relay_sse(request: web.Request, target: Target, upstream: Response) ->
         error = openai_body(exc)
         separator = b"" if tail == EVENT_END else EVENT_END
         await response.write(separator + b"data: " + dumps(error) + EVENT_END)
-    await response.write_eof()
-    return response
+    return await response.finish()
 
 
 def model_entry(name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": OWNER}
 
 
-async def models(request: web.Request) -> web.Response:
-    entries = [model_entry(t.name, md.created) for t, md in await available(request.app[CATALOG])]
+async def models(request: Request) -> Response:
+    entries = [model_entry(t.name, md.created) for t, md in await available(catalog_of(request))]
     return json_response({"object": "list", "data": entries})
 
 
-async def model(request: web.Request) -> web.Response:
-    target = await request.app[CATALOG].resolve(request.match_info["model"])
+async def model(request: Request) -> Response:
+    target = await catalog_of(request).resolve(request.match_info["model"])
     md = await target.metadata.get()
     return json_response(model_entry(target.name, md.created))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", passthrough("/v1/chat/completions"))
-    app.router.add_post("/v1/completions", passthrough("/v1/completions"))
-    app.router.add_post("/v1/embeddings", passthrough("/v1/embeddings"))
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/v1/models/{model:.+}", model)
+def add_routes(router: Router) -> None:
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        router.add("POST", path, passthrough(path))
+    router.add("GET", "/v1/models", models)
+    router.add("GET", "/v1/models/{model}", model)

@@ -1,20 +1,30 @@
-"""Running an API app as a process: where it listens, its event loop, its access log.
+"""Running an API app as a server: where it listens, its event loop, uvicorn's settings.
 
-Shared by the per-slot adapter and the cluster gateway, which are the same web app over different
-catalogs. Both sit on the path of every request, so they run on uvloop and log each request with a
-lean one-line logger instead of aiohttp's format-string one.
+Shared by the per-slot adapter, the cluster gateway and the local runtime's gateway, which are the
+same app over different catalogs. All sit on the path of every request, so they run on uvicorn's
+httptools protocol and uvloop (bench/adapter_overhead.py measures what that costs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+from types import FrameType
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
+import uvicorn
+
+from llamacontroller.serving.asgi import App
+
+log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-SHUTDOWN_TIMEOUT = 5.0  # seconds open requests get to finish on SIGTERM
+ACCESS_LOG = logging.getLogger("llamacontroller.access")
+SHUTDOWN_TIMEOUT = 5  # seconds open requests get to finish on SIGTERM
+# Idle client connections stay open this long: longer than the keep-alive of the clients in front
+# (httpx, Go's net/http, aiohttp keep theirs 5 s to 90 s), so a server close never races a request.
+KEEP_ALIVE = 75
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -28,14 +38,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class AccessLog(AbstractAccessLogger):
-    """``client "METHOD /path" status 12ms``: no headers (keys travel in them), no local-time
-    formatting per request. Milliseconds are whole: uvloop's clock ticks in milliseconds."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %d %.0fms', request.remote, request.method, request.path, response.status, time * 1e3
-        )
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound and listening on return: a taken port is an OSError here, not a log line later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def configure_logging() -> None:
@@ -43,20 +49,64 @@ def configure_logging() -> None:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
-def serve(app: web.Application, host: str, port: int, *, access_log: bool = True) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM; a client that disconnects cancels its handler (and with
-    it the upstream request, so llama-server stops generating)."""
-    web.run_app(
+def make_server(app: App) -> uvicorn.Server:
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
-        handler_cancellation=True,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        access_log_class=AccessLog,
-        print=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        loop=new_event_loop(),
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,  # ours (configure_logging), not uvicorn's
+        access_log=False,  # the app logs each request itself, without the query string
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
     )
+    return uvicorn.Server(config)
+
+
+class Serving:
+    """An app served on an event loop that already runs (a thread's, a test's), stopped on demand."""
+
+    def __init__(self, app: App, sock: socket.socket) -> None:
+        self.server = make_server(app)
+        self.sock = sock
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+    async def start(self) -> None:
+        """Returns once the app's lifespan started and requests are answered."""
+        self.task = asyncio.create_task(self.server.serve([self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()  # raises what stopped it
+                raise RuntimeError("the server stopped while starting")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Open requests get SHUTDOWN_TIMEOUT to finish; then the lifespan ends."""
+        if self.task is not None:
+            self.server.should_exit = True
+            await self.task
+
+
+def serve(app: App, host: str, port: int, *, access_log: bool = True) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then let open requests finish (SHUTDOWN_TIMEOUT)."""
+    app.access_log = ACCESS_LOG if access_log else None
+    sock = listening_socket(host, port)
+    # uvicorn stops gracefully on these, then raises the signal again for the handler it replaced:
+    # with this one, the process ends normally after a graceful stop (exit 0, as a stop is no error).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, _stopped)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(make_server(app).serve([sock]))
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    log.info("stopped by %s", signal.Signals(signum).name)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
