@@ -231,15 +231,17 @@ class Pool:
         return connection.reusable and now - connection.idle_since < KEEPALIVE_EXPIRY
 
     async def connect(self, read_timeout: float) -> Connection:
-        await asyncio.wait_for(self._slots.acquire(), self.pool_timeout)
+        # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own (3.11)
+        async with asyncio.timeout(self.pool_timeout):
+            await self._slots.acquire()
         try:
             if self.observer:
                 self.observer("connect", "")
             loop = asyncio.get_running_loop()
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: Connection(read_timeout), self.host, self.port),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(read_timeout), self.host, self.port
+                )
         except BaseException:
             self._slots.release()
             raise

@@ -58,6 +58,7 @@ def make_server(app: App) -> uvicorn.Server:
         log_config=None,  # ours (configure_logging), not uvicorn's
         access_log=False,  # the app logs each request itself, without the query string
         server_header=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting: a middleware on every request, unused
         timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
     )
