@@ -113,6 +113,24 @@ def test_a_chunked_body_arrives_in_pieces_and_a_body_may_end_with_the_connection
     run(chunked_then_eof, scenario)
 
 
+def test_pieces_that_arrived_while_nobody_read_are_read_as_one():
+    """A reader that fell behind (llama-server produced tokens faster than the adapter relayed them)
+    catches up in one read, and so in one write to its own client."""
+
+    async def three_events_at_once(reader, writer, number: int) -> None:
+        await read_request(reader)
+        pieces = [b"data: %d\n\n" % n for n in (1, 2, 3)]
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n")
+
+    async def scenario(upstream: Upstream, seen: list[tuple[str, str]]) -> None:
+        async with upstream.events("/completion", {}) as batches:
+            await asyncio.sleep(0.2)  # all three arrive before the first read
+            assert [batch async for batch in batches] == [[1, 2, 3]]
+
+    run(three_events_at_once, scenario)
+
+
 def test_a_server_that_stalls_times_out_and_garbage_is_unavailable():
     async def stall_then_garbage(reader, writer, number: int) -> None:
         await read_request(reader)

@@ -87,7 +87,7 @@ def test_streamed_requests_never_leave_a_connection_llama_server_closes(chat_sta
                 async with upstream.events(
                     "/completion", {"prompt": "hi", "n_predict": 1, "stream": True}
                 ) as events:
-                    assert [event async for event in events][-1]["stop"] is True
+                    assert [event async for batch in events for event in batch][-1]["stop"] is True
 
     asyncio.run(back_to_back())
     requests = {detail for what, detail in seen if what == "request"}
@@ -108,7 +108,7 @@ def test_a_streamed_request_finds_its_connection_open(chat_stack: Stack):
                 log.append(("begin", ""))
                 body = {"prompt": "hi", "n_predict": 1, "stream": True}
                 async with upstream.events("/completion", body) as events:
-                    assert [event async for event in events][-1]["stop"] is True
+                    assert [event async for batch in events for event in batch][-1]["stop"] is True
                 await asyncio.sleep(0.2)  # a client reading the answer
 
     asyncio.run(one_after_another())

@@ -103,6 +103,11 @@ class NdjsonStream:
     async def write(self, chunk: Any) -> None:
         await self.response.write(dumps(chunk) + b"\n")
 
+    async def write_all(self, chunks: list[Any]) -> None:
+        """Lines that are ready together go out in one write (none: nothing is sent)."""
+        if chunks:
+            await self.response.write(b"".join([dumps(chunk) + b"\n" for chunk in chunks]))
+
     async def error(self, error: ApiError) -> None:
         """A failure after the stream started: status 200 is gone, the last line says it."""
         log.warning("%s %s failed mid-stream: %s", self.request.method, self.request.path, error.message)

@@ -6,8 +6,8 @@ The adapter talks to one known server, mostly over loopback, and needs none of t
 request line, a few headers and a body with its length; the answer is parsed by httptools (llhttp:
 status, headers, chunked bodies, keep-alive). One request at a time per connection.
 
-Reading: ``head()`` waits for the status and headers, ``chunk()`` for the next piece of the body
-(``b""`` at its end). Every wait has the read timeout; a connection that buffers more than
+Reading: ``head()`` waits for the status and headers, ``chunk()`` for the body received since the
+last read (``b""`` at its end). Every wait has the read timeout; a connection that buffers more than
 ``HIGH_WATER`` bytes nobody reads yet stops reading from the socket until they are read.
 """
 
@@ -129,13 +129,17 @@ class Connection(asyncio.Protocol):
         return self.status, self.headers
 
     async def chunk(self) -> bytes:
-        """The next piece of the body as it arrived; ``b""`` once it is complete."""
+        """All of the body that arrived and was not read yet, in one piece; ``b""`` once it is
+        complete. One piece per wake-up: a reader that fell behind catches up in one step (one
+        write to its own client instead of one per token)."""
         while not self._chunks:
             if self.complete:
                 return b""
             await self._wait()
-        data = self._chunks.popleft()
-        self._buffered -= len(data)
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
         if self._paused and self._buffered < HIGH_WATER // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()

@@ -60,16 +60,21 @@ async def relay(
     away cancels this task, which closes the upstream connection: llama-server stops generating.
     """
     path, body = plan.call
-    async with upstream.events(path, body) as events:
+    feed = plan.translator.feed
+    async with upstream.events(path, body) as batches:
         if not stream:
-            chunks = [chunk async for event in events for chunk in plan.translator.feed(event)]
+            chunks = [chunk async for batch in batches for event in batch for chunk in feed(event)]
             return json_response(fold(chunks, await plan.finish()))
         out = NdjsonStream(request)
         await out.start()
         try:
-            async for event in events:
-                for chunk in plan.translator.feed(event):
-                    await out.write(chunk)
+            async for batch in batches:
+                lines: list[Chunk] = []
+                try:
+                    for event in batch:
+                        lines += feed(event)
+                finally:  # an error event: what came before it still goes out, then the error
+                    await out.write_all(lines)
             await out.write(await plan.finish())
         except ApiError as exc:
             await out.error(exc)

@@ -268,20 +268,20 @@ class Upstream:
         return await self.request_json("POST", path, body)
 
     @asynccontextmanager
-    async def events(self, path: str, body: Any) -> AsyncIterator[AsyncIterator[Any]]:
-        """The JSON events of a streamed POST; an ``error:`` event is yielded as ``{"error": ...}``."""
+    async def events(self, path: str, body: Any) -> AsyncIterator[AsyncIterator[list[Any]]]:
+        """The JSON events of a streamed POST, in batches: those that arrived together (one when
+        the reader keeps up). An ``error:`` event is given as ``{"error": ...}``."""
         async with self.open("POST", path, dumps(body), streamed=True) as response:
             yield self._decode(response)
 
-    async def _decode(self, response: Response) -> AsyncIterator[Any]:
+    async def _decode(self, response: Response) -> AsyncIterator[list[Any]]:
         decoder = SseDecoder()
         async for chunk in response.aiter_raw():
-            for event in decoder.feed(chunk):
-                if event.payload != DONE:  # and read on to the end of the body
-                    yield parse_event(event)
-        for event in decoder.close():
-            if event.payload != DONE:
-                yield parse_event(event)
+            # [DONE] ends OpenAI streams: skipped, and the body read on to its end
+            if batch := [parse_event(event) for event in decoder.feed(chunk) if event.payload != DONE]:
+                yield batch
+        if batch := [parse_event(event) for event in decoder.close() if event.payload != DONE]:
+            yield batch
 
     async def health(self) -> int | None:
         """The status of ``/health`` (200 ready, 503 loading), None when unreachable."""
