@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -157,3 +158,13 @@ def test_the_demo_runs_end_to_end_and_stops(local: Local):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo:tiny answers: " in result.stdout and "(24 tokens)" in result.stdout
     assert local.cli("status", check=False).returncode == 1  # nothing left running
+
+
+def test_a_taken_gateway_port_is_a_clear_error(local: Local):
+    llamamodel_file(local.files, "chat", gpu={"mode": "single", "gpuId": 0})
+    host, port = local.gateway.rsplit(":", 1)
+    with socket.create_server((host, int(port))):
+        result = local.cli(*local.up_args(), check=False)
+    assert result.returncode == 1
+    assert f"(gateway {local.gateway}: pass --gateway-listen HOST:PORT, or off)" in result.stderr
+    assert "Traceback" not in result.stderr
