@@ -66,9 +66,11 @@ def _crd(args: argparse.Namespace) -> int:
 
 
 def _demo_model(args: argparse.Namespace) -> int:
-    from llamacontroller.demo_model import write_demo_model
+    from llamacontroller.demo_model import write_demo_model, write_demo_projector
 
     print(write_demo_model(Path(args.path)))
+    if args.projector:
+        print(write_demo_projector(Path(args.projector)))
     return 0
 
 
@@ -248,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-model", help="write the tiny deterministic GGUF model")
     demo.add_argument("path")
+    demo.add_argument("--projector", help="also write its vision projector (mmproj) here")
     demo.set_defaults(run=_demo_model)
     return root
 

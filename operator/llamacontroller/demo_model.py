@@ -4,7 +4,8 @@ No package ships a small GGUF model, so we write one: a 2-layer llama with rando
 SentencePiece-style vocabulary. llama-server loads it in a fraction of a second and serves
 completions, chat, tokenization and embeddings with it. The text it writes is meaningless, but it
 is always printable and runs to ``n_predict`` tokens (unless a grammar forces a stop), which keeps
-tests predictable.
+tests predictable. ``write_demo_projector`` adds a vision projector (mmproj) for it, so that images
+can be tested too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -71,6 +73,7 @@ CHAT_TEMPLATE = r"""
 """.strip()
 
 Vocabulary = list[tuple[str, float, gguf.TokenType]]
+Fill = Callable[[gguf.GGUFWriter], None]  # writes a file's metadata and tensors
 
 
 def build_vocabulary() -> Vocabulary:
@@ -161,21 +164,100 @@ def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
 
 
 def write_demo_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
-    """Write the demo model to ``path`` and return it; the same seed always gives the same bytes.
-
-    The file appears atomically (temp file + rename), so a server never sees a half-written model.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the demo model to ``path`` and return it; the same seed always gives the same bytes."""
     vocab = build_vocabulary()
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = pathlib.Path(tmp_name)
-    writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
-    try:
+
+    def fill(writer: gguf.GGUFWriter) -> None:
         add_metadata(writer, vocab)
         for name, tensor in build_tensors(vocab, seed).items():
             writer.add_tensor(name, tensor)
+
+    return _write_gguf(path, ARCHITECTURE, fill)
+
+
+# The vision projector (mmproj) that makes the demo model multimodal: a one-block CLIP encoder of
+# 32x32 images in 16x16 patches and LLaVA's two-layer MLP into the model's embeddings. llama-server
+# then reports the vision modality, takes images and spends IMAGE_TOKENS prompt tokens on each.
+PROJECTOR_NAME = "llamacontroller-demo-vision"
+IMAGE_SIZE = 32
+PATCH_SIZE = 16
+VISION_EMBEDDING_LENGTH = 32
+VISION_FEED_FORWARD_LENGTH = 64
+VISION_HEAD_COUNT = 4
+VISION_BLOCK_COUNT = 1
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+
+
+def build_projector_tensors(seed: int) -> dict[str, np.ndarray]:
+    """Seeded random float32 weights in llama.cpp's CLIP tensor names, numpy layout."""
+    rng = np.random.default_rng(seed)
+    n, ff = VISION_EMBEDDING_LENGTH, VISION_FEED_FORWARD_LENGTH
+
+    def normal(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    def norm(prefix: str, size: int = n) -> dict[str, np.ndarray]:
+        return {f"{prefix}.weight": np.ones(size, np.float32), f"{prefix}.bias": np.zeros(size, np.float32)}
+
+    def linear(prefix: str, rows: int, cols: int) -> dict[str, np.ndarray]:
+        return {f"{prefix}.weight": normal(rows, cols), f"{prefix}.bias": np.zeros(rows, np.float32)}
+
+    positions = IMAGE_TOKENS + 1  # the patches and the class embedding
+    tensors = {
+        "v.patch_embd.weight": normal(n, 3, PATCH_SIZE, PATCH_SIZE),
+        "v.class_embd": normal(n),
+        "v.position_embd.weight": normal(positions, n),
+        **norm("v.pre_ln"),
+    }
+    for block in range(VISION_BLOCK_COUNT):
+        prefix = f"v.blk.{block}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensors |= linear(f"{prefix}.{name}", n, n)
+        tensors |= norm(f"{prefix}.ln1") | norm(f"{prefix}.ln2")
+        tensors |= linear(f"{prefix}.ffn_up", ff, n) | linear(f"{prefix}.ffn_down", n, ff)
+    return tensors | linear("mm.0", EMBEDDING_LENGTH, n) | linear("mm.2", EMBEDDING_LENGTH, EMBEDDING_LENGTH)
+
+
+def add_projector_metadata(writer: gguf.GGUFWriter) -> None:
+    """The keys llama.cpp's CLIP loader reads for a LLaVA-style ("mlp") projector."""
+    writer.add_name(PROJECTOR_NAME)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type(gguf.VISION_PROJECTOR_TYPE_NAMES[gguf.VISION_PROJECTOR_TYPE.MLP])
+    writer.add_vision_image_size(IMAGE_SIZE)
+    writer.add_vision_patch_size(PATCH_SIZE)
+    writer.add_vision_embedding_length(VISION_EMBEDDING_LENGTH)
+    writer.add_vision_feed_forward_length(VISION_FEED_FORWARD_LENGTH)
+    writer.add_vision_projection_dim(EMBEDDING_LENGTH)
+    writer.add_vision_block_count(VISION_BLOCK_COUNT)
+    writer.add_vision_head_count(VISION_HEAD_COUNT)
+    writer.add_vision_attention_layernorm_eps(1e-5)
+    writer.add_vision_image_mean([0.5, 0.5, 0.5])
+    writer.add_vision_image_std([0.5, 0.5, 0.5])
+    writer.add_vision_use_gelu(True)
+
+
+def write_demo_projector(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """Write the demo model's vision projector (``--mmproj``) to ``path`` and return it."""
+
+    def fill(writer: gguf.GGUFWriter) -> None:
+        add_projector_metadata(writer)
+        for name, tensor in build_projector_tensors(seed).items():
+            writer.add_tensor(name, tensor)
+
+    return _write_gguf(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ], fill)
+
+
+def _write_gguf(path: pathlib.Path, architecture: str, fill: Fill) -> pathlib.Path:
+    """The file appears atomically (temp file + rename), so a server never sees a half-written one."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = pathlib.Path(tmp_name)
+    writer = gguf.GGUFWriter(tmp, architecture)
+    try:
+        fill(writer)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -52,11 +52,19 @@ class ModelRef(CamelModel):
         pattern=GGUF_PATH_PATTERN,
         description="The GGUF file, relative to the models volume (e.g. qwen2.5/qwen2.5-7b-q4_k_m.gguf).",
     )
+    projector: str | None = Field(
+        default=None,
+        min_length=6,
+        max_length=1024,
+        pattern=GGUF_PATH_PATTERN,
+        description="A multimodal model's projector (mmproj) GGUF, relative to the models volume: "
+        "passed as --mmproj, so clients can send images.",
+    )
 
-    @field_validator("path")
+    @field_validator("path", "projector")
     @classmethod
-    def _stay_inside_volume(cls, path: str) -> str:
-        if ".." in path.split("/"):
+    def _stay_inside_volume(cls, path: str | None) -> str | None:
+        if path is not None and ".." in path.split("/"):
             raise ValueError("must stay inside the models volume: '..' is not allowed")
         return path
 

@@ -23,7 +23,7 @@ def render(example: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> s
 
 
 def test_the_examples_are_there():
-    assert [p.stem for p in EXAMPLES] == ["both", "gpu0", "gpu1"]
+    assert [p.stem for p in EXAMPLES] == ["both", "gpu0", "gpu1", "vision"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

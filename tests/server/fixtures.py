@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.demo_model import write_demo_model
+from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess
 from llamacontroller.render.args import with_local_endpoint
@@ -28,6 +28,12 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_projector(demo_model: Path) -> Path:
+    """The demo model's vision projector, beside it."""
+    return write_demo_projector(demo_model.with_name("demo-mmproj.gguf"))
+
+
+@pytest.fixture(scope="session")
 def llama_server_binary() -> Path:
     return find_llama_server()  # a missing binary fails the tests: .ci/setup installs it
 
@@ -41,13 +47,18 @@ StartServer = Callable[..., LlamaServerProcess]
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, demo_model: Path, llama_server_binary: Path) -> Iterator[StartServer]:
-    """Start llama-server with the Pod's args (host, port, model file made local); stop it by pid."""
+def start_server(
+    tmp_path: Path, demo_model: Path, demo_projector: Path, llama_server_binary: Path
+) -> Iterator[StartServer]:
+    """Start llama-server with the Pod's args (host, port, model files made local: the demo model,
+    and its projector where the LlamaModel names one); stop it by pid."""
     started: list[LlamaServerProcess] = []
 
     def start(body: dict, config: OperatorConfig | None = None, wait: bool = True) -> LlamaServerProcess:
         port = free_port()
-        args = with_local_endpoint(pod_args(body, config or repo_config()), HOST, port, str(demo_model))
+        projector = str(demo_projector) if body["spec"]["model"].get("projector") else None
+        rendered = pod_args(body, config or repo_config())
+        args = with_local_endpoint(rendered, HOST, port, str(demo_model), projector)
         server = LlamaServerProcess(llama_server_binary, args, HOST, port, tmp_path / f"server-{port}.log")
         started.append(server)
         server.start()

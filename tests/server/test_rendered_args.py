@@ -86,3 +86,10 @@ def test_a_rejected_argument_fails_with_the_servers_own_error(start_server: Star
     with pytest.raises(ServerFailed) as failure:
         start_server(llamamodel(parameters=ONE_THREAD | {"extraArgs": ["--no-such-flag"]}))
     assert "--no-such-flag" in str(failure.value)
+
+
+def test_a_projector_makes_the_server_take_images(start_server: StartServer):
+    model = {"path": "phi-4.gguf", "projector": "phi-4-mmproj.gguf"}
+    server = start_server(llamamodel(model=model, parameters=ONE_THREAD))
+    assert httpx.get(f"{server.url}/props", timeout=5).json()["modalities"]["vision"] is True
+    assert_serves(server.url, "phi-4:latest")

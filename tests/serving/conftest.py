@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llamacontroller.demo_model import write_demo_model
+from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess, stop_process
 from llamacontroller.render.args import with_local_endpoint
@@ -33,6 +33,8 @@ ALIAS = "phi-4:latest"
 CHAT_PARAMETERS = {"threads": 1, "parallel": 2, "extraArgs": ["--context-shift"]}
 EMBED_PARAMETERS = {"threads": 1, "extraArgs": ["--embeddings", "--pooling", "mean"]}
 KEYS_ENV = "LLAMACONTROLLER_API_KEYS"
+# A 1x1 PNG, base64 as Ollama clients send images (llama-server scales it to the projector's size).
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
 # Every final chunk carries all of these, as integers (the contract, restated for the tests).
 METRICS = (
     "total_duration",
@@ -119,10 +121,16 @@ class Stacks:
         self.workdir = workdir
         self.processes: list[LlamaServerProcess | AdapterProcess] = []
 
-    def server(self, parameters: dict, model_file: Path, port: int | None = None) -> LlamaServerProcess:
+    def server(
+        self, parameters: dict, model_file: Path, port: int | None = None, projector: Path | None = None
+    ) -> LlamaServerProcess:
         port = port or free_port()
-        body = llamamodel(name=MODEL, parameters=parameters)
-        args = with_local_endpoint(pod_args(body, repo_config()), HOST, port, str(model_file))
+        model = {"path": model_file.name} | ({"projector": projector.name} if projector else {})
+        body = llamamodel(name=MODEL, parameters=parameters, model=model)
+        local_projector = str(projector) if projector else None
+        args = with_local_endpoint(
+            pod_args(body, repo_config()), HOST, port, str(model_file), local_projector
+        )
         server = LlamaServerProcess(self.binary, args, HOST, port, self.workdir / f"server-{port}.log")
         self.processes.append(server)
         server.start()
@@ -135,8 +143,8 @@ class Stacks:
         adapter.start()
         return adapter
 
-    def stack(self, parameters: dict, model_file: Path) -> Stack:
-        server = self.server(parameters, model_file)
+    def stack(self, parameters: dict, model_file: Path, projector: Path | None = None) -> Stack:
+        server = self.server(parameters, model_file, projector=projector)
         adapter = self.adapter(server.url)
         adapter.wait_ready()
         return Stack(server, adapter, model_file)
@@ -170,6 +178,13 @@ def stacks(tmp_path: Path) -> Iterator[Stacks]:
 @pytest.fixture(scope="session")
 def chat_stack(session_stacks: Stacks, model_file: Path) -> Stack:
     return session_stacks.stack(CHAT_PARAMETERS, model_file)
+
+
+@pytest.fixture(scope="session")
+def vision_stack(session_stacks: Stacks, model_file: Path) -> Stack:
+    """The demo model with its vision projector: it takes images."""
+    projector = write_demo_projector(model_file.with_name("demo-mmproj.gguf"))
+    return session_stacks.stack(CHAT_PARAMETERS, model_file, projector)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from datetime import datetime
 import ollama
 import pytest
 
-from tests.serving.conftest import ALIAS, MODEL, Stack
+from llamacontroller.demo_model import IMAGE_TOKENS
+from tests.serving.conftest import ALIAS, MODEL, PIXEL, Stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -189,9 +190,6 @@ def test_generate_with_think_takes_the_chat_path(client: ollama.Client):
     assert answer.context == []  # the chat endpoint gives no token ids
 
 
-PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
-
-
 def test_images_for_a_model_without_vision_are_a_clear_400(client: ollama.Client):
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(MODEL, messages=[{"role": "user", "content": "what?", "images": [PIXEL]}])
@@ -199,6 +197,21 @@ def test_images_for_a_model_without_vision_are_a_clear_400(client: ollama.Client
     with pytest.raises(ollama.ResponseError) as caught:
         client.generate(MODEL, "what?", images=[PIXEL])
     assert caught.value.status_code == 400
+
+
+def test_images_reach_a_model_with_a_vision_projector(vision_stack: Stack):
+    """Every image costs the demo projector IMAGE_TOKENS prompt tokens: counted, they prove that the
+    image reached the model (through chat, and through generate, which takes the chat path)."""
+    vision = ollama.Client(host=vision_stack.url, timeout=60)
+    assert "vision" in vision.show(MODEL).capabilities
+    text = {"role": "user", "content": "what is this?"}
+    plain = vision.chat(MODEL, messages=[text], options=OPTIONS)
+    pictured = vision.chat(MODEL, messages=[text | {"images": [PIXEL]}], options=OPTIONS)
+    assert pictured.message.content and pictured.eval_count == 6
+    assert pictured.prompt_eval_count == plain.prompt_eval_count + IMAGE_TOKENS
+    two = vision.generate(MODEL, "what is this?", images=[PIXEL, PIXEL], options=OPTIONS)
+    one = vision.generate(MODEL, "what is this?", images=[PIXEL], options=OPTIONS)
+    assert two.response and two.prompt_eval_count == one.prompt_eval_count + IMAGE_TOKENS
 
 
 def test_load_and_unload_requests(client: ollama.Client):

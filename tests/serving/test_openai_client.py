@@ -5,7 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.serving.conftest import ALIAS, MODEL, Stack
+from llamacontroller.demo_model import IMAGE_TOKENS
+from tests.serving.conftest import ALIAS, MODEL, PIXEL, Stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,3 +108,21 @@ def test_embeddings(embed_stack: Stack):
     client = openai.OpenAI(base_url=f"{embed_stack.url}/v1", api_key="unused", timeout=60, max_retries=0)
     answer = client.embeddings.create(model=MODEL, input=["hello", "world"])
     assert [len(item.embedding) for item in answer.data] == [64, 64]
+
+
+PIXEL_URL = "data:image/png;base64," + PIXEL
+
+
+def test_an_image_reaches_a_model_with_a_vision_projector(vision_stack: Stack):
+    vision = openai.OpenAI(base_url=f"{vision_stack.url}/v1", api_key="unused", timeout=60, max_retries=0)
+    text = {"type": "text", "text": "what is this?"}
+    image = {"type": "image_url", "image_url": {"url": PIXEL_URL}}
+    plain, pictured = (
+        vision.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=3
+        )
+        for content in ([text], [text, image])
+    )
+    assert pictured.choices[0].message.content
+    assert plain.usage is not None and pictured.usage is not None
+    assert pictured.usage.prompt_tokens == plain.usage.prompt_tokens + IMAGE_TOKENS

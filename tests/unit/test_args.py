@@ -82,3 +82,22 @@ def test_pod_args_localized_keep_everything_else():
     ]
     changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
     assert len(changed) == 3
+
+
+def test_a_projector_follows_the_model_from_the_models_volume():
+    args = _args(model={"path": "gemma-3-4b.gguf", "projector": "mmproj/gemma-3-4b-f16.gguf"})
+    assert args[:4] == [
+        "--model",
+        "/models/gemma-3-4b.gguf",
+        "--mmproj",
+        "/models/mmproj/gemma-3-4b-f16.gguf",
+    ]
+    assert "--mmproj" not in _args()
+
+
+def test_local_substitution_maps_the_projector_too():
+    pod_args = _args(model={"path": "m.gguf", "projector": "p.gguf"})
+    local = with_local_endpoint(pod_args, "127.0.0.1", 5555, "/tmp/m.gguf", "/tmp/p.gguf")
+    assert _value(local, "--model") == "/tmp/m.gguf" and _value(local, "--mmproj") == "/tmp/p.gguf"
+    changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
+    assert len(changed) == 4

@@ -28,6 +28,13 @@ def test_local_args_are_the_pods_with_host_port_and_model_made_local():
     assert args[args.index("--tensor-split") + 1] == "0,1"
 
 
+def test_a_projector_is_found_in_the_models_directory_too():
+    body = _body("a")
+    body["spec"]["model"]["projector"] = "vision/mmproj.gguf"
+    args = list(plan([body], CONFIG, MODELS, {}).servers["gpu0"].args)
+    assert args[:4] == ["--model", "/srv/models/phi-4.gguf", "--mmproj", "/srv/models/vision/mmproj.gguf"]
+
+
 def test_running_servers_keep_their_slot_before_earlier_files():
     first = plan([_body("late", gpuId=0)], CONFIG, MODELS, {})
     running = dict(first.servers)

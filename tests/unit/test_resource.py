@@ -47,6 +47,11 @@ def test_camel_case_fields_are_read():
         ({"model": {"path": "/etc/passwd.gguf"}}, "spec.model.path: String should match"),
         ({"model": {"path": "../other/model.gguf"}}, "must stay inside the models volume"),
         ({"model": {"path": "model.bin"}}, "spec.model.path: String should match"),
+        ({"model": {"path": "m.gguf", "projector": "../mmproj.gguf"}}, "must stay inside the models volume"),
+        (
+            {"model": {"path": "m.gguf", "projector": "/mmproj.gguf"}},
+            "spec.model.projector: String should match",
+        ),
         (
             {"parameters": {"ctxSize": -1}},
             "spec.parameters.ctxSize: Input should be greater than or equal to 0",

@@ -67,7 +67,9 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
     container = children.pod["spec"]["containers"][0]
     placement = children.placement
     model_file = str(models_dir / lm.spec.model.path)
-    args = with_local_endpoint(container["args"], LOCAL_HOST, placement.port, model_file)
+    projector = lm.spec.model.projector
+    projector_file = str(models_dir / projector) if projector else None
+    args = with_local_endpoint(container["args"], LOCAL_HOST, placement.port, model_file, projector_file)
     return LocalServer(
         who=f"{lm.metadata.namespace}/{lm.metadata.name}",
         model=lm.model_name,

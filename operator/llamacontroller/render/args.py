@@ -26,6 +26,7 @@ class ServerPlan:
     tensor_split: str | None  # None: the server sees only its own GPUs (device plugin, one GPU)
     alias: str
     parameters: ServerParameters
+    projector_file: str | None = None  # a multimodal model's mmproj
 
 
 def merged_parameters(lm: LlamaModel, config: OperatorConfig) -> ServerParameters:
@@ -36,6 +37,7 @@ def merged_parameters(lm: LlamaModel, config: OperatorConfig) -> ServerParameter
 
 def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> ServerPlan:
     mount = config.models_volume.mount_path.rstrip("/")
+    projector = lm.spec.model.projector
     return ServerPlan(
         model_file=f"{mount}/{lm.spec.model.path}",
         host=POD_HOST,
@@ -43,6 +45,7 @@ def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) ->
         tensor_split=_tensor_split(placement, config),
         alias=lm.model_name,
         parameters=merged_parameters(lm, config),
+        projector_file=f"{mount}/{projector}" if projector else None,
     )
 
 
@@ -58,6 +61,10 @@ def _option(flag: str, value: object | None) -> list[str]:
 
 def model_flag(plan: ServerPlan) -> list[str]:
     return ["--model", plan.model_file]
+
+
+def projector_flag(plan: ServerPlan) -> list[str]:
+    return _option("--mmproj", plan.projector_file)
 
 
 def host_flag(plan: ServerPlan) -> list[str]:
@@ -112,6 +119,7 @@ def extra_args(plan: ServerPlan) -> list[str]:
 
 FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
     model_flag,
+    projector_flag,
     host_flag,
     port_flag,
     tensor_split_flag,
@@ -132,14 +140,13 @@ def server_args(plan: ServerPlan) -> list[str]:
     return [arg for flag in FLAGS for arg in flag(plan)]
 
 
-LOCAL_FLAGS = ("--host", "--port", "--model")
-
-
-def with_local_endpoint(args: list[str], host: str, port: int, model_file: str) -> list[str]:
-    """A Pod's arguments for a process on this machine: only host, port and model file change."""
-    values = dict(zip(LOCAL_FLAGS, (host, str(port), model_file), strict=True))
+def with_local_endpoint(
+    args: list[str], host: str, port: int, model_file: str, projector_file: str | None = None
+) -> list[str]:
+    """A Pod's arguments for a process on this machine: only host, port and the model's files change."""
+    values = {"--host": host, "--port": str(port), "--model": model_file, "--mmproj": projector_file}
     out = list(args)
     for i, arg in enumerate(out[:-1]):
-        if arg in values:
+        if values.get(arg) is not None:
             out[i + 1] = values[arg]
     return out
