@@ -225,8 +225,14 @@ def interleave(
     return samples
 
 
+GOAL_ADDED_MS = 1.0  # at p50
+GOAL_RATIO = 0.97  # of the direct tokens per second
+
+
 def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Namespace) -> None:
     rows = []
+    added: list[float] = []
+    ratios: list[float] = []
     with httpx.Client(timeout=120) as client:
         for case in latency_cases(direct_url, adapted_url):
             relayed = (case.direct[0].replace(direct_url, relay_url, 1), case.direct[1])
@@ -236,6 +242,7 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
                 [percentile(samples, q) * 1e3 for q in (0.5, 0.99)]
                 for samples in interleave(args.requests, lambda call: timed(client, *call), calls, args.pause)
             )
+            added.append(adapted[0] - direct[0])
             rows.append(
                 (
                     case.name,
@@ -262,12 +269,19 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
             # each adapted stream against the direct one just before it: the host's slower and faster
             # phases (seconds long here) hit both sides of a pair alike
             ratio = statistics.median((na / sa) / (nd / sd) for (sd, nd), (sa, na) in runs)
+            ratios.append(ratio)
             rows.append((case.name, f"{direct_rate:.0f}", f"{adapted_rate:.0f}", f"{ratio:.3f}x"))
         print_table(
             f"streaming, tokens/s over {args.tokens}-token streams, median of {args.streams}",
             ("case", "direct", "adapter", "ratio (paired)"),
             rows,
         )
+    latency_met = sum(a <= GOAL_ADDED_MS for a in added)
+    streams_met = sum(r >= GOAL_RATIO for r in ratios)
+    print(
+        f"\ngoal: <= {GOAL_ADDED_MS:g} ms added at p50 in {latency_met}/{len(added)} cases, "
+        f">= {GOAL_RATIO:g}x tokens/s in {streams_met}/{len(ratios)}"
+    )
 
 
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
