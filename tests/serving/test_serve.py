@@ -188,6 +188,34 @@ def test_a_client_that_disconnects_cancels_its_handler(caplog: pytest.LogCapture
     assert "Exception in ASGI application" not in caplog.text
 
 
+def test_a_client_that_gives_up_before_any_answer_is_logged_as_499(caplog: pytest.LogCaptureFixture):
+    waiting = asyncio.Event()
+
+    async def never_answers(request: Request) -> Response:
+        waiting.set()
+        await asyncio.Event().wait()  # an upstream that takes its time
+        raise AssertionError("unreachable")
+
+    app = App(max_body=1024, access_log=logging.getLogger("test.access"))
+    app.router.add("POST", "/api/generate", never_answers)
+
+    async def scenario(url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.wait_for(waiting.wait(), 10)
+        writer.close()
+        for _ in range(200):
+            if any(r.name == "test.access" for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+
+    caplog.set_level(logging.INFO, logger="test.access")
+    serve_during(app, scenario)
+    [line] = [record.getMessage() for record in caplog.records if record.name == "test.access"]
+    assert line.startswith('127.0.0.1 "POST /api/generate" 499 ')
+
+
 def test_a_handler_that_answered_is_not_cancelled_by_the_close_that_follows():
     events: list[str] = []
 

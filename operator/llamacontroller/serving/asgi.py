@@ -26,6 +26,8 @@ from llamacontroller.serving.errors import ApiError
 
 log = logging.getLogger(__name__)
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for the access log of a request whose client went away
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -232,7 +234,7 @@ class App:
                 request.remote,
                 request.method,
                 request.path,
-                request.status,
+                request.status or CLIENT_CLOSED_REQUEST,
                 (time.monotonic() - started) * 1e3,
             )
 
@@ -259,7 +261,7 @@ class App:
     async def _cancel_on_disconnect(request: Request, receive: Receive, handler: asyncio.Task[Any]) -> None:
         """Cancel the handler when its client goes away before the answer is complete."""
         while (await receive())["type"] != "http.disconnect":
-            pass  # the body was read: nothing else arrives before the disconnect
+            pass  # only the unread rest of an oversized body arrives before the disconnect
         if not request.done:
             request.client_gone = True
             handler.cancel()
