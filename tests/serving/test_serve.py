@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -22,6 +26,7 @@ from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import RoutingCatalog
 from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
+from tests.ports import free_port
 
 Scenario = Callable[[str], Awaitable[None]]
 
@@ -283,3 +288,30 @@ def test_the_access_log_says_who_what_and_status_but_no_header(caplog: pytest.Lo
     [line] = [record.getMessage() for record in caplog.records if record.name == "test.access"]
     assert line.startswith('127.0.0.1 "POST /api/chat" 418 ') and line.endswith("ms")
     assert "secret" not in line and "ollama-python" not in line and "x=1" not in line
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_process_gracefully_with_exit_0(stop: signal.Signals):
+    """What the kubelet (SIGTERM) and a terminal (SIGINT) do: no traceback, no error status."""
+    port = free_port()
+    command = [sys.executable, "-m", "llamacontroller.cli", "adapter", "--upstream", "http://127.0.0.1:9"]
+    process = subprocess.Popen(
+        [*command, "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert f"stopped by {stop.name}" in output and "Traceback" not in output

@@ -99,7 +99,8 @@ def serve(app: App, host: str, port: int, *, access_log: bool = True) -> None:
     app.access_log = ACCESS_LOG if access_log else None
     sock = listening_socket(host, port)
     # uvicorn stops gracefully on these, then raises the signal again for the handler it replaced:
-    # with this one, the process ends normally after a graceful stop (exit 0, as a stop is no error).
+    # this one ends the process normally (exit 0, as a stop is no error), also when the signal
+    # comes before uvicorn took over.
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _stopped)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -108,6 +109,7 @@ def serve(app: App, host: str, port: int, *, access_log: bool = True) -> None:
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     log.info("stopped by %s", signal.Signals(signum).name)
+    raise SystemExit(0)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
