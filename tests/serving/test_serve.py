@@ -100,6 +100,8 @@ def test_unknown_paths_and_methods_get_each_apis_error_shape():
                 405,
                 {"error": "405 method not allowed"},
             )
+            error = (await client.get("/v1/chat/completions")).json()["error"]
+            assert (error["message"], error["type"]) == ("405 method not allowed", "invalid_request_error")
 
     serve_during(api_app(), scenario)
 

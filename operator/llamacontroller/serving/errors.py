@@ -13,6 +13,7 @@ OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     501: "not_supported_error",
     503: "unavailable_error",
