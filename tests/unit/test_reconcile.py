@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from llamacontroller.reconcile import Observed
+from llamacontroller.reconcile import Observed, left_queue
 from llamacontroller.reconcile import decide as decide_at
 from llamacontroller.reconcile import status_patch as status_at
 from llamacontroller.render.children import render_children
@@ -170,8 +170,6 @@ def test_a_switch_on_the_same_slot_keeps_the_slot_claimed():
 
 
 def test_leaving_the_queue_names_the_node_whose_waiters_may_move():
-    from llamacontroller.reconcile import left_queue
-
     waiting = {"phase": "Waiting", "node": "node-a", "slot": "gpu0"}
     granted = decide(llamamodel(), CONFIG, NOTHING)
     assert left_queue(waiting, granted) == "node-a"
