@@ -149,6 +149,11 @@ def latency_cases(direct: str, adapted: str) -> list[Case]:
             (f"{direct}/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 1}),
             (f"{adapted}/api/chat", {"model": MODEL, "messages": MESSAGES} | one),
         ),
+        Case(  # the same upstream work: a plain chat's prompt renders from the adapter's skeleton
+            "/api/chat vs /completion",
+            (f"{direct}/completion", {"prompt": TEMPLATED, "n_predict": 1}),
+            (f"{adapted}/api/chat", {"model": MODEL, "messages": MESSAGES} | one),
+        ),
         Case(
             "/v1/chat/completions passthrough",
             (f"{direct}/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 1}),
@@ -170,6 +175,14 @@ def stream_cases(direct: str, adapted: str, tokens: int) -> list[Case]:
         Case(
             "/api/chat stream vs chat SSE",
             (f"{direct}/v1/chat/completions", {"messages": MESSAGES, "max_tokens": tokens, "stream": True}),
+            (
+                f"{adapted}/api/chat",
+                {"model": MODEL, "messages": MESSAGES, "options": {"num_predict": tokens}},
+            ),
+        ),
+        Case(
+            "/api/chat stream vs /completion stream",
+            (f"{direct}/completion", {"prompt": TEMPLATED, "n_predict": tokens, "stream": True}),
             (
                 f"{adapted}/api/chat",
                 {"model": MODEL, "messages": MESSAGES, "options": {"num_predict": tokens}},

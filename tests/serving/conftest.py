@@ -6,11 +6,12 @@ shared by many tests are session-scoped; tests that kill or starve a server get 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess, stop_process
 from llamacontroller.render.args import with_local_endpoint
+from llamacontroller.serving.asgi import App
+from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop
 from tests.ports import free_port
 from tests.server.fixtures import pod_args
 from tests.unit.helpers import llamamodel, repo_config
@@ -204,3 +207,22 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
 def busy_slots(upstream: str) -> int:
     slots = httpx.get(f"{upstream}/slots", timeout=10).json()
     return sum(1 for slot in slots if slot["is_processing"])
+
+
+Scenario = Callable[[str], Awaitable[None]]
+
+
+def serve_during(app: App, scenario: Scenario) -> None:
+    """Serve ``app`` on a free port of 127.0.0.1 (on uvloop, as in production) while ``scenario``
+    runs against its URL."""
+
+    async def main() -> None:
+        serving = Serving(app, listening_socket("127.0.0.1", 0))
+        await serving.start()
+        try:
+            await scenario(serving.url)
+        finally:
+            await serving.stop()
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())

@@ -1,44 +1,220 @@
-"""Generate prompts rendered from a cached skeleton equal llama-server's own rendering."""
+"""Prompts rendered from cached skeletons equal llama-server's own rendering, and a plain /api/chat
+served through them answers as llama-server's chat endpoint does.
+
+Three real llama-servers with the demo model: its own template (ChatML, texts verbatim), a template
+that trims every text (as Llama 3's does), and one that can think (its answers keep the chat path).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import httpx
+import ollama
 import pytest
 
+from llamacontroller.serving import prompts
+from llamacontroller.serving.adapter import build_app
 from llamacontroller.serving.prompts import PromptRenderer
 from llamacontroller.serving.upstream import Upstream, make_client
-from tests.serving.conftest import Stack
+from tests.serving.conftest import CHAT_PARAMETERS, Stack, Stacks, serve_during
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
-BODIES = [
+TRIMMING_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] | trim + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+THINKING_TEMPLATE = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and not enable_thinking %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}{%- endif %}"
+)
+
+GENERATE_BODIES = [
     {"prompt": "hello"},
-    {"prompt": "  spaces and\nnew lines  ", "system": "be brief"},
+    {"prompt": "  spaces and\nnew lines  ", "system": "\tbe brief "},
     {"prompt": 'quotes " and {{ braces }} and <|im_end|>', "system": "ünïcödé"},
-    {"prompt": "", "system": "only a system prompt"},
     {"prompt": "think", "think": False},
 ]
+EDGE_BODIES = [  # texts a skeleton may not take: then llama-server renders them
+    {"prompt": "", "system": "only a system prompt"},
+    {"prompt": "\u00a0no-break space\u00a0"},
+]
+CONVERSATIONS = [
+    [{"role": "user", "content": "hello"}],
+    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "  hi there \n"}],
+    [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": " b b "},
+        {"role": "user", "content": "c"},
+    ],
+]
+ONE_ANSWER = {"temperature": 0, "top_k": 1, "num_predict": 6, "seed": 7}
 
 
-def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(chat_stack: Stack):
-    templated: list[str] = []
+def texts_of(body: dict) -> list[tuple[str, str]]:
+    system = [("system", body["system"])] if body.get("system") else []
+    return [*system, ("user", body["prompt"])]
+
+
+def think_of(body: dict) -> dict:
+    return {"chat_template_kwargs": {"enable_thinking": False}} if "think" in body else {}
+
+
+@pytest.fixture(scope="module")
+def templates(session_stacks: Stacks, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """llama-server URLs by template: the model's own, a trimming one, a thinking one."""
+    folder = tmp_path_factory.mktemp("templates")
+    urls = {"own": None, "trimming": TRIMMING_TEMPLATE, "thinking": THINKING_TEMPLATE}
+    for name, template in urls.items():
+        extra = []
+        if template is not None:
+            (folder / f"{name}.jinja").write_text(template)
+            extra = ["--chat-template-file", str(folder / f"{name}.jinja")]
+        parameters = CHAT_PARAMETERS | {"extraArgs": [*CHAT_PARAMETERS["extraArgs"], *extra]}
+        urls[name] = session_stacks.server(parameters, model_file).url
+    return urls
+
+
+@pytest.mark.parametrize("template", ["own", "trimming"])
+def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(templates: dict, template: str):
+    renderings: list[str] = []
     counting = False
 
     def count(what: str, detail: str) -> None:
         if counting and detail == "POST /apply-template":
-            templated.append(detail)
+            renderings.append(detail)
 
-    async def scenario() -> tuple[list[str], list[str], int]:
+    async def scenario() -> tuple[list[str], list[str], list[str], int]:
         nonlocal counting
+        bodies = GENERATE_BODIES + EDGE_BODIES
         async with make_client(observer=count) as client:
-            renderer = PromptRenderer(Upstream(chat_stack.upstream, client))
-            remote = [await renderer.remote(body) for body in BODIES]
-            first = [await renderer.render(body) for body in BODIES]  # builds one skeleton per kind
+            renderer = PromptRenderer(Upstream(templates[template], client))
+            remote = [await renderer.remote(texts_of(body), think_of(body)) for body in bodies]
+            first = [await renderer.render(texts_of(body), think_of(body)) for body in bodies]
             counting = True
-            again = [await renderer.render(body) for body in BODIES]
-            return remote, first + again, len(templated)
+            again = [await renderer.render(texts_of(body), think_of(body)) for body in GENERATE_BODIES]
+            conversations = [[(m["role"], m["content"]) for m in chat] for chat in CONVERSATIONS]
+            chats = [await renderer.render(texts, {}) for texts in conversations]
+            chats_remote = [await renderer.remote(texts, {}) for texts in conversations]
+            return remote, first + again, chats + chats_remote, len(renderings)
 
-    remote, rendered, round_trips = asyncio.run(scenario())
-    assert rendered == remote + remote
-    assert round_trips == 0
+    remote, rendered, chats, round_trips = asyncio.run(scenario())
+    assert rendered == remote + remote[: len(GENERATE_BODIES)]
+    assert chats[: len(CONVERSATIONS)] == chats[len(CONVERSATIONS) :]
+    # the second round of generates: none; the conversations: two to build the one new shape (the
+    # others are the generates'), then one each for the comparison
+    assert round_trips == 2 + len(CONVERSATIONS)
+    if template == "trimming":
+        assert "<|im_start|>user\nspaces and\nnew lines<|im_end|>" in rendered[1]  # trimmed
+
+
+def ollama_chat(url: str, messages: list[dict], stream: bool = False) -> tuple[str, int]:
+    client = ollama.Client(host=url)
+    if not stream:
+        answer = client.chat(model="phi-4", messages=messages, options=ONE_ANSWER)
+        return answer.message.content or "", answer.prompt_eval_count or 0
+    chunks = list(client.chat(model="phi-4", messages=messages, options=ONE_ANSWER, stream=True))
+    return "".join(chunk.message.content or "" for chunk in chunks), chunks[-1].prompt_eval_count or 0
+
+
+def chat_endpoint(upstream: str, messages: list[dict]) -> tuple[str, int]:
+    """What llama-server's own chat endpoint answers (the same sampling as ONE_ANSWER)."""
+    body = {"messages": messages, "temperature": 0, "top_k": 1, "max_tokens": 6, "seed": 7}
+    answer = httpx.post(f"{upstream}/v1/chat/completions", json=body, timeout=60).json()
+    return answer["choices"][0]["message"]["content"], answer["usage"]["prompt_tokens"]
+
+
+Answer = tuple[str, int]  # the text and the prompt's token count
+
+
+def served_by(upstream: str, messages: list[dict], tries: int = 20) -> tuple[list[Answer], list[str]]:
+    """Answers of the real ollama client through the adapter's app (in this process, so that its
+    upstream requests can be watched), until a plain chat took ``/completion`` or ``tries`` ran out."""
+    paths: list[str] = []
+
+    def watch(what: str, detail: str) -> None:
+        method, path = detail.split()[:2] if what == "request" else ("", "")
+        if method == "POST" and path in ("/completion", "/v1/chat/completions"):
+            paths.append(path)
+
+    answers: list[Answer] = []
+
+    async def scenario(url: str) -> None:
+        for attempt in range(tries):
+            stream = attempt % 2 == 1
+            answers.append(await asyncio.to_thread(ollama_chat, url, messages, stream))
+            if paths[-1] == "/completion" and stream:
+                return
+            await asyncio.sleep(0.05)  # the skeleton is built in the background
+
+    serve_during(build_app(upstream, observer=watch), scenario)
+    return answers, paths
+
+
+@pytest.mark.parametrize("template", ["own", "trimming"])
+@pytest.mark.parametrize("messages", CONVERSATIONS, ids=["user", "system and user", "three turns"])
+def test_a_plain_chat_goes_to_completion_and_answers_as_the_chat_endpoint(
+    templates: dict, template: str, messages: list[dict]
+):
+    expected = chat_endpoint(templates[template], messages)
+    answers, paths = served_by(templates[template], messages)
+    assert paths[0] == "/v1/chat/completions"  # the first of its shape, while its skeleton is built
+    assert paths[-1] == "/completion"
+    assert answers == [expected] * len(answers)
+
+
+def test_a_model_that_thinks_keeps_the_chat_endpoint(templates: dict):
+    answers, paths = served_by(templates["thinking"], CONVERSATIONS[0], tries=4)
+    assert set(paths) == {"/v1/chat/completions"}
+    assert all(count > 0 for _, count in answers)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "prefill"}],
+        [{"role": "user", "content": ""}],
+    ],
+    ids=["assistant prefill", "empty text"],
+)
+def test_chats_outside_the_skeletons_keep_the_chat_endpoint(templates: dict, messages: list[dict]):
+    expected = chat_endpoint(templates["own"], messages)
+    answers, paths = served_by(templates["own"], messages, tries=4)
+    assert set(paths) == {"/v1/chat/completions"}
+    assert answers == [expected] * 4
+
+
+def test_the_chat_stack_answers_a_plain_chat_like_its_server(chat_stack: Stack):
+    """The adapter as its own process (as in the Pod) takes the same way: same answers."""
+    expected = chat_endpoint(chat_stack.upstream, CONVERSATIONS[2])
+    assert [ollama_chat(chat_stack.url, CONVERSATIONS[2], stream) for stream in (False, True) * 3] == [
+        expected
+    ] * 6
+
+
+def test_the_cache_keeps_the_latest_shapes(templates: dict, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(prompts, "MAX_SHAPES", 2)
+    shapes = [[(m["role"], m["content"]) for m in chat] for chat in CONVERSATIONS]
+    renderings: list[str] = []
+
+    def count(what: str, detail: str) -> None:
+        if detail == "POST /apply-template":
+            renderings.append(detail)
+
+    async def scenario() -> list[int]:
+        async with make_client(observer=count) as client:
+            renderer = PromptRenderer(Upstream(templates["own"], client))
+            made = []
+            for texts in [*shapes, shapes[2], shapes[0]]:
+                before = len(renderings)
+                await renderer.render(texts, {})
+                made.append(len(renderings) - before)
+            return made
+
+    # three shapes built (two renderings each); the latest still cached; the first was dropped
+    assert asyncio.run(scenario()) == [2, 2, 2, 0, 2]

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -24,27 +24,10 @@ from llamacontroller.serving.asgi import App, Request, Response, Stream
 from llamacontroller.serving.http import error_middleware
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import RoutingCatalog
-from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop, parse_listen
+from llamacontroller.serving.serve import listening_socket, new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
 from tests.ports import free_port
-
-Scenario = Callable[[str], Awaitable[None]]
-
-
-def serve_during(app: App, scenario: Scenario) -> None:
-    """Serve ``app`` on a free port of 127.0.0.1 (on uvloop, as in production) while ``scenario``
-    runs against its URL."""
-
-    async def main() -> None:
-        serving = Serving(app, listening_socket("127.0.0.1", 0))
-        await serving.start()
-        try:
-            await scenario(serving.url)
-        finally:
-            await serving.stop()
-
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(main())
+from tests.serving.conftest import serve_during
 
 
 def api_app() -> App:

@@ -10,10 +10,11 @@ import pytest
 from llamacontroller.serving import ollama
 from llamacontroller.serving.errors import ApiError, UpstreamError, UpstreamUnavailable, from_upstream
 from llamacontroller.serving.names import parse_name, same_model, with_tag
-from llamacontroller.serving.prompts import Skeleton, split
+from llamacontroller.serving.prompts import PAD, Skeleton, skeleton_of
 from llamacontroller.serving.sse import SseDecoder
 from llamacontroller.serving.streams import (
     ChatFromChat,
+    ChatFromCompletion,
     GenerateFromChat,
     GenerateFromCompletion,
     fold_chat,
@@ -202,10 +203,6 @@ def test_generate_bodies():
     }
     assert ollama.tokenize_body("T", []) == {"content": "T", "add_special": True, "parse_special": True}
     assert ollama.tokenize_body("T", [1])["add_special"] is False
-    assert ollama.template_body({"prompt": "hi", "system": "s"})["messages"] == [
-        {"role": "system", "content": "s"},
-        {"role": "user", "content": "hi"},
-    ]
 
 
 def test_context_must_be_token_ids():
@@ -377,15 +374,72 @@ def test_llama_server_errors_keep_message_and_status():
     assert from_upstream(502, None, "bad gateway").message == "bad gateway"
 
 
-def test_a_skeleton_fills_in_any_prompt():
-    rendered = "<s>[SYS]S1[/SYS][U]P1[/U]"
-    pieces, slots = split(rendered, {"system": "S1", "prompt": "P1"})
-    assert (
-        Skeleton(pieces, slots).fill({"system": "be brief", "prompt": "hi"})
-        == "<s>[SYS]be brief[/SYS][U]hi[/U]"
+def padded(*cores: str) -> list[str]:
+    return [PAD + core + PAD for core in cores]
+
+
+def test_a_skeleton_fills_in_any_text_verbatim_or_trimmed_as_its_template_does():
+    rendered = f"<s>[SYS]{PAD}S1{PAD}[/SYS][U]P1[/U]"  # the system text verbatim, the user's trimmed
+    skeleton = skeleton_of(rendered, ["S1", "P1"])
+    assert skeleton == Skeleton(("<s>[SYS]", "[/SYS][U]", "[/U]"), (0, 1), (False, True))
+    assert skeleton.fill(padded("S2", "P2")) == f"<s>[SYS]{PAD}S2{PAD}[/SYS][U]P2[/U]"
+    assert skeleton.fill([" be brief\n", "\n hi  "]) == "<s>[SYS] be brief\n[/SYS][U]hi[/U]"
+
+
+def test_slots_follow_the_templates_order():
+    skeleton = skeleton_of(f"[U]P1[/U][SYS]{PAD}S1{PAD}", ["S1", "P1"])
+    assert skeleton is not None and skeleton.fill(["s", "p"]) == "[U]p[/U][SYS]s"
+
+
+@pytest.mark.parametrize(
+    "rendered",
+    ["no placeholder", f"{PAD}P1{PAD} and {PAD}P1{PAD} again", f"{PAD}S1{PAD} only", f"[U]P1{PAD}[/U]"],
+    ids=["none", "twice", "one missing", "stripped on one side"],
+)
+def test_a_rendering_without_each_placeholder_once_whole_or_trimmed_has_no_skeleton(rendered: str):
+    assert skeleton_of(rendered, ["S1", "P1"]) is None
+
+
+@pytest.mark.parametrize("text", ["", "  \n", "\u00a0hi", "hi\r"])
+def test_texts_the_check_did_not_cover_are_left_to_the_server(text: str):
+    """Empty texts (a template may test for them); other whitespace at the ends of a trimmed text."""
+    skeleton = skeleton_of(f"[SYS]{PAD}S1{PAD}[U]P1[/U]", ["S1", "P1"])
+    assert skeleton is not None and skeleton.fill(["s", text]) is None
+    assert skeleton.fill(["\u00a0s\r", "p"]) == "[SYS]\u00a0s\r[U]p[/U]"  # verbatim: any text
+
+
+def test_plain_chats_are_text_messages_ending_with_the_users():
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "u", "images": []}]
+    assert ollama.plain_chat_texts({"messages": chat, "think": False}) == [("system", "s"), ("user", "u")]
+    not_plain = [
+        {"messages": chat, "tools": [{"type": "function"}]},
+        {"messages": chat, "think": True},
+        {"messages": [*chat, {"role": "assistant", "content": "prefill"}]},
+        {"messages": [{"role": "user", "content": "u", "images": ["aGk="]}]},
+        {"messages": [{"role": "assistant", "content": "", "tool_calls": [{}]}, *chat]},
+        {"messages": [{"role": "tool", "content": "42"}, *chat]},
+        {"messages": [{"role": "assistant", "content": "a", "thinking": "t"}, *chat]},
+        {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    ]
+    assert [ollama.plain_chat_texts(body) for body in not_plain] == [None] * len(not_plain)
+    assert ollama.generate_texts({"prompt": "p", "system": "s"}) == [("system", "s"), ("user", "p")]
+    assert ollama.generate_texts({"prompt": "p", "system": ""}) == [("user", "p")]
+
+
+def test_a_completion_stream_becomes_chat_chunks():
+    translator = ChatFromCompletion("m", 0, top_logprobs=0)
+    probs = [{"token": "a", "logprob": -0.5, "top_logprobs": []}]
+    chunks = translator.feed({"content": "a", "completion_probabilities": probs})
+    end = {"content": "", "stop": True, "stop_type": "limit", "timings": {"predicted_n": 1}}
+    chunks += translator.feed(end)
+    assert [list(chunk) for chunk in chunks] == [["model", "created_at", "message", "done", "logprobs"]]
+    assert chunks[0]["message"] == {"role": "assistant", "content": "a"}
+    assert chunks[0]["logprobs"] == [{"token": "a", "logprob": -0.5}]
+    final = translator.final()
+    assert list(final)[:5] == ["model", "created_at", "message", "done", "done_reason"]
+    assert (final["message"], final["done_reason"], final["eval_count"]) == (
+        {"role": "assistant", "content": ""},
+        "length",
+        1,
     )
-
-
-@pytest.mark.parametrize("rendered", ["no placeholder", "P1 and P1 again", "S1 only"])
-def test_a_rendering_that_does_not_hold_each_placeholder_once_has_no_skeleton(rendered: str):
-    assert split(rendered, {"system": "S1", "prompt": "P1"}) is None
+    assert "context" not in final

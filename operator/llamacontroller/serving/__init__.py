@@ -11,7 +11,7 @@ Layout, one job per module:
   think, messages, tool calls, embeddings).
 - ``streams``: pure translation of llama-server stream events into Ollama chunks and answers.
 - ``toolcalls``: streamed tool-call fragments joined and parsed into Ollama tool calls.
-- ``prompts``: a generate's prompt through the chat template, without a round trip per request.
+- ``prompts``: prompts (a generate's, a plain chat's) from cached skeletons of the chat template.
 - ``metadata``: model facts from the GGUF header, ``/props`` and ``/v1/models``; the file's sha256.
 - ``catalog``: which llama-server answers which model name (one for the adapter, many for a router).
 - ``auth``: optional API keys.

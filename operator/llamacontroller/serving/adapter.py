@@ -18,6 +18,7 @@ from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
 from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
 from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware, json_response
+from llamacontroller.serving.http11 import Observer
 from llamacontroller.serving.metadata import DIGEST_WAIT, FILE_PATH, FileDigests, MetadataSource
 from llamacontroller.serving.serve import configure_logging, parse_listen, serve
 from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
@@ -46,9 +47,11 @@ def build_app(
     upstream_api_key: str | None = None,
     read_timeout: float = READ_TIMEOUT,
     digest_wait: float = DIGEST_WAIT,
+    observer: Observer | None = None,
 ) -> App:
-    """The adapter's app: one upstream, the model named by llama-server's ``--alias`` unless given."""
-    client = make_client(read_timeout)
+    """The adapter's app: one upstream, the model named by llama-server's ``--alias`` unless given;
+    ``observer`` sees each upstream request (for tests)."""
+    client = make_client(read_timeout, observer=observer)
     digests = FileDigests()
     upstream = Upstream(upstream_url, client, upstream_api_key)
     metadata = MetadataSource(upstream, digests, digest_wait)

@@ -244,6 +244,12 @@ FIM_KEYS = (
     "tokenizer.ggml.fim_mid_token_id",
 )
 
+
+def thinks(server: ServerFacts) -> bool:
+    """The template can make the model think: its answers need the chat endpoint's parsing."""
+    return any(marker in server.chat_template for marker in THINKING_MARKERS)
+
+
 Predicate = Callable[[ServerFacts, dict[str, Any]], bool]
 CAPABILITIES: tuple[tuple[str, Predicate], ...] = (
     # llama-server completes even with --embeddings; a pure embedding model has no chat template.
@@ -257,7 +263,7 @@ CAPABILITIES: tuple[tuple[str, Predicate], ...] = (
     ("insert", lambda s, kv: all(kv.get(key) is not None for key in FIM_KEYS)),
     ("embedding", lambda s, kv: s.embeddings),
     ("vision", lambda s, kv: bool(s.modalities.get("vision"))),
-    ("thinking", lambda s, kv: any(marker in s.chat_template for marker in THINKING_MARKERS)),
+    ("thinking", lambda s, kv: thinks(s)),
 )
 
 

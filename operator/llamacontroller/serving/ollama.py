@@ -1,7 +1,8 @@
 """Ollama requests as llama-server requests: pure functions, no I/O.
 
 ``/api/generate`` goes to ``/completion`` (``/infill`` with a suffix; the chat endpoint when the
-answer needs the server's chat parsing: images or thinking), ``/api/chat`` to
+answer needs the server's chat parsing: images or thinking). ``/api/chat`` goes there too when it
+is plain text and its prompt renders from a skeleton (see ``prompts``), else to
 ``/v1/chat/completions``. Upstream requests always stream, also for a client that asked for one
 answer: llama-server stops a streamed generation as soon as the adapter closes the connection (it
 does not always notice that for a non-streamed one), so a client that goes away stops it too.
@@ -254,9 +255,30 @@ def generate_route(body: dict[str, Any]) -> str:
     return "completion"
 
 
-def template_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The ``/apply-template`` request that renders a non-raw generate's prompt."""
-    return {"messages": generate_messages(body), **think_fields(body)}
+def generate_texts(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """A non-raw generate's ``system`` and ``prompt`` as the (role, text) pair its prompt renders."""
+    system = field(body, "system", str)
+    return ([("system", system)] if system else []) + [("user", field(body, "prompt", str, ""))]
+
+
+PLAIN_ROLES = frozenset({"system", "user", "assistant"})
+CHAT_PARSED = ("images", "tool_calls", "thinking", "tool_name", "tool_call_id")
+
+
+def plain_chat_texts(body: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """A chat whose answer needs no parsing by llama-server's chat endpoint, as (role, text) pairs:
+    text messages that end with the user's, no tools, images or thinking. Else None."""
+    if field(body, "tools", list) or wants_thinking(body):
+        return None
+    texts = []
+    for message in field(body, "messages", list, []):
+        if not isinstance(message, dict) or any(message.get(key) for key in CHAT_PARSED):
+            return None
+        role, content = message.get("role"), message.get("content") or ""
+        if role not in PLAIN_ROLES or not isinstance(content, str):
+            return None
+        texts.append((role, content))
+    return texts if texts and texts[-1][0] == "user" else None
 
 
 def completion_prompt(prompt: str, context: list[int]) -> str | list[int | str]:

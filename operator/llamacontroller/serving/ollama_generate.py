@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
-from llamacontroller.serving import ollama, streams
+from llamacontroller.serving import metadata, ollama, streams
 from llamacontroller.serving.asgi import Request, Response, Stream
 from llamacontroller.serving.catalog import Target
 from llamacontroller.serving.errors import ApiError, UpstreamUnavailable
@@ -30,10 +31,6 @@ Fold = Callable[[list[Chunk], Chunk], Chunk]
 
 class Translator(Protocol):
     def feed(self, event: dict[str, Any]) -> list[Chunk]: ...
-
-
-class FinalWithTokens(Protocol):
-    def final(self, prompt_tokens: list[int] | None) -> Chunk: ...
 
 
 @dataclass
@@ -139,12 +136,12 @@ async def chat_plan(model: str, started: int, target: Target, body: dict[str, An
     """Images or thinking: the chat endpoint parses them; no ``context`` on this path."""
     translator = streams.GenerateFromChat(model, started, ollama.top_logprobs(body))
     call = ("/v1/chat/completions", ollama.chat_body(body, ollama.generate_messages(body)))
-    return Plan(call, translator, _const_final(translator, []))
+    return Plan(call, translator, _ready(partial(translator.final, [])))
 
 
 async def infill_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
     translator = streams.GenerateFromCompletion(model, started, ollama.top_logprobs(body))
-    return Plan(("/infill", ollama.infill_body(body)), translator, _const_final(translator, []))
+    return Plan(("/infill", ollama.infill_body(body)), translator, _ready(partial(translator.final, [])))
 
 
 async def completion_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan:
@@ -153,11 +150,12 @@ async def completion_plan(model: str, started: int, target: Target, body: dict[s
     A raw prompt gets no ``context`` (as from Ollama): its tokens are not fetched."""
     context = ollama.generate_context(body)
     raw = body.get("raw") is True
-    prompt = body["prompt"] if raw else await target.prompts.render(body)
+    think = ollama.think_fields(body)
+    prompt = body["prompt"] if raw else await target.prompts.render(ollama.generate_texts(body), think)
     translator = streams.GenerateFromCompletion(model, started, ollama.top_logprobs(body))
     call = ("/completion", ollama.completion_body(body, ollama.completion_prompt(prompt, context)))
     if raw:
-        return Plan(call, translator, _const_final(translator, None))
+        return Plan(call, translator, _ready(partial(translator.final, None)))
     tokens = PromptTokens(target.upstream, prompt, context)
 
     async def finish() -> Chunk:
@@ -169,11 +167,11 @@ async def completion_plan(model: str, started: int, target: Target, body: dict[s
 PLANNERS = {"chat": chat_plan, "infill": infill_plan, "completion": completion_plan}
 
 
-def _const_final(
-    translator: FinalWithTokens, prompt_tokens: list[int] | None
-) -> Callable[[], Awaitable[Chunk]]:
+def _ready(final: Callable[[], Chunk]) -> Callable[[], Awaitable[Chunk]]:
+    """A final chunk that waits for nothing but the end of the stream."""
+
     async def finish() -> Chunk:
-        return translator.final(prompt_tokens)
+        return final()
 
     return finish
 
@@ -208,10 +206,25 @@ async def chat(request: Request) -> Response | Stream:
         return await load_or_unload(model, target, body, chat=True)
     if ollama.has_images(body):
         await require_vision(model, target)
-    translator = streams.ChatFromChat(model, started, ollama.top_logprobs(body))
-
-    async def finish() -> Chunk:
-        return translator.final()
-
-    plan = Plan(("/v1/chat/completions", ollama.chat_body(body)), translator, finish)
+    plan = await plain_chat_plan(model, started, target, body) or chat_endpoint_plan(model, started, body)
     return await relay(request, target.upstream, plan, streams.fold_chat, ollama.is_streaming(body))
+
+
+async def plain_chat_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan | None:
+    """A plain text chat whose prompt is ready goes to ``/completion``: llama-server's chat endpoint
+    renders the template on every request, which costs it milliseconds, and re-parses the whole
+    answer at every token. Not for a model that thinks: its answers need that parsing."""
+    texts = ollama.plain_chat_texts(body)
+    if texts is None or metadata.thinks(await target.metadata.server_facts()):
+        return None
+    prompt = target.prompts.cached(texts, ollama.think_fields(body))
+    if prompt is None:
+        return None
+    translator = streams.ChatFromCompletion(model, started, ollama.top_logprobs(body))
+    call = ("/completion", ollama.completion_body(body, prompt))
+    return Plan(call, translator, _ready(translator.final))
+
+
+def chat_endpoint_plan(model: str, started: int, body: dict[str, Any]) -> Plan:
+    translator = streams.ChatFromChat(model, started, ollama.top_logprobs(body))
+    return Plan(("/v1/chat/completions", ollama.chat_body(body)), translator, _ready(translator.final))

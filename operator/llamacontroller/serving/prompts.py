@@ -1,104 +1,169 @@
-"""``/api/generate``'s prompt through the model's chat template, without a round trip per request.
+"""Prompts through the model's chat template, without a round trip per request.
 
-llama-server renders templates on ``/apply-template``, but that costs milliseconds per call (more
-than everything else the adapter does). Most templates place the system prompt and the user prompt
-verbatim, so a rendering with placeholder texts is a skeleton every prompt fits into. The skeleton
-is trusted only when two renderings with different placeholders agree on everything else (a
-template that inspects or trims the text fails that test and keeps the round trip), and it expires
-after a minute (templates may print today's date).
+llama-server renders templates on ``/apply-template`` (and inside its chat endpoint), but that costs
+milliseconds per call: more than everything else the adapter does. Most templates place each
+message's text verbatim (or trimmed), so a rendering of placeholder texts is a skeleton every
+conversation of the same roles fits into. A skeleton is built from one rendering and trusted only if
+it reproduces a second rendering with other placeholders exactly; the placeholders carry whitespace
+at both ends, so a template that trims them is seen and the skeleton trims too. A template that
+inspects the text in any other way fails that test and keeps the round trip; so does a text that is
+empty or ends in whitespace the test did not cover. Skeletons expire after a minute (templates may
+print today's date).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llamacontroller.serving import ollama
+from llamacontroller.serving.errors import ApiError
 from llamacontroller.serving.upstream import Upstream
 
-TTL = 60.0
-SLOTS = ("system", "prompt")
-PLACEHOLDERS = (
-    {"system": "LLCSYSTEMSLOTAQX", "prompt": "LLCPROMPTSLOTBZW"},
-    {"system": "LLCSYSTEMSLOTKJV", "prompt": "LLCPROMPTSLOTMYT"},
-)
+log = logging.getLogger(__name__)
 
-Key = tuple[bool, str]  # (has a system prompt, the think kwargs)
+TTL = 60.0
+MAX_SHAPES = 64  # cached skeletons per server (a chat's shape grows with every turn)
+PAD = " \t\n"  # around each placeholder: whitespace a trimming template removes
+VARIANTS = ("AQX", "KJV")  # two placeholder sets: the second checks the skeleton of the first
+
+Text = tuple[str, str]  # (role, content): a message as the skeletons take it
+Shape = tuple[tuple[str, ...], str]  # the roles in order and the template's kwargs
+
+
+def placeholders(count: int, variant: str) -> list[str]:
+    return [f"LLC{variant}SLOT{index}Q" for index in range(count)]
 
 
 @dataclass(frozen=True)
 class Skeleton:
-    """Literal pieces with slot names between them: ``pieces[0] slot[0] pieces[1] ...``."""
+    """Literal pieces with message texts between them: ``pieces[0] text[slots[0]] pieces[1] ...``;
+    ``trimmed[i]``: the template strips the text of gap ``i``."""
 
     pieces: tuple[str, ...]
-    slots: tuple[str, ...]
+    slots: tuple[int, ...]
+    trimmed: tuple[bool, ...]
 
-    def fill(self, values: dict[str, str]) -> str:
+    def fill(self, contents: Sequence[str]) -> str | None:
+        """The rendering, or None if a text is outside what the skeleton was tested with."""
         out = [self.pieces[0]]
-        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
-            out += [values[slot], piece]
+        for slot, trim, piece in zip(self.slots, self.trimmed, self.pieces[1:], strict=True):
+            text = contents[slot].strip(PAD) if trim else contents[slot]
+            if not text.strip() or (trim and (text[0].isspace() or text[-1].isspace())):
+                return None  # templates may test for an empty text; other spaces may trim otherwise
+            out += [text, piece]
         return "".join(out)
 
 
-def split(rendered: str, placeholders: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """The literal pieces and slot order of a rendering; None unless each placeholder is there once."""
-    names = {text: slot for slot, text in placeholders.items()}
-    parts = re.split("(" + "|".join(map(re.escape, names)) + ")", rendered)
-    slots = tuple(names[text] for text in parts[1::2])
-    if sorted(slots) != sorted(placeholders):
+def skeleton_of(rendered: str, cores: Sequence[str]) -> Skeleton | None:
+    """The skeleton of a rendering of ``PAD + core + PAD`` texts; None unless each core is there
+    once, with its padding whole (verbatim) or gone on both sides (trimmed)."""
+    slot_of = {core: index for index, core in enumerate(cores)}
+    parts = re.split("(" + "|".join(map(re.escape, cores)) + ")", rendered)
+    pieces, slots, trimmed = [parts[0]], [], []
+    for core, after in zip(parts[1::2], parts[2::2], strict=True):
+        before = pieces[-1]
+        padded = (before.endswith(PAD), after.startswith(PAD))
+        if padded == (True, True):
+            pieces[-1], after = before[: -len(PAD)], after[len(PAD) :]
+        elif padded != (False, False):
+            return None
+        slots.append(slot_of[core])
+        trimmed.append(padded == (False, False))
+        pieces.append(after)
+    if sorted(slots) != list(range(len(cores))):
         return None
-    return tuple(parts[0::2]), slots
+    return Skeleton(tuple(pieces), tuple(slots), tuple(trimmed))
 
 
-def generate_request(body: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
-    """The generate body with its texts replaced (the rest, e.g. ``think``, kept)."""
-    return {**body, "system": values.get("system", ""), "prompt": values["prompt"], "images": None}
+@dataclass(frozen=True)
+class Entry:
+    """A cached skeleton; None: the shape does not fit one and renders remotely until it expires."""
+
+    skeleton: Skeleton | None
+    expires: float
+
+
+def template_body(texts: Sequence[Text], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``/apply-template`` request for these messages (kwargs: e.g. the think fields)."""
+    return {"messages": [{"role": role, "content": content} for role, content in texts], **kwargs}
 
 
 class PromptRenderer:
-    """Renders non-raw generate prompts for one upstream; skeletons cached per (system?, think)."""
+    """Renders prompts for one upstream from skeletons cached per shape (roles and kwargs)."""
 
     def __init__(self, upstream: Upstream, ttl: float = TTL) -> None:
         self.upstream = upstream
         self.ttl = ttl
-        # None: this template does not take placeholders, render remotely (until the entry expires)
-        self._cache: dict[Key, tuple[Skeleton | None, float]] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self._cache: dict[Shape, Entry] = {}
+        self._lock = asyncio.Lock()  # one build at a time: builds are rare, and cost the server
+        self._building = False  # a build in the background, for ``cached``
 
-    async def remote(self, body: dict[str, Any]) -> str:
-        answer = await self.upstream.post_json("/apply-template", ollama.template_body(body))
+    async def remote(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
+        answer = await self.upstream.post_json("/apply-template", template_body(texts, kwargs))
         return answer["prompt"]
 
-    async def render(self, body: dict[str, Any]) -> str:
-        values = {"prompt": ollama.field(body, "prompt", str, "")}
-        system = ollama.field(body, "system", str)
-        if system:
-            values["system"] = system
-        key = (bool(system), repr(ollama.think_fields(body)))
-        skeleton = await self._skeleton(key, body, list(values))
-        return skeleton.fill(values) if skeleton else await self.remote(body)
+    async def render(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
+        """The prompt now: from a skeleton (built first if there is none) or rendered remotely."""
+        shape = shape_of(texts, kwargs)
+        entry = self._fresh(shape)
+        skeleton = entry.skeleton if entry else await self._build(shape, kwargs)
+        prompt = skeleton.fill([content for _, content in texts]) if skeleton else None
+        return prompt if prompt is not None else await self.remote(texts, kwargs)
 
-    async def _skeleton(
-        self, key: tuple[bool, str], body: dict[str, Any], slots: list[str]
-    ) -> Skeleton | None:
-        entry = self._cache.get(key)
-        if entry is None or entry[1] <= time.monotonic():
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                entry = self._cache.get(key)
-                if entry is None or entry[1] <= time.monotonic():
-                    entry = (await self._build(body, slots), time.monotonic() + self.ttl)
-                    self._cache[key] = entry
-        return entry[0]
-
-    async def _build(self, body: dict[str, Any], slots: list[str]) -> Skeleton | None:
-        found = []
-        for placeholders in PLACEHOLDERS:
-            values = {slot: placeholders[slot] for slot in slots}
-            rendered = await self.remote(generate_request(body, values))
-            found.append(split(rendered, values))
-        if found[0] is None or found[0] != found[1]:
+    def cached(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str | None:
+        """The prompt if a skeleton for its shape is ready, else None (the caller takes another way)
+        and the skeleton is built in the background for the next request of this shape."""
+        shape = shape_of(texts, kwargs)
+        entry = self._fresh(shape)
+        if entry is None:
+            if not self._building:  # one at a time, none queued: a later request asks again
+                self._building = True
+                task = self.upstream.client.spawn(self._build_quietly(shape, kwargs))
+                task.add_done_callback(self._built)
             return None
-        return Skeleton(*found[0])
+        return entry.skeleton.fill([content for _, content in texts]) if entry.skeleton else None
+
+    def _built(self, _: object) -> None:
+        self._building = False
+
+    def _fresh(self, shape: Shape) -> Entry | None:
+        entry = self._cache.get(shape)
+        return entry if entry is not None and entry.expires > time.monotonic() else None
+
+    async def _build(self, shape: Shape, kwargs: dict[str, Any]) -> Skeleton | None:
+        async with self._lock:
+            entry = self._fresh(shape)
+            if entry is None:
+                entry = self._remember(shape, await self._skeleton(shape[0], kwargs))
+            return entry.skeleton
+
+    async def _build_quietly(self, shape: Shape, kwargs: dict[str, Any]) -> None:
+        try:
+            await self._build(shape, kwargs)
+        except ApiError as exc:  # the request that asked went another way; the next one asks again
+            log.debug("no skeleton for %s: %s", shape[0], exc.message)
+
+    async def _skeleton(self, roles: tuple[str, ...], kwargs: dict[str, Any]) -> Skeleton | None:
+        cores = [placeholders(len(roles), variant) for variant in VARIANTS]
+        texts = [[PAD + core + PAD for core in variant] for variant in cores]
+        rendered = [await self.remote(list(zip(roles, variant, strict=True)), kwargs) for variant in texts]
+        skeleton = skeleton_of(rendered[0], cores[0])
+        if skeleton is None or skeleton.fill(texts[1]) != rendered[1]:
+            return None
+        return skeleton
+
+    def _remember(self, shape: Shape, skeleton: Skeleton | None) -> Entry:
+        self._cache.pop(shape, None)
+        while len(self._cache) >= MAX_SHAPES:  # the oldest entry goes first
+            del self._cache[next(iter(self._cache))]
+        entry = self._cache[shape] = Entry(skeleton, time.monotonic() + self.ttl)
+        return entry
+
+
+def shape_of(texts: Sequence[Text], kwargs: dict[str, Any]) -> Shape:
+    return tuple(role for role, _ in texts), repr(kwargs)

@@ -186,6 +186,26 @@ class ChatFromChat:
         }
 
 
+class ChatFromCompletion:
+    """``/completion`` events as ``/api/chat`` chunks: a plain chat whose prompt the adapter rendered."""
+
+    def __init__(self, model: str, started_ns: int, top_logprobs: int | None = None) -> None:
+        self.generate = GenerateFromCompletion(model, started_ns, top_logprobs)
+
+    def feed(self, event: dict[str, Any]) -> list[Chunk]:
+        return [chat_chunk(chunk) for chunk in self.generate.feed(event)]
+
+    def final(self) -> Chunk:
+        return chat_chunk(self.generate.final(None))
+
+
+def chat_chunk(generate: Chunk) -> Chunk:
+    """A generate chunk as the chat chunk with the same text, keys in Ollama's order."""
+    chunk: Chunk = {"model": generate.pop("model"), "created_at": generate.pop("created_at")}
+    chunk["message"] = {"role": "assistant", "content": generate.pop("response")}
+    return chunk | generate
+
+
 class GenerateFromChat:
     """Chat events as ``/api/generate`` chunks: a generate with images or thinking takes this path."""
 
