@@ -20,6 +20,7 @@ from llamacontroller.serving.metadata import (
     ServerFacts,
     capabilities,
     parameter_size,
+    parses_answers,
     quantization_level,
     read_file_facts,
 )
@@ -160,6 +161,22 @@ def facts(**overrides) -> ServerFacts:
 )
 def test_capabilities(server: ServerFacts, kv: dict, expected: list[str]):
     assert capabilities(server, kv) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "parsed"),
+    [
+        ("{{ '<|im_start|>' + message.content }}", False),
+        ("{% if enable_thinking %}<think>{% endif %}", True),
+        ("{{ message.reasoning_content }}", True),
+        ("<|channel|>analysis<|message|>", True),
+        ("[THINK]{{ x }}[/THINK]", True),
+        ("<|START_RESPONSE|>{{ x }}<|END_RESPONSE|>", True),
+        (">>>all\n{{ x }}", True),
+    ],
+)
+def test_templates_whose_answers_the_chat_endpoint_parses(template: str, parsed: bool):
+    assert parses_answers(facts(chat_template=template)) is parsed
 
 
 def test_without_the_file_the_answers_come_from_llama_server(

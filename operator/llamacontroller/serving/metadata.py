@@ -245,9 +245,17 @@ FIM_KEYS = (
 )
 
 
-def thinks(server: ServerFacts) -> bool:
-    """The template can make the model think: its answers need the chat endpoint's parsing."""
-    return any(marker in server.chat_template for marker in THINKING_MARKERS)
+# llama-server's chat endpoint parses some models' answers even without tools: reasoning, answer
+# channels and tags, prefixes (it picks a parser from the template). Broad on purpose: a template
+# with any of these keeps that endpoint for every chat (see ``ollama_generate.plain_chat_plan``).
+ANSWER_PARSING_MARKERS = ("think", "reason", "channel", "start_response", ">>>all", "functools")
+
+
+def parses_answers(server: ServerFacts) -> bool:
+    """The chat endpoint may change this model's answers (case-insensitive markers): a plain chat
+    through ``/completion`` would not answer the same."""
+    template = server.chat_template.lower()
+    return any(marker in template for marker in ANSWER_PARSING_MARKERS)
 
 
 Predicate = Callable[[ServerFacts, dict[str, Any]], bool]
@@ -263,7 +271,7 @@ CAPABILITIES: tuple[tuple[str, Predicate], ...] = (
     ("insert", lambda s, kv: all(kv.get(key) is not None for key in FIM_KEYS)),
     ("embedding", lambda s, kv: s.embeddings),
     ("vision", lambda s, kv: bool(s.modalities.get("vision"))),
-    ("thinking", lambda s, kv: thinks(s)),
+    ("thinking", lambda s, kv: any(marker in s.chat_template for marker in THINKING_MARKERS)),
 )
 
 

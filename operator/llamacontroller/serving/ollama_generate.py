@@ -213,9 +213,9 @@ async def chat(request: Request) -> Response | Stream:
 async def plain_chat_plan(model: str, started: int, target: Target, body: dict[str, Any]) -> Plan | None:
     """A plain text chat whose prompt is ready goes to ``/completion``: llama-server's chat endpoint
     renders the template on every request, which costs it milliseconds, and re-parses the whole
-    answer at every token. Not for a model that thinks: its answers need that parsing."""
+    answer at every token. Not for a model whose answers that endpoint parses (thinking, tags)."""
     texts = ollama.plain_chat_texts(body)
-    if texts is None or metadata.thinks(await target.metadata.server_facts()):
+    if texts is None or metadata.parses_answers(await target.metadata.server_facts()):
         return None
     prompt = target.prompts.cached(texts, ollama.think_fields(body))
     if prompt is None:
