@@ -163,7 +163,9 @@ def test_a_plain_chat_goes_to_completion_and_answers_as_the_chat_endpoint(
 ):
     expected = chat_endpoint(templates[template], messages)
     answers, paths = served_by(templates[template], messages)
-    assert paths[0] == "/v1/chat/completions"  # the first of its shape, while its skeleton is built
+    # the first two of a shape: the second has its skeleton built (a conversation's shape changes
+    # every turn: not built for one request)
+    assert paths[:2] == ["/v1/chat/completions"] * 2
     assert paths[-1] == "/completion"
     assert answers == [expected] * len(answers)
 
@@ -218,3 +220,33 @@ def test_the_cache_keeps_the_latest_shapes(templates: dict, monkeypatch: pytest.
 
     # three shapes built (two renderings each); the latest still cached; the first was dropped
     assert asyncio.run(scenario()) == [2, 2, 2, 0, 2]
+
+
+def test_a_chat_builds_a_skeleton_for_a_shape_asked_for_twice_only(templates: dict):
+    renderings: list[str] = []
+
+    def count(what: str, detail: str) -> None:
+        if detail == "POST /apply-template":
+            renderings.append(detail)
+
+    turns = [[("user", "a")], [("user", "a"), ("assistant", "b"), ("user", "c")]]
+
+    async def scenario() -> tuple[int, list[str | None], int, str]:
+        async with make_client(observer=count) as client:
+            renderer = PromptRenderer(Upstream(templates["own"], client))
+            for texts in turns:  # a growing conversation: each shape once
+                assert renderer.cached(texts, {}) is None
+            await asyncio.sleep(0.5)
+            growing = len(renderings)
+            answers = []
+            for _ in range(20):  # the same shape again and again: built once, then served
+                answers.append(renderer.cached(turns[1], {}))
+                if answers[-1] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            built = len(renderings)
+            return growing, answers, built, await renderer.remote(turns[1], {})
+
+    growing, answers, built, expected = asyncio.run(scenario())
+    assert (growing, built) == (0, 2)
+    assert answers[0] is None and answers[-1] == expected

@@ -102,6 +102,7 @@ class PromptRenderer:
         self._cache: dict[Shape, Entry] = {}
         self._lock = asyncio.Lock()  # one build at a time: builds are rare, and cost the server
         self._building = False  # a build in the background, for ``cached``
+        self._seen: dict[Shape, bool] = {}  # shapes asked for once, for ``cached``
 
     async def remote(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
         answer = await self.upstream.post_json("/apply-template", template_body(texts, kwargs))
@@ -116,12 +117,17 @@ class PromptRenderer:
         return prompt if prompt is not None else await self.remote(texts, kwargs)
 
     def cached(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str | None:
-        """The prompt if a skeleton for its shape is ready, else None (the caller takes another way)
-        and the skeleton is built in the background for the next request of this shape."""
+        """The prompt if a skeleton for its shape is ready, else None (the caller takes another way).
+
+        The second request of a shape has its skeleton built in the background, for the next ones:
+        a conversation's shape grows with every turn, so building on the first request would
+        build for each turn of a chat a skeleton nobody uses."""
         shape = shape_of(texts, kwargs)
         entry = self._fresh(shape)
         if entry is None:
-            if not self._building:  # one at a time, none queued: a later request asks again
+            if shape not in self._seen:
+                remember(self._seen, shape, True)
+            elif not self._building:  # one at a time, none queued: a later request asks again
                 self._building = True
                 task = self.upstream.client.spawn(self._build_quietly(shape, kwargs))
                 task.add_done_callback(self._built)
@@ -158,11 +164,17 @@ class PromptRenderer:
         return skeleton
 
     def _remember(self, shape: Shape, skeleton: Skeleton | None) -> Entry:
-        self._cache.pop(shape, None)
-        while len(self._cache) >= MAX_SHAPES:  # the oldest entry goes first
-            del self._cache[next(iter(self._cache))]
-        entry = self._cache[shape] = Entry(skeleton, time.monotonic() + self.ttl)
+        entry = Entry(skeleton, time.monotonic() + self.ttl)
+        remember(self._cache, shape, entry)
         return entry
+
+
+def remember(cache: dict[Shape, Any], shape: Shape, value: Any) -> None:
+    """Store, keeping at most MAX_SHAPES entries: the oldest goes first."""
+    cache.pop(shape, None)
+    while len(cache) >= MAX_SHAPES:
+        del cache[next(iter(cache))]
+    cache[shape] = value
 
 
 def shape_of(texts: Sequence[Text], kwargs: dict[str, Any]) -> Shape:
