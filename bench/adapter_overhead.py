@@ -11,6 +11,10 @@ adapter add. Throughput: streams of ``--tokens`` tokens, tokens per second over 
 median of ``--streams`` runs; the ratio is the median of the ratios of each adapted stream to the
 direct one run just before it. Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
 
+``/api/chat`` is measured twice: against llama-server's chat endpoint (what its clients get instead)
+and against ``/completion`` with the prompt the adapter renders for it (the same upstream work:
+what the adapter's hop costs).
+
 Between two samples the client spins for ``--pause`` seconds: the adapter works a little after an
 answer (it opens the connection the next request will take), and that must not run while the next
 sample is timed. Spinning, not sleeping: on a VM a sleeping CPU takes long to wake, and every sample
