@@ -16,6 +16,7 @@ import pytest
 
 from llamacontroller.serving import prompts
 from llamacontroller.serving.adapter import build_app
+from llamacontroller.serving.ollama import generate_texts, think_fields
 from llamacontroller.serving.prompts import PromptRenderer
 from llamacontroller.serving.upstream import Upstream, make_client
 from tests.serving.conftest import CHAT_PARAMETERS, Stack, Stacks, serve_during
@@ -56,13 +57,19 @@ CONVERSATIONS = [
 ONE_ANSWER = {"temperature": 0, "top_k": 1, "num_predict": 6, "seed": 7}
 
 
-def texts_of(body: dict) -> list[tuple[str, str]]:
-    system = [("system", body["system"])] if body.get("system") else []
-    return [*system, ("user", body["prompt"])]
+def texts(chat: list[dict]) -> list[tuple[str, str]]:
+    return [(message["role"], message["content"]) for message in chat]
 
 
-def think_of(body: dict) -> dict:
-    return {"chat_template_kwargs": {"enable_thinking": False}} if "think" in body else {}
+class Renderings:
+    """A client's observer: counts the renderings it asks llama-server for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, what: str, detail: str) -> None:
+        if detail == "POST /apply-template":
+            self.count += 1
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +89,19 @@ def templates(session_stacks: Stacks, model_file: Path, tmp_path_factory: pytest
 
 @pytest.mark.parametrize("template", ["own", "trimming"])
 def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(templates: dict, template: str):
-    renderings: list[str] = []
-    counting = False
-
-    def count(what: str, detail: str) -> None:
-        if counting and detail == "POST /apply-template":
-            renderings.append(detail)
+    renderings = Renderings()
 
     async def scenario() -> tuple[list[str], list[str], list[str], int]:
-        nonlocal counting
-        bodies = GENERATE_BODIES + EDGE_BODIES
-        async with make_client(observer=count) as client:
+        bodies = [(generate_texts(body), think_fields(body)) for body in GENERATE_BODIES + EDGE_BODIES]
+        async with make_client(observer=renderings) as client:
             renderer = PromptRenderer(Upstream(templates[template], client))
-            remote = [await renderer.remote(texts_of(body), think_of(body)) for body in bodies]
-            first = [await renderer.render(texts_of(body), think_of(body)) for body in bodies]
-            counting = True
-            again = [await renderer.render(texts_of(body), think_of(body)) for body in GENERATE_BODIES]
-            conversations = [[(m["role"], m["content"]) for m in chat] for chat in CONVERSATIONS]
-            chats = [await renderer.render(texts, {}) for texts in conversations]
-            chats_remote = [await renderer.remote(texts, {}) for texts in conversations]
-            return remote, first + again, chats + chats_remote, len(renderings)
+            remote = [await renderer.remote(*body) for body in bodies]
+            first = [await renderer.render(*body) for body in bodies]
+            before = renderings.count
+            again = [await renderer.render(*body) for body in bodies[: len(GENERATE_BODIES)]]
+            chats = [await renderer.render(texts(chat), {}) for chat in CONVERSATIONS]
+            chats_remote = [await renderer.remote(texts(chat), {}) for chat in CONVERSATIONS]
+            return remote, first + again, chats + chats_remote, renderings.count - before
 
     remote, rendered, chats, round_trips = asyncio.run(scenario())
     assert rendered == remote + remote[: len(GENERATE_BODIES)]
@@ -201,21 +201,17 @@ def test_the_chat_stack_answers_a_plain_chat_like_its_server(chat_stack: Stack):
 
 def test_the_cache_keeps_the_latest_shapes(templates: dict, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(prompts, "MAX_SHAPES", 2)
-    shapes = [[(m["role"], m["content"]) for m in chat] for chat in CONVERSATIONS]
-    renderings: list[str] = []
-
-    def count(what: str, detail: str) -> None:
-        if detail == "POST /apply-template":
-            renderings.append(detail)
+    shapes = [texts(chat) for chat in CONVERSATIONS]
+    renderings = Renderings()
 
     async def scenario() -> list[int]:
-        async with make_client(observer=count) as client:
+        async with make_client(observer=renderings) as client:
             renderer = PromptRenderer(Upstream(templates["own"], client))
             made = []
-            for texts in [*shapes, shapes[2], shapes[0]]:
-                before = len(renderings)
-                await renderer.render(texts, {})
-                made.append(len(renderings) - before)
+            for shape in [*shapes, shapes[2], shapes[0]]:
+                before = renderings.count
+                await renderer.render(shape, {})
+                made.append(renderings.count - before)
             return made
 
     # three shapes built (two renderings each); the latest still cached; the first was dropped
@@ -223,28 +219,23 @@ def test_the_cache_keeps_the_latest_shapes(templates: dict, monkeypatch: pytest.
 
 
 def test_a_chat_builds_a_skeleton_for_a_shape_asked_for_twice_only(templates: dict):
-    renderings: list[str] = []
-
-    def count(what: str, detail: str) -> None:
-        if detail == "POST /apply-template":
-            renderings.append(detail)
-
+    renderings = Renderings()
     turns = [[("user", "a")], [("user", "a"), ("assistant", "b"), ("user", "c")]]
 
     async def scenario() -> tuple[int, list[str | None], int, str]:
-        async with make_client(observer=count) as client:
+        async with make_client(observer=renderings) as client:
             renderer = PromptRenderer(Upstream(templates["own"], client))
-            for texts in turns:  # a growing conversation: each shape once
-                assert renderer.cached(texts, {}) is None
+            for turn in turns:  # a growing conversation: each shape once
+                assert renderer.cached(turn, {}) is None
             await asyncio.sleep(0.5)
-            growing = len(renderings)
+            growing = renderings.count
             answers = []
             for _ in range(20):  # the same shape again and again: built once, then served
                 answers.append(renderer.cached(turns[1], {}))
                 if answers[-1] is not None:
                     break
                 await asyncio.sleep(0.05)
-            built = len(renderings)
+            built = renderings.count
             return growing, answers, built, await renderer.remote(turns[1], {})
 
     growing, answers, built, expected = asyncio.run(scenario())
