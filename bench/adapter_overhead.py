@@ -1,19 +1,26 @@
 """What the adapter costs: llama-server directly vs through the adapter, in one run.
 
-    .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 7] [--tokens 2000]
+    .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 11] [--tokens 2000]
 
 Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
 adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the adapter's HTTP stack
 with nothing on top: what any relay on it costs on this machine), measures, prints a table, and
 stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted
-interleaved so that noise from other processes hits all alike; p50/p99 and what the relay and the
-adapter add. Throughput: streams of ``--tokens`` tokens, tokens per second over the whole request,
-median of ``--streams`` runs; the ratio is the median of the ratios of each adapted stream to the
-direct one run just before it. Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
+interleaved so that noise from other processes hits all alike; p50/p99, what the relay and the
+adapter add, and the adapter's p50 over the direct one. Throughput: streams of ``--tokens`` tokens,
+tokens per second over the whole request, median of ``--streams`` runs; the ratio is the median of
+the ratios of each adapted stream to the direct one run next to it (before it in one pair, after it
+in the next). Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
 
 ``/api/chat`` is measured twice: against llama-server's chat endpoint (what its clients get instead)
 and against ``/completion`` with the prompt the adapter renders for it (the same upstream work:
 what the adapter's hop costs).
+
+A last table, outside the goal: non-stream answers of ``--long-tokens`` tokens. The adapter asks
+llama-server for a stream even when its client wants one answer, so that a client that goes away
+stops the generation at once (Ollama's server does the same with its runner); llama-server pays for
+streaming per token. The "direct streamed" column is that cost without the adapter: the same
+request to llama-server, streamed and read to its end.
 
 Between two samples the client spins for ``--pause`` seconds: the adapter works a little after an
 answer (it opens the connection the next request will take), and that must not run while the next
@@ -210,14 +217,43 @@ def timed(client: httpx.Client, url: str, body: dict) -> float:
 
 
 def streamed(client: httpx.Client, url: str, body: dict) -> tuple[float, int]:
-    """Seconds and the number of token events of one stream, read line by line as a client does."""
+    """Seconds and the number of token events of one stream, read line by line as a client does.
+
+    On a connection of its own: llama-server closes a streamed answer's connection, and a request
+    right after it could otherwise take that connection before its close is seen."""
     started = time.perf_counter()
     events = 0
-    with client.stream("POST", url, json=body) as response:
+    with client.stream("POST", url, json=body, headers={"Connection": "close"}) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             events += bool(line) and '"done":true' not in line and line != "data: [DONE]"
     return time.perf_counter() - started, events
+
+
+def run_call(client: httpx.Client, url: str, body: dict) -> float:
+    return streamed(client, url, body)[0] if body.get("stream") else timed(client, url, body)
+
+
+def long_answer_calls(direct: str, adapted: str, tokens: int) -> list[tuple[str, dict]]:
+    """Direct, direct streamed, adapted: greedy, so that all three generate the same tokens."""
+    greedy = {"prompt": PROMPT, "n_predict": tokens, "temperature": 0}
+    ollama = {"model": MODEL, "prompt": PROMPT, "raw": True, "stream": False}
+    return [
+        (f"{direct}/completion", greedy),
+        (f"{direct}/completion", greedy | {"stream": True}),
+        (f"{adapted}/api/generate", ollama | {"options": {"num_predict": tokens, "temperature": 0}}),
+    ]
+
+
+def stream_pair(
+    client: httpx.Client, case: Case, first_direct: bool
+) -> tuple[tuple[float, int], tuple[float, int]]:
+    """A direct and an adapted stream, back to back; the order alternates between pairs so that a
+    host getting faster or slower over a run favours neither side."""
+    if first_direct:
+        return streamed(client, *case.direct), streamed(client, *case.adapted)
+    adapted = streamed(client, *case.adapted)
+    return streamed(client, *case.direct), adapted
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -266,6 +302,7 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
                     f"{direct[0]:.2f}",
                     f"{relay[0] - direct[0]:+.2f}",
                     f"{adapted[0] - direct[0]:+.2f}",
+                    f"{adapted[0] / direct[0]:.2f}x",
                     f"{direct[1]:.2f}",
                     f"{relay[1] - direct[1]:+.2f}",
                     f"{adapted[1] - direct[1]:+.2f}",
@@ -273,17 +310,15 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
             )
         print_table(
             f"latency, ms, {args.requests} one-token requests each",
-            ("case", "direct p50", "bare relay", "adapter", "direct p99", "bare relay", "adapter"),
+            ("case", "direct p50", "bare relay", "adapter", "ratio", "direct p99", "bare relay", "adapter"),
             rows,
         )
         rows = []
         for case in stream_cases(direct_url, adapted_url, args.tokens):
-            runs = [
-                (streamed(client, *case.direct), streamed(client, *case.adapted)) for _ in range(args.streams)
-            ]
+            runs = [stream_pair(client, case, first_direct=i % 2 == 0) for i in range(args.streams)]
             direct_rate = statistics.median(n / s for (s, n), _ in runs)
             adapted_rate = statistics.median(n / s for _, (s, n) in runs)
-            # each adapted stream against the direct one just before it: the host's slower and faster
+            # each adapted stream against the direct one next to it: the host's slower and faster
             # phases (seconds long here) hit both sides of a pair alike
             ratio = statistics.median((na / sa) / (nd / sd) for (sd, nd), (sa, na) in runs)
             ratios.append(ratio)
@@ -293,11 +328,37 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
             ("case", "direct", "adapter", "ratio (paired)"),
             rows,
         )
+        long_answers(client, direct_url, adapted_url, args)
     latency_met = sum(a <= GOAL_ADDED_MS for a in added)
     streams_met = sum(r >= GOAL_RATIO for r in ratios)
     print(
         f"\ngoal: <= {GOAL_ADDED_MS:g} ms added at p50 in {latency_met}/{len(added)} cases, "
         f">= {GOAL_RATIO:g}x tokens/s in {streams_met}/{len(ratios)}"
+    )
+
+
+def long_answers(client: httpx.Client, direct_url: str, adapted_url: str, args: argparse.Namespace) -> None:
+    calls = long_answer_calls(direct_url, adapted_url, args.long_tokens)
+    generated = client.post(calls[-1][0], json=calls[-1][1]).json()["eval_count"]
+    if generated != client.post(calls[0][0], json=calls[0][1]).json()["tokens_predicted"]:
+        raise RuntimeError("the adapter generated another number of tokens than llama-server")
+    interleave(20, lambda call: run_call(client, *call), calls, args.pause)  # warm up
+    direct, direct_streamed, adapted = (
+        percentile(samples, 0.5) * 1e3
+        for samples in interleave(args.requests, lambda call: run_call(client, *call), calls, args.pause)
+    )
+    print_table(
+        f"non-stream answers of {generated} tokens (outside the goal), ms at p50",
+        ("case", "direct", "direct streamed", "adapter", "adapter vs direct streamed"),
+        [
+            (
+                "generate raw vs /completion",
+                f"{direct:.2f}",
+                f"{direct_streamed - direct:+.2f}",
+                f"{adapted - direct:+.2f}",
+                f"{adapted - direct_streamed:+.2f}",
+            )
+        ],
     )
 
 
@@ -316,8 +377,9 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="latency samples per case and side")
-    parser.add_argument("--streams", type=int, default=7, help="streams per case and side")
+    parser.add_argument("--streams", type=int, default=11, help="streams per case and side")
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream")
+    parser.add_argument("--long-tokens", type=int, default=48, help="tokens of the long non-stream answers")
     parser.add_argument("--pause", type=float, default=0.002, help="seconds spun between latency samples")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="adapter-bench-") as tmp:
