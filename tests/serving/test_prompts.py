@@ -241,3 +241,30 @@ def test_a_chat_builds_a_skeleton_for_a_shape_asked_for_twice_only(templates: di
     growing, answers, built, expected = asyncio.run(scenario())
     assert (growing, built) == (0, 2)
     assert answers[0] is None and answers[-1] == expected
+
+
+def test_a_skeleton_in_use_is_renewed_before_it_expires(templates: dict):
+    """With steady traffic no request waits for a build once the first one is made: a skeleton in
+    its last ``renew`` seconds is rebuilt in the background while requests keep using it."""
+    renderings = Renderings()
+    chat = texts(CONVERSATIONS[1])
+
+    async def scenario() -> tuple[list[int], list[str | None], str]:
+        async with make_client(observer=renderings) as client:
+            renderer = PromptRenderer(Upstream(templates["own"], client), ttl=3.0, renew=2.0)
+            waited, answers = [], []
+            for pause in (0.0, 1.5, 1.6):  # built; due for renewal; past the first one's expiry
+                await asyncio.sleep(pause)
+                before = renderings.count
+                answers += [await renderer.render(chat, {}), renderer.cached(chat, {})]
+                waited.append(renderings.count - before)
+                for _ in range(500):  # the renewal, if one started, done before the next round
+                    if not renderer._building:
+                        break
+                    await asyncio.sleep(0.02)
+            return waited, answers, await renderer.remote(chat, {})
+
+    waited, rendered, expected = asyncio.run(scenario())
+    assert waited == [2, 0, 0]  # only the first request waited for a build (two renderings)
+    assert rendered == [expected] * 6
+    assert renderings.count == 2 + 2 + 2 + 1  # the build, two renewals, the comparison

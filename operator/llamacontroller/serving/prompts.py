@@ -8,7 +8,8 @@ it reproduces a second rendering with other placeholders exactly; the placeholde
 at both ends, so a template that trims them is seen and the skeleton trims too. A template that
 inspects the text in any other way fails that test and keeps the round trip; so does a text that is
 empty or ends in whitespace the test did not cover. Skeletons expire after a minute (templates may
-print today's date).
+print today's date); one still in use is rebuilt in the background during its last quarter minute,
+so that a model with steady traffic never has a request wait for a build.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from llamacontroller.serving.upstream import Upstream
 log = logging.getLogger(__name__)
 
 TTL = 60.0
+RENEW = 15.0  # seconds before a skeleton expires: a request that uses it has it rebuilt
 MAX_SHAPES = 64  # cached skeletons per server (a chat's shape grows with every turn)
 PAD = " \t\n"  # around each placeholder: whitespace a trimming template removes
 VARIANTS = ("AQX", "KJV")  # two placeholder sets: the second checks the skeleton of the first
@@ -96,12 +98,15 @@ def template_body(texts: Sequence[Text], kwargs: dict[str, Any]) -> dict[str, An
 class PromptRenderer:
     """Renders prompts for one upstream from skeletons cached per shape (roles and kwargs)."""
 
-    def __init__(self, upstream: Upstream, ttl: float = TTL) -> None:
+    def __init__(self, upstream: Upstream, ttl: float = TTL, renew: float = RENEW) -> None:
+        if not 0 <= renew < ttl:
+            raise ValueError(f"renew ({renew} s) must be shorter than the ttl ({ttl} s)")
         self.upstream = upstream
         self.ttl = ttl
+        self.renew = renew
         self._cache: dict[Shape, Entry] = {}
         self._lock = asyncio.Lock()  # one build at a time: builds are rare, and cost the server
-        self._building = False  # a build in the background, for ``cached``
+        self._building = False  # a build in the background: a chat's second request, or a renewal
         self._seen: dict[Shape, bool] = {}  # shapes asked for once, for ``cached``
 
     async def remote(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
@@ -111,7 +116,7 @@ class PromptRenderer:
     async def render(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
         """The prompt now: from a skeleton (built first if there is none) or rendered remotely."""
         shape = shape_of(texts, kwargs)
-        entry = self._fresh(shape)
+        entry = self._fresh(shape, kwargs)
         skeleton = entry.skeleton if entry else await self._build(shape, kwargs)
         prompt = skeleton.fill([content for _, content in texts]) if skeleton else None
         return prompt if prompt is not None else await self.remote(texts, kwargs)
@@ -123,28 +128,40 @@ class PromptRenderer:
         a conversation's shape grows with every turn, so building on the first request would
         build for each turn of a chat a skeleton nobody uses."""
         shape = shape_of(texts, kwargs)
-        entry = self._fresh(shape)
+        entry = self._fresh(shape, kwargs)
         if entry is None:
             if shape not in self._seen:
                 remember(self._seen, shape, True)
-            elif not self._building:  # one at a time, none queued: a later request asks again
-                self._building = True
-                task = self.upstream.client.spawn(self._build_quietly(shape, kwargs))
-                task.add_done_callback(self._built)
+            else:
+                self._build_in_background(shape, kwargs)
             return None
         return entry.skeleton.fill([content for _, content in texts]) if entry.skeleton else None
+
+    def _build_in_background(self, shape: Shape, kwargs: dict[str, Any]) -> None:
+        if not self._building:  # one at a time, none queued: a later request asks again
+            self._building = True
+            task = self.upstream.client.spawn(self._build_quietly(shape, kwargs))
+            task.add_done_callback(self._built)
 
     def _built(self, _: object) -> None:
         self._building = False
 
-    def _fresh(self, shape: Shape) -> Entry | None:
+    def _fresh(self, shape: Shape, kwargs: dict[str, Any]) -> Entry | None:
+        """The shape's entry unless it expired; one about to expire is rebuilt meanwhile."""
         entry = self._cache.get(shape)
-        return entry if entry is not None and entry.expires > time.monotonic() else None
+        if entry is None or entry.expires <= time.monotonic():
+            return None
+        if self._due(entry):
+            self._build_in_background(shape, kwargs)
+        return entry
+
+    def _due(self, entry: Entry) -> bool:
+        return entry.expires - time.monotonic() < self.renew
 
     async def _build(self, shape: Shape, kwargs: dict[str, Any]) -> Skeleton | None:
         async with self._lock:
-            entry = self._fresh(shape)
-            if entry is None:
+            entry = self._cache.get(shape)
+            if entry is None or self._due(entry):  # else built while this waited for the lock
                 entry = self._remember(shape, await self._skeleton(shape[0], kwargs))
             return entry.skeleton
 
