@@ -1,6 +1,7 @@
 """What the adapter costs: llama-server directly vs through the adapter, in one run.
 
     .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 11] [--tokens 2000]
+        [--long-tokens 48]
 
 Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
 adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the adapter's HTTP stack
