@@ -261,10 +261,10 @@ class Pool:
         else:
             self._discard(connection)
 
-    async def warm(self) -> None:
-        """Open a connection and leave it idle, for the next request to find (unless one is)."""
+    async def warm(self, spares: int) -> None:
+        """Open connections and leave them idle until ``spares`` wait for the next requests."""
         now = time.monotonic()
-        if not any(self._fresh(connection, now) for connection in self._idle):
+        for _ in range(spares - sum(self._fresh(connection, now) for connection in self._idle)):
             self.release(await self.connect(self.read_timeout))
 
     def _discard(self, connection: Connection) -> None:

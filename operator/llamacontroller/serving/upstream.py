@@ -3,8 +3,8 @@
 One ``Client`` per process (a router shares it between many ``Upstream`` objects) keeps a pool of
 keep-alive connections per server (``http11``): opening a connection per request would cost more
 than the whole adapter is allowed to add. llama-server closes the connection after each streamed
-answer, so a streamed request says ``Connection: close``, and the next streamed request's
-connection is opened in the background meanwhile (``keep_spare``).
+answer, so a streamed request says ``Connection: close``, and the connections the next one will
+take are opened in the background meanwhile (``keep_spare``).
 Timeouts: connecting is quick or the server is down; reading may wait minutes, since a long prompt
 on a busy GPU sends nothing until its first token.
 Every failure becomes an ``ApiError``: ``UpstreamError`` when llama-server answered with an error,
@@ -30,6 +30,10 @@ from llamacontroller.serving.sse import DONE, Event, SseDecoder
 CONNECT_TIMEOUT = 5.0
 HEALTH_TIMEOUT = 5.0
 READ_TIMEOUT = 600.0
+# Idle connections kept open after a streamed answer: the next streamed request's, and one for the
+# request it may send beside it (a generate's /tokenize, for its context). llama-server keeps idle
+# connections without holding a thread for each.
+SPARES = 2
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 CLOSE = {"Connection": "close"}
@@ -232,18 +236,19 @@ class Upstream:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def keep_spare(self) -> None:
-        """Open the connection the next streamed request will take, off any request's path.
+        """Open the connections the next streamed request will take, off any request's path.
 
         A streamed answer's connection is closed after it, and opening a connection on a request's
-        path costs it a round trip of the event loop: this opens one after the answer and leaves it
-        in the pool (for ``KEEPALIVE_EXPIRY``).
+        path costs it a round trip of the event loop: this opens them after the answer and leaves
+        them in the pool (for ``KEEPALIVE_EXPIRY``): ``SPARES`` of them, as a generate sends its
+        ``/tokenize`` beside its stream.
         """
         if self._spare is None or self._spare.done():
             self._spare = self.client.spawn(self._warm())
 
     async def _warm(self) -> None:
         with contextlib.suppress(FAILURES):  # llama-server is down: the next request says so
-            await self.client.pool(self.host, self.port).warm()
+            await self.client.pool(self.host, self.port).warm(SPARES)
 
     async def _error(self, response: Response) -> Exception:
         body = await response.aread()
