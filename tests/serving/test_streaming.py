@@ -97,31 +97,10 @@ def test_streamed_requests_never_leave_a_connection_llama_server_closes(chat_sta
     assert 100 <= sum(1 for what, _ in seen if what == "connect") <= 100 + SPARES
 
 
-def test_a_streamed_request_finds_its_connection_open(chat_stack: Stack):
-    """Opening a connection costs a round trip of the event loop: after a streamed answer (whose
-    connection llama-server closes) the next one is opened in the background, off any request's path."""
-    log: list[tuple[str, str]] = []
-
-    async def one_after_another() -> None:
-        async with make_client(observer=lambda what, detail: log.append((what, detail))) as client:
-            upstream = Upstream(chat_stack.upstream, client)
-            for _ in range(10):
-                log.append(("begin", ""))
-                body = {"prompt": "hi", "n_predict": 1, "stream": True}
-                async with upstream.events("/completion", body) as events:
-                    assert [event async for batch in events for event in batch][-1]["stop"] is True
-                await asyncio.sleep(0.2)  # a client reading the answer
-
-    asyncio.run(one_after_another())
-    begins = [i for i, (what, _) in enumerate(log) if what == "begin"]
-    on_path = [log[i + 1 : log.index(("request", "POST /completion close"), i)] for i in begins]
-    assert len(on_path) == 10 and on_path[0] == [("connect", "")]  # nothing was open yet
-    assert all(steps == [] for steps in on_path[1:]), on_path
-
-
 def test_a_streamed_request_and_the_one_beside_it_find_their_connections_open(chat_stack: Stack):
-    """A generate streams its answer and asks ``/tokenize`` for its context at the same time: after
-    the first, both find a connection opened in the background, and neither opens one on its path."""
+    """Opening a connection costs a round trip of the event loop: after a streamed answer (whose
+    connection llama-server closes) the next ones are opened in the background, off any request's
+    path; two, as a generate streams its answer and asks ``/tokenize`` for its context at once."""
     log: list[tuple[str, str]] = []
 
     async def one_after_another() -> None:
