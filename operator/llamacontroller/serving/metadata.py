@@ -419,7 +419,7 @@ class MetadataSource:
         """The sha256 and whether it is final: a provisional digest stands in while it is computed."""
         if file is None:
             return provisional_digest(server.alias, server.model_path, server.size, server.n_params), True
-        if self._remote:  # the file's facts came from the adapter (file_facts asked), and the digest
+        if self._remote:  # a gateway: the adapter sent the file's facts and its digest (file_facts)
             if self._sidecar_digest:
                 return self._sidecar_digest, True
             return provisional_digest(file.path, file.size, file.mtime_ns), False
