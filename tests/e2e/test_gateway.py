@@ -17,14 +17,13 @@ import openai
 import pytest
 
 from llamacontroller.local.server import LlamaServerProcess
-from llamacontroller.render.args import with_local_endpoint
 from tests.e2e.conftest import LLAMAMODELS, Cluster, eventually
 from tests.e2e.test_operator import lm
 from tests.ports import free_port
 from tests.processes import interrupt
-from tests.server.fixtures import StartServer, pod_args
+from tests.server.fixtures import StartServer, local_args
 from tests.serving.conftest import AdapterProcess
-from tests.unit.helpers import llamamodel, repo_config
+from tests.unit.helpers import llamamodel
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -170,7 +169,7 @@ def test_metadata_of_a_file_the_gateway_cannot_read_comes_from_the_slot_adapter(
     sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
     port = free_port()
     body = llamamodel(name="phi-4", parameters={"threads": 1})
-    args = with_local_endpoint(pod_args(body, repo_config()), "127.0.0.1", port, str(model_file))
+    args = local_args(body, port, model_file)
     server = LlamaServerProcess(llama_server_binary, args, "127.0.0.1", port, tmp_path / "server.log")
     adapter = AdapterProcess(server.url, tmp_path / "adapter.log")
     try:

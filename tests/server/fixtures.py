@@ -43,6 +43,19 @@ def pod_args(body: dict, config: OperatorConfig) -> list[str]:
     return pod["spec"]["containers"][0]["args"]
 
 
+def local_args(
+    body: dict,
+    port: int,
+    model_file: Path,
+    projector_file: Path | None = None,
+    config: OperatorConfig | None = None,
+) -> list[str]:
+    """The Pod's llama-server arguments for a process here: host, port and model files made local."""
+    rendered = pod_args(body, config or repo_config())
+    projector = str(projector_file) if projector_file else None
+    return with_local_endpoint(rendered, HOST, port, str(model_file), projector)
+
+
 StartServer = Callable[..., LlamaServerProcess]
 
 
@@ -56,9 +69,8 @@ def start_server(
 
     def start(body: dict, config: OperatorConfig | None = None, wait: bool = True) -> LlamaServerProcess:
         port = free_port()
-        projector = str(demo_projector) if body["spec"]["model"].get("projector") else None
-        rendered = pod_args(body, config or repo_config())
-        args = with_local_endpoint(rendered, HOST, port, str(demo_model), projector)
+        projector = demo_projector if body["spec"]["model"].get("projector") else None
+        args = local_args(body, port, demo_model, projector, config)
         server = LlamaServerProcess(llama_server_binary, args, HOST, port, tmp_path / f"server-{port}.log")
         started.append(server)
         server.start()

@@ -21,12 +21,11 @@ import pytest
 from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess, stop_process
-from llamacontroller.render.args import with_local_endpoint
 from llamacontroller.serving.asgi import App
 from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop
 from tests.ports import free_port
-from tests.server.fixtures import pod_args
-from tests.unit.helpers import llamamodel, repo_config
+from tests.server.fixtures import local_args
+from tests.unit.helpers import llamamodel
 
 HOST = "127.0.0.1"
 MODEL = "phi-4"  # the LlamaModel's name: llama-server's --alias is phi-4:latest
@@ -130,10 +129,7 @@ class Stacks:
         port = port or free_port()
         model = {"path": model_file.name} | ({"projector": projector.name} if projector else {})
         body = llamamodel(name=MODEL, parameters=parameters, model=model)
-        local_projector = str(projector) if projector else None
-        args = with_local_endpoint(
-            pod_args(body, repo_config()), HOST, port, str(model_file), local_projector
-        )
+        args = local_args(body, port, model_file, projector)
         server = LlamaServerProcess(self.binary, args, HOST, port, self.workdir / f"server-{port}.log")
         self.processes.append(server)
         server.start()
