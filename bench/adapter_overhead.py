@@ -6,12 +6,13 @@
 Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
 adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the adapter's HTTP stack
 with nothing on top: what any relay on it costs on this machine), measures, prints a table, and
-stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted
-interleaved (in an order that rotates) so that noise from other processes hits all alike; p50/p99,
-what the relay and the adapter add, and the adapter's p50 over the direct one. Throughput: streams
-of ``--tokens`` tokens, tokens per second over the whole request, median of ``--streams`` runs; the
-ratio is the median of the ratios of each adapted stream to the direct one run next to it (before it
-in one pair, after it in the next). Goal: at most 1 ms added at p50, at least 0.97x the tokens per second.
+stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted, the
+calls of every case in one round shuffled anew each round, so that noise from other processes and
+the host's slower phases hit all alike; p50/p99, what the relay and the adapter add, and the
+adapter's p50 over the direct one. Throughput: streams of ``--tokens`` tokens, tokens per second
+over the whole request, median of ``--streams`` runs; the ratio is the median of the ratios of each
+adapted stream to the direct one run next to it (before it in one pair, after it in the next). Goal:
+at most 1 ms added at p50, at least 0.97x the tokens per second.
 
 ``/api/chat`` is measured twice: against llama-server's chat endpoint (what its clients get instead)
 and against ``/completion`` with the prompt the adapter renders for it (the same upstream work:
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -271,13 +273,18 @@ def spin(seconds: float) -> None:
 def interleave(
     count: int, run: Callable[[tuple[str, dict]], float], calls: list[tuple[str, dict]], pause: float
 ) -> list[list[float]]:
-    """Each call once per round, in an order that rotates from round to round: the request that
-    follows a direct one takes a little longer (0.01-0.07 ms, measured with three identical
-    relays), and no side may keep that place."""
+    """Each call once per round, in an order shuffled anew each round (seeded: runs are alike).
+
+    The request that follows a direct one takes a little longer (0.01-0.07 ms, measured with three
+    identical relays): in a fixed or merely rotated order some call follows the direct one more
+    often than the others; shuffled, none does. And the host's slower phases (seconds long) hit
+    every call alike, wherever it stands in the list."""
+    order = random.Random(0)
     samples: list[list[float]] = [[] for _ in calls]
-    for round_ in range(count):
-        for i in range(len(calls)):
-            at = (round_ + i) % len(calls)
+    positions = list(range(len(calls)))
+    for _ in range(count):
+        order.shuffle(positions)
+        for at in positions:
             samples[at].append(run(calls[at]))
             spin(pause)
     return samples
@@ -292,13 +299,23 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
     added: list[float] = []
     ratios: list[float] = []
     with httpx.Client(timeout=120) as client:
-        for case in latency_cases(direct_url, adapted_url):
-            relayed = (case.direct[0].replace(direct_url, relay_url, 1), case.direct[1])
-            calls = [case.direct, relayed, case.adapted]
-            interleave(20, lambda call: timed(client, *call), calls, args.pause)  # warm up
+        # every case's calls in one shuffled round: a slower phase of the host cannot fall on one case
+        cases = latency_cases(direct_url, adapted_url)
+        calls = [
+            call
+            for case in cases
+            for call in (
+                case.direct,
+                (case.direct[0].replace(direct_url, relay_url, 1), case.direct[1]),
+                case.adapted,
+            )
+        ]
+        interleave(20, lambda call: timed(client, *call), calls, args.pause)  # warm up
+        samples = interleave(args.requests, lambda call: timed(client, *call), calls, args.pause)
+        for index, case in enumerate(cases):
             direct, relay, adapted = (
-                [percentile(samples, q) * 1e3 for q in (0.5, 0.99)]
-                for samples in interleave(args.requests, lambda call: timed(client, *call), calls, args.pause)
+                [percentile(side, q) * 1e3 for q in (0.5, 0.99)]
+                for side in samples[3 * index : 3 * index + 3]
             )
             added.append(adapted[0] - direct[0])
             rows.append(
