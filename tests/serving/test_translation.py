@@ -192,6 +192,22 @@ def test_generate_route(body: dict, route: str):
     assert ollama.generate_route(body) == route
 
 
+def test_a_generate_as_the_chat_it_stands_for():
+    body = {"prompt": "what?", "system": "be brief", "images": ["AAAA"]}
+    assert ollama.generate_texts(body) == [("system", "be brief"), ("user", "what?")]
+    assert ollama.generate_messages(body) == [
+        {"role": "system", "content": "be brief"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
+            ],
+        },
+    ]
+    assert ollama.generate_messages({"prompt": "hi"}) == [{"role": "user", "content": "hi"}]
+
+
 def test_generate_bodies():
     body = {"prompt": "hi", "options": {"num_predict": 3}, "format": "json"}
     assert ollama.completion_body(body, ollama.completion_prompt("T", [1, 2])) == {

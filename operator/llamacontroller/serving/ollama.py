@@ -210,11 +210,10 @@ def has_images(body: dict[str, Any]) -> bool:
 
 def generate_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     """``/api/generate``'s ``system`` and ``prompt`` (and ``images``) as the chat it stands for."""
-    system = field(body, "system", str)
-    user: dict[str, Any] = {"role": "user", "content": field(body, "prompt", str, "")}
+    messages: list[dict[str, Any]] = [{"role": role, "content": text} for role, text in generate_texts(body)]
     if field(body, "images", list):
-        user["images"] = body["images"]
-    return [openai_message(m) for m in ([{"role": "system", "content": system}] if system else []) + [user]]
+        messages[-1]["images"] = body["images"]
+    return [openai_message(message) for message in messages]
 
 
 # ---------------------------------------------------------------------------------------------
