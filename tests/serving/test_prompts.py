@@ -19,7 +19,7 @@ from llamacontroller.serving.adapter import build_app
 from llamacontroller.serving.ollama import generate_texts, think_fields
 from llamacontroller.serving.prompts import PromptRenderer
 from llamacontroller.serving.upstream import Upstream, make_client
-from tests.serving.conftest import CHAT_PARAMETERS, Stack, Stacks, serve_during
+from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, serve_during
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -116,9 +116,9 @@ def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(templ
 def ollama_chat(url: str, messages: list[dict], stream: bool = False) -> tuple[str, int]:
     client = ollama.Client(host=url)
     if not stream:
-        answer = client.chat(model="phi-4", messages=messages, options=ONE_ANSWER)
+        answer = client.chat(model=MODEL, messages=messages, options=ONE_ANSWER)
         return answer.message.content or "", answer.prompt_eval_count or 0
-    chunks = list(client.chat(model="phi-4", messages=messages, options=ONE_ANSWER, stream=True))
+    chunks = list(client.chat(model=MODEL, messages=messages, options=ONE_ANSWER, stream=True))
     return "".join(chunk.message.content or "" for chunk in chunks), chunks[-1].prompt_eval_count or 0
 
 
