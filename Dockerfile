@@ -29,10 +29,9 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && groupadd --system --gid 10001 llamacontroller \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin llamacontroller
-# `llamacontroller render -f lm.yaml` in /app uses the repository's config, as it does in a checkout;
-# the Deployment passes --config with the ConfigMap built from the same file.
+# The settings are built into the package (`docker run IMAGE render -f -` uses them); the Deployment
+# passes --config with the ConfigMap built from config/operator.yaml.
 WORKDIR /app
-COPY config/operator.yaml config/operator.yaml
 USER 10001:10001
 # 8080: the operator's liveness endpoint (kopf); 11434: the gateway's and the adapter's API.
 EXPOSE 8080 11434

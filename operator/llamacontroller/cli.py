@@ -1,25 +1,60 @@
-"""The `llamacontroller` command: operator, render, crd, demo-model."""
+"""The `llamacontroller` command: the operator, the APIs, the local runtime and its demo, tools.
+
+Every command runs from any folder with the built-in settings; ``--config FILE`` overrides them. A
+mistake a person can fix (a missing file, bad YAML, an invalid LlamaModel, a taken port, no
+llama-server, no cluster) ends the command with one line on stderr and exit code 2; ``--verbose``
+adds the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from llamacontroller.config import DEFAULT_CONFIG_PATH, load_config
+from llamacontroller.config import load_config
+from llamacontroller.errors import UserError
+from llamacontroller.logs import LogFormat, configure_logging, quiet_libraries
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def read_documents(path: str) -> list[dict[str, Any]]:
+    """The YAML documents of a file ('-': stdin) that are mappings; a missing file or bad YAML is a
+    UserError naming the file (and the line)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    return [doc for doc in documents if isinstance(doc, dict)]
 
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from llamacontroller.kube import handlers  # noqa: F401  (registers the handlers)
+    from llamacontroller.kube.api import KubeApi
 
     config = load_config(args.config)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format is LogFormat.JSON else kopf.LogFormat.FULL,
+    )
+    quiet_libraries()
+    asyncio.run(_check_cluster(KubeApi.from_environment()))
     namespaces = args.namespace or None
-    kopf.configure(verbose=args.verbose)
     kopf.run(
         standalone=True,
         clusterwide=namespaces is None,
@@ -30,9 +65,12 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_documents(path: str) -> list[dict]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+async def _check_cluster(api: Any) -> None:
+    """At start-up only: later, an API server that is away is waited for, not a reason to exit."""
+    try:
+        await api.check_reachable()
+    finally:
+        await api.close()
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -42,15 +80,16 @@ def _render(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     out = []
-    for doc in _read_documents(args.file):
+    for doc in read_documents(args.file):
         doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
         try:
             children = render_children(parse_llamamodel(doc), config)
         except (InvalidSpec, PlacementError) as exc:
-            name = doc["metadata"].get("name", "?")
-            print(f"error: LlamaModel {doc['metadata']['namespace']}/{name}: {exc}", file=sys.stderr)
-            return 1
+            meta = doc["metadata"]
+            raise UserError(f"LlamaModel {meta['namespace']}/{meta.get('name', '?')}: {exc}") from exc
         out += [children.pod, children.service]
+    if not out:
+        raise UserError(f"{args.file}: no LlamaModel in it")
     yaml.safe_dump_all(out, sys.stdout, sort_keys=False)
     return 0
 
@@ -65,7 +104,7 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_model(args: argparse.Namespace) -> int:
+def _tiny_model(args: argparse.Namespace) -> int:
     from llamacontroller.demo_model import write_demo_model, write_demo_projector
 
     print(write_demo_model(Path(args.path)))
@@ -75,39 +114,27 @@ def _demo_model(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    import logging
-
     from llamacontroller.local import state as state_file
-    from llamacontroller.local.binary import LlamaServerNotFound, find_llama_server
+    from llamacontroller.local.binary import find_llama_server
     from llamacontroller.local.gateway import GatewayThread
-    from llamacontroller.local.runtime import LocalRuntime, request_reload
+    from llamacontroller.local.runtime import LocalRuntime, preflight, request_reload
     from llamacontroller.serving.auth import load_api_keys
 
     state_dir, paths = Path(args.state_dir), [Path(p) for p in args.file]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    if state_file.running_state(state_dir):
+        raise UserError(f"no such file or folder: {', '.join(missing)}")
+    config, models_dir = load_config(args.config), Path(args.models_dir)
+    if state_file.running_state(state_dir):  # hand the files to the running `up`, which holds the ports
+        preflight(paths, config, models_dir, check_ports=False)
         print(state_file.status_table(request_reload(state_dir, paths)))
         return 0
-    try:
-        binary = find_llama_server(args.llama_server)
-    except LlamaServerNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the probes, every few seconds
-    config = load_config(args.config)
+    binary = find_llama_server(args.llama_server)
+    preflight(paths, config, models_dir)
     gateway = None
     if args.gateway_listen != "off":
         gateway = GatewayThread(args.gateway_listen, load_api_keys(args.api_keys_file))
-    try:
-        LocalRuntime(paths, config, Path(args.models_dir), binary, state_dir, args.watch, gateway).run()
-    except OSError as exc:
-        hint = f"gateway {args.gateway_listen}: pass --gateway-listen HOST:PORT, or off"
-        print(f"error: {exc.strerror or exc} ({hint})", file=sys.stderr)
-        return 1
+    LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway).run()
     return 0
 
 
@@ -132,8 +159,7 @@ def _status(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     log = Path(args.state_dir) / "logs" / f"{args.slot}.log"
     if not log.exists():
-        print(f"error: no log for slot {args.slot} in {log.parent}", file=sys.stderr)
-        return 1
+        raise UserError(f"no log for slot {args.slot} in {log.parent}")
     lines = log.read_text(errors="replace").splitlines()
     print("\n".join(lines[-args.lines :] if args.lines else lines))
     return 0
@@ -142,7 +168,8 @@ def _logs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from llamacontroller.local.demo import run_demo
 
-    return run_demo(Path(args.file), args.config, Path(args.state_dir), args.gateway_listen, args.prompt)
+    load_config(args.config)  # a bad settings file fails here, not in the `up` it starts
+    return run_demo(args.config, Path(args.state_dir), args.gateway_listen, args.prompt, args.llama_server)
 
 
 def _adapter(args: argparse.Namespace) -> int:
@@ -161,36 +188,56 @@ def _adapter(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from llamacontroller.kube.api import KubeApi
     from llamacontroller.serving.gateway import run_gateway
 
+    asyncio.run(_check_cluster(KubeApi.from_environment(user_agent="llamacontroller-gateway")))
     run_gateway(args.listen, args.namespace or None, api_keys_file=args.api_keys_file)
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="llamacontroller", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes, after its name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", help="debug logs, and tracebacks of errors")
+    common.add_argument(
+        "--log-format",
+        type=LogFormat,
+        choices=list(LogFormat),
+        default=LogFormat.TEXT,
+        help="text lines, or JSON lines for log pipelines",
+    )
+    return common
 
-    op = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="llamacontroller", description=__doc__.split("\n\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+    common = [_common_options()]
+    config = {"default": None, "help": "settings (YAML) over the built-in ones, e.g. config/operator.yaml"}
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=common)
+
+    op = command("operator", "run the Kubernetes operator (kopf)")
     op.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
     op.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (the default)")
-    op.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="operator settings (YAML)")
+    op.add_argument("--config", **config)
     op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-    op.add_argument("--verbose", "-v", action="store_true")
     op.set_defaults(run=_operator)
 
-    render = commands.add_parser("render", help="print the Pod and Service a LlamaModel becomes")
+    render = command("render", "print the Pod and Service a LlamaModel becomes")
     render.add_argument("-f", "--file", required=True, help="LlamaModel YAML ('-' for stdin)")
-    render.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="operator settings (YAML)")
+    render.add_argument("--config", **config)
     render.add_argument("--namespace", "-n", default="default", help="namespace when the file names none")
     render.set_defaults(run=_render)
 
-    crd = commands.add_parser("crd", help="print the LlamaModel CRD generated from the models")
+    crd = command("crd", "print the LlamaModel CRD generated from the models")
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")
     crd.set_defaults(run=_crd)
 
     keys = {"default": None, "help": "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"}
-    adapter = commands.add_parser("adapter", help="the Ollama/OpenAI API in front of one llama-server")
+    adapter = command("adapter", "the Ollama/OpenAI API in front of one llama-server")
     adapter.add_argument("--upstream", required=True, help="llama-server's URL, e.g. http://127.0.0.1:8081")
     adapter.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     adapter.add_argument("--model", default=None, help="the model's name (default: llama-server's --alias)")
@@ -200,22 +247,23 @@ def parser() -> argparse.ArgumentParser:
     adapter.add_argument("--no-access-log", action="store_true", help="do not log each request")
     adapter.set_defaults(run=_adapter)
 
-    gateway = commands.add_parser("gateway", help="the Ollama/OpenAI API for every Ready LlamaModel")
+    gateway = command("gateway", "the Ollama/OpenAI API for every Ready LlamaModel")
     gateway.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     gateway.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
     gateway.add_argument("--api-keys-file", **keys)
     gateway.set_defaults(run=_gateway)
 
     state_dir = {"default": ".llamacontroller", "help": "where `up` keeps its state and logs"}
-    up = commands.add_parser("up", help="serve LlamaModel files with local llama-server processes")
+    llama_server = {"default": None, "help": "the llama-server binary (else $LLAMA_SERVER, ...)"}
+    up = command("up", "serve LlamaModel files with local llama-server processes")
     up.add_argument(
         "-f", "--file", action="append", required=True, help="a LlamaModel file or folder (repeatable)"
     )
-    up.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="settings (YAML): ports, defaults")
+    up.add_argument("--config", **config)
     up.add_argument(
         "--models-dir", default="models", help="where model.path is resolved (the volume's stand-in)"
     )
-    up.add_argument("--llama-server", default=None, help="the llama-server binary (else $LLAMA_SERVER, ...)")
+    up.add_argument("--llama-server", **llama_server)
     up.add_argument("--watch", action="store_true", help="converge whenever the files change")
     up.add_argument(
         "--gateway-listen", default="127.0.0.1:11434", help="the Ollama/OpenAI gateway ('off': none)"
@@ -224,34 +272,32 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", **state_dir)
     up.set_defaults(run=_up)
 
-    down = commands.add_parser("down", help="stop the running `up` and its servers")
+    down = command("down", "stop the running `up` and its servers")
     down.add_argument("--state-dir", **state_dir)
     down.set_defaults(run=_down)
 
-    status = commands.add_parser("status", help="what each slot of the running `up` is doing")
+    status = command("status", "what each slot of the running `up` is doing")
     status.add_argument("--state-dir", **state_dir)
     status.set_defaults(run=_status)
 
-    logs = commands.add_parser("logs", help="a slot's llama-server log")
+    logs = command("logs", "a slot's llama-server log")
     logs.add_argument("slot")
     logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
     logs.add_argument("--state-dir", **state_dir)
     logs.set_defaults(run=_logs)
 
-    demo = commands.add_parser("demo", help="run the demo model locally, ask it once, stop")
-    demo.add_argument(
-        "-f", "--file", default="examples/local", help="LlamaModel files (default: examples/local)"
-    )
-    demo.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="settings (YAML)")
+    demo = command("demo", "serve a real small model locally, ask it once, stop")
+    demo.add_argument("--config", **config)
+    demo.add_argument("--llama-server", **llama_server)
     demo.add_argument("--gateway-listen", default="127.0.0.1:11434", help="where the gateway listens")
-    demo.add_argument("--prompt", default="Why is the sky blue?")
-    demo.add_argument("--state-dir", default=".llamacontroller/demo", help="state, logs and the demo model")
+    demo.add_argument("--prompt", default="Why is the sky blue? Answer in one sentence.")
+    demo.add_argument("--state-dir", default=".llamacontroller/demo", help="the demo's state and logs")
     demo.set_defaults(run=_demo)
 
-    demo = commands.add_parser("demo-model", help="write the tiny deterministic GGUF model")
-    demo.add_argument("path")
-    demo.add_argument("--projector", help="also write its vision projector (mmproj) here")
-    demo.set_defaults(run=_demo_model)
+    tiny = command("tiny-model", "write the tiny deterministic GGUF model of the tests")
+    tiny.add_argument("path")
+    tiny.add_argument("--projector", help="also write its vision projector (mmproj) here")
+    tiny.set_defaults(run=_tiny_model)
     return root
 
 
@@ -259,7 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "all_namespaces", False) and args.namespace:
         parser().error("--namespace and --all-namespaces exclude each other")
-    return args.run(args)
+    if args.command != "operator":  # kopf's own formatter names the object of each line
+        configure_logging(args.log_format, args.verbose)
+    try:
+        return args.run(args)
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).info("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Operator settings (config/operator.yaml): the slot table, the image, the models volume, defaults.
+"""Operator settings: the slot table, the image, the models volume, defaults.
+
+Every setting has its default here, in the models: a command runs without any file, from any folder.
+A settings file (``--config``; config/operator.yaml documents every setting with these same values)
+overrides what it names.
 
 The slot table is data, not code: each slot names the GPUs it occupies, the port its server listens on
 and the tensor split that pins the model to those GPUs. Two slots conflict when their GPUs overlap.
@@ -11,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from llamacontroller.resource import CamelModel, ServerParameters
+from llamacontroller.errors import UserError
+from llamacontroller.resource import CamelModel, ServerParameters, describe_validation_error
 from llamacontroller.slots import slot_names
 
-DEFAULT_CONFIG_PATH = Path("config/operator.yaml")
+DEFAULT_MODELS_CLAIM = "llama-models"
+# The port of each slot's server: GPU 0 and the whole node share 8081, GPU 1 has 8088.
+DEFAULT_PORTS = {"gpu0": 8081, "gpu1": 8088, "both": 8081, "gpu2": 8082, "gpu3": 8083, "all": 8081}
 
 
 class GpuStrategy(StrEnum):
@@ -33,7 +40,9 @@ class GpuStrategy(StrEnum):
 
 
 class ModelsVolume(CamelModel):
-    """Where the GGUF files live: a PersistentVolumeClaim or a host path, mounted read-only."""
+    """Where the GGUF files live: a PersistentVolumeClaim or a host path, mounted read-only.
+
+    Neither given: the claim ``llama-models``."""
 
     mount_path: str = "/models"
     persistent_volume_claim: dict[str, Any] | None = None
@@ -41,8 +50,10 @@ class ModelsVolume(CamelModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelsVolume:
-        if (self.persistent_volume_claim is None) == (self.host_path is None):
-            raise ValueError("modelsVolume needs exactly one of persistentVolumeClaim or hostPath")
+        if self.persistent_volume_claim is not None and self.host_path is not None:
+            raise ValueError("modelsVolume takes one of persistentVolumeClaim or hostPath, not both")
+        if self.persistent_volume_claim is None and self.host_path is None:
+            self.persistent_volume_claim = {"claimName": DEFAULT_MODELS_CLAIM}
         return self
 
     def volume_source(self) -> dict[str, Any]:
@@ -57,7 +68,12 @@ class AdapterSettings(CamelModel):
     enabled: bool = True
     image: str = "ghcr.io/llamacontroller/llamacontroller:0.1.0"
     port: int = Field(default=11434, ge=1, le=65535)
-    resources: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+    )
 
 
 class ApiKeys(CamelModel):
@@ -66,9 +82,14 @@ class ApiKeys(CamelModel):
     secret_name: str | None = None
     secret_key: str = "keys"
 
+    @field_validator("secret_name")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
 
 class LocalSettings(CamelModel):
-    """The local runtime's own settings (`llamacontroller up`): the seed's crash policy."""
+    """The local runtime's own settings (`llamacontroller up`): what it does when a server crashes."""
 
     restart_on_crash: bool = True
     max_restart_attempts: int = Field(default=5, ge=0)
@@ -84,18 +105,34 @@ class OperatorConfig(CamelModel):
     gpus_per_node: int = Field(default=2, ge=1, le=16)
     gpu_count_label: str = "nvidia.com/gpu.count"
     gpu_strategy: GpuStrategy = GpuStrategy.PINNED
-    ports: dict[str, int]
-    models_volume: ModelsVolume
-    defaults: ServerParameters = Field(default_factory=ServerParameters)
-    gpu_env: dict[str, str] = Field(default_factory=dict)
-    resources: dict[str, Any] | None = None
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    ports: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PORTS))
+    models_volume: ModelsVolume = Field(default_factory=ModelsVolume)
+    defaults: ServerParameters = Field(
+        default_factory=lambda: ServerParameters(ctx_size=4096, n_gpu_layers=999, parallel=1)
+    )
+    gpu_env: dict[str, str] = Field(
+        default_factory=lambda: {
+            "NVIDIA_VISIBLE_DEVICES": "all",
+            "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+        }
+    )
+    resources: dict[str, Any] | None = Field(
+        default_factory=lambda: {"requests": {"cpu": "1", "memory": "2Gi"}}
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
     readiness_period_seconds: int = Field(default=5, ge=1)
     startup_timeout_seconds: int = Field(default=300, ge=1)
     resync_seconds: float = Field(default=30.0, gt=0)
     local: LocalSettings = Field(default_factory=LocalSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     api_keys: ApiKeys = Field(default_factory=ApiKeys)
+
+    @field_validator("default_node")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # the file's "" says "no default node" too
 
     @model_validator(mode="after")
     def _ports_cover_the_default_node(self) -> OperatorConfig:
@@ -107,7 +144,44 @@ class OperatorConfig(CamelModel):
         return self
 
 
-def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> OperatorConfig:
-    """Read the settings file; a missing or invalid file is an error the user must see at start-up."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    return OperatorConfig.model_validate(data)
+# Groups of settings whose fields a file overrides one by one; any other setting it names replaces
+# the default whole (a file's `ports` is the whole slot table, its `modelsVolume` the whole source).
+MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys")
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A settings file's mapping completed by the built-in defaults of the groups it names."""
+    builtin = OperatorConfig().model_dump(by_alias=True, exclude_none=True)
+    merged = dict(data)
+    for group in MERGED_GROUPS:
+        if isinstance(data.get(group), dict):
+            merged[group] = builtin[group] | data[group]
+    return merged
+
+
+class ConfigError(UserError):
+    """The settings file cannot be used; the message names the file and what is wrong in it."""
+
+
+def load_config(path: Path | str | None = None) -> OperatorConfig:
+    """The built-in settings, overridden by those of the file when one is given.
+
+    A missing, unreadable or invalid file raises ConfigError: the user must see it at start-up."""
+    if path is None:
+        return OperatorConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not YAML: {_first_line(exc)}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return OperatorConfig.model_validate(with_defaults(data or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"--config {path}: {describe_validation_error(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

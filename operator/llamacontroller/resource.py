@@ -36,8 +36,38 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+def cel_rules(*rules: dict[str, str]) -> ConfigDict:
+    """A resource model's rules across its fields, for the API server to check at apply time
+    (the CRD's ``x-kubernetes-validations``, in CEL); the model's own validators say the same."""
+    return ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={"x-kubernetes-validations": list(rules)},
+    )
+
+
+# A path component "..": a path that leaves the models volume.
+PARENT_COMPONENT = "(^|/)[.][.](/|$)"
+
+
 class ModelRef(CamelModel):
     """Which GGUF file to serve and the name clients ask for."""
+
+    model_config = cel_rules(
+        {
+            "rule": f"!self.path.matches('{PARENT_COMPONENT}')",
+            "message": "must stay inside the models volume: '..' is not allowed",
+            "fieldPath": ".path",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": f"!has(self.projector) || !self.projector.matches('{PARENT_COMPONENT}')",
+            "message": "must stay inside the models volume: '..' is not allowed",
+            "fieldPath": ".projector",
+            "reason": "FieldValueInvalid",
+        },
+    )
 
     name: str | None = Field(
         default=None,
@@ -77,6 +107,27 @@ class GpuMode(StrEnum):
 class GpuPlacement(CamelModel):
     """Which GPUs of the node the server uses: one of them, or both."""
 
+    model_config = cel_rules(
+        {
+            "rule": "self.mode == 'both' || !has(self.tensorSplit)",
+            "message": "tensorSplit applies to mode 'both' only; a single GPU gets the slot's split",
+            "fieldPath": ".tensorSplit",
+            "reason": "FieldValueForbidden",
+        },
+        {
+            "rule": "self.mode != 'both' || !has(self.gpuId) || self.gpuId == 0",
+            "message": "gpuId applies to mode 'single' only",
+            "fieldPath": ".gpuId",
+            "reason": "FieldValueForbidden",
+        },
+        {
+            "rule": "!has(self.tensorSplit) || self.tensorSplit.matches('[1-9]')",
+            "message": "tensorSplit needs at least one non-zero ratio",
+            "fieldPath": ".tensorSplit",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
     mode: GpuMode = Field(default=GpuMode.SINGLE, description="single: one GPU (gpuId); both: every GPU.")
     gpu_id: int = Field(default=0, ge=0, le=15, description="The GPU of a single-GPU placement.")
     tensor_split: str | None = Field(
@@ -99,16 +150,38 @@ class GpuPlacement(CamelModel):
 class ServerParameters(CamelModel):
     """llama-server parameters; unset ones take the operator's defaults (config/operator.yaml)."""
 
+    model_config = cel_rules(
+        {
+            "rule": "!has(self.pooling) || (has(self.embeddings) && self.embeddings)",
+            "message": "pooling applies to embeddings: set embeddings: true as well",
+            "fieldPath": ".pooling",
+            "reason": "FieldValueForbidden",
+        },
+    )
+
     ctx_size: int | None = Field(default=None, ge=0, description="--ctx-size: total over parallel slots.")
     n_gpu_layers: int | None = Field(default=None, ge=0, description="--n-gpu-layers (999: all).")
     threads: int | None = Field(default=None, ge=1, description="--threads.")
     batch_size: int | None = Field(default=None, ge=1, description="--batch-size.")
     parallel: int | None = Field(default=None, ge=1, description="--parallel: concurrent request slots.")
     flash_attn: Literal["on", "off", "auto"] | None = Field(default=None, description="--flash-attn.")
+    embeddings: bool | None = Field(
+        default=None,
+        description="--embeddings: serve /v1/embeddings (and Ollama's /api/embed); for embedding models.",
+    )
+    pooling: Literal["none", "mean", "cls", "last", "rank"] | None = Field(
+        default=None, description="--pooling: how token embeddings become one (the model's own by default)."
+    )
     extra_args: list[str] | None = Field(
         default=None,
         description="Passed verbatim after the typed flags; llama-server takes the last value of a flag.",
     )
+
+    @model_validator(mode="after")
+    def _pooling_needs_embeddings(self) -> ServerParameters:
+        if self.pooling is not None and not self.embeddings:
+            raise ValueError("pooling applies to embeddings: set embeddings: true as well")
+        return self
 
 
 class EnvVar(CamelModel):

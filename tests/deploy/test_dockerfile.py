@@ -140,14 +140,10 @@ def test_the_entrypoint_is_the_llamacontroller_command():
     assert scripts["llamacontroller"] == "llamacontroller.cli:main"
 
 
-def test_the_default_config_sits_where_the_cli_looks_for_it():
-    """`docker run IMAGE render -f -` reads the repo's config, as `llamacontroller render` does here."""
-    from llamacontroller.config import DEFAULT_CONFIG_PATH
-
-    (workdir,) = [i.args for i in of(RUNTIME, "WORKDIR")]
+def test_the_image_needs_no_settings_file():
+    """The settings are built into the package: the image copies none, the Deployment mounts one."""
     copies = [shlex.split(i.args) for i in of(RUNTIME, "COPY")]
-    assert ["config/operator.yaml", str(DEFAULT_CONFIG_PATH)] in copies
-    assert not DEFAULT_CONFIG_PATH.is_absolute() and workdir.startswith("/")
+    assert not [c for c in copies if any("config" in part for part in c)]
 
 
 # --- .dockerignore -------------------------------------------------------------------------------
@@ -211,7 +207,7 @@ def test_the_context_holds_what_the_copies_need_and_nothing_else():
         "examples/gpu0.yaml",
         "operator/llamacontroller.egg-info/PKG-INFO",
         "operator/llamacontroller/__pycache__/cli.cpython-311.pyc",
-        "config/other.yaml",
+        "config/operator.yaml",
         "Dockerfile",
     ]:
         assert not sent_to_the_builder(path), path

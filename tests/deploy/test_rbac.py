@@ -29,11 +29,12 @@ from llamacontroller.config import load_config
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 from tests.deploy.conftest import NAMESPACE, mounted_config, one
-from tests.e2e.conftest import REPO, SERVICES, Cluster, OperatorProcess, eventually
+from tests.e2e.conftest import REPO, SERVICES, Cluster, OperatorProcess
 from tests.e2e.test_operator import arg, lm, one_pod
 from tests.kube_emulator import AuditRecord
 from tests.ports import free_port
 from tests.processes import interrupt
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,6 @@ LLAMAMODELS = ("llamacontroller.io", "v1alpha1", "llamamodels")
 PODS = ("", "v1", "pods")
 SERVICES = ("", "v1", "services")
 OPERATOR_AGENT = "llamacontroller"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll until `check` returns something truthy; the last value or error explains a timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, KeyError, LookupError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
 class Cluster:

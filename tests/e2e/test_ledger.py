@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.conftest import LLAMAMODELS, Cluster, OperatorProcess, eventually
+from tests.e2e.conftest import LLAMAMODELS, Cluster, OperatorProcess
 from tests.e2e.test_operator import arg, lm, one_pod
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from tests.e2e.conftest import PODS, REPO, SERVICES, Cluster, OperatorProcess, eventually
+from tests.e2e.conftest import PODS, REPO, SERVICES, Cluster, OperatorProcess
 from tests.e2e.test_operator import lm, one_pod
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import REPO, Cluster, OperatorProcess, eventually
+from tests.e2e.conftest import REPO, Cluster, OperatorProcess
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

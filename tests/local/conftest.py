@@ -14,8 +14,8 @@ import yaml
 
 from llamacontroller.demo_model import write_demo_model
 from llamacontroller.local import state as state_file
-from tests.e2e.conftest import eventually
 from tests.ports import free_port
+from tests.support.polling import eventually
 from tests.unit.helpers import REPO
 
 

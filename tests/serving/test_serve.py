@@ -24,7 +24,7 @@ from llamacontroller.serving.asgi import App, Request, Response, Stream
 from llamacontroller.serving.http import error_middleware
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import RoutingCatalog
-from llamacontroller.serving.serve import listening_socket, new_event_loop, parse_listen
+from llamacontroller.serving.serve import ListenError, listening_socket, new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
 from tests.ports import free_port
 from tests.serving.conftest import serve_during
@@ -51,14 +51,14 @@ def test_listen_addresses(listen: str, expected: tuple[str, int]):
 
 @pytest.mark.parametrize("listen", ["localhost", "host:port", "1.2.3.4:"])
 def test_a_listen_address_without_a_port_is_refused(listen: str):
-    with pytest.raises(ValueError, match="expected host:port"):
+    with pytest.raises(ListenError, match="expected host:port"):
         parse_listen(listen)
 
 
 def test_a_taken_port_fails_when_the_socket_is_made():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with pytest.raises(OSError):
+        with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
             listening_socket("127.0.0.1", port)
 
 

@@ -1,9 +1,10 @@
-"""The command line, called in-process: render, crd and demo-model need no cluster."""
+"""The command line, called in-process: render, crd and tiny-model need no cluster."""
 
 import yaml
 
 from llamacontroller.cli import main
 from llamacontroller.crd import crd_yaml
+from llamacontroller.local.demo import demo_llamamodel
 from tests.unit.helpers import REPO
 
 CONFIG = str(REPO / "config" / "operator.yaml")
@@ -25,7 +26,7 @@ def test_render_of_an_invalid_file_says_why_and_fails(tmp_path, capsys):
         "apiVersion: llamacontroller.io/v1alpha1\nkind: LlamaModel\nmetadata: {name: x}\n"
         "spec: {model: {path: m.gguf}, nodeName: n, gpu: {mode: triple}}\n"
     )
-    assert main(["render", "-f", str(bad), "--config", CONFIG]) == 1
+    assert main(["render", "-f", str(bad), "--config", CONFIG]) == 2
     assert (
         "LlamaModel default/x: spec.gpu.mode: Input should be 'single' or 'both'" in capsys.readouterr().err
     )
@@ -36,8 +37,21 @@ def test_crd_prints_the_generated_crd(capsys):
     assert capsys.readouterr().out == crd_yaml()
 
 
-def test_demo_model_is_written_where_asked(tmp_path, capsys):
+def test_the_tiny_model_is_written_where_asked(tmp_path, capsys):
     target = tmp_path / "sub" / "demo.gguf"
-    assert main(["demo-model", str(target)]) == 0
+    assert main(["tiny-model", str(target)]) == 0
     assert target.read_bytes()[:4] == b"GGUF"
     assert capsys.readouterr().out.strip() == str(target)
+
+
+def test_render_needs_no_settings_file(capsys):
+    """The built-in settings are the documented ones: the same Pod with or without --config."""
+    example = str(REPO / "examples" / "gpu1.yaml")
+    assert main(["render", "-f", example]) == 0
+    without = capsys.readouterr().out
+    assert main(["render", "-f", example, "--config", CONFIG]) == 0
+    assert capsys.readouterr().out == without
+
+
+def test_the_demo_example_is_the_demos_llamamodel():
+    assert yaml.safe_load((REPO / "examples" / "local" / "demo.yaml").read_text()) == demo_llamamodel()

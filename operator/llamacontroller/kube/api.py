@@ -8,14 +8,19 @@ RBAC role, and one place to look when a call misbehaves.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from llamacontroller.errors import UserError
 from llamacontroller.resource import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -31,15 +36,26 @@ class ApiError(RuntimeError):
         self.reason = reason
 
 
+class NoCluster(UserError):
+    """No credentials for a Kubernetes API server, or none answers where they point."""
+
+
 def _credentials() -> Any:
     """The `kubernetes` package's Configuration: in-cluster when in a Pod, else the kubeconfig."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        reason = " ".join(str(exc).split())
+        raise NoCluster(f"no Kubernetes credentials (kubeconfig {where}, or in-cluster): {reason}") from exc
     return configuration
 
 
@@ -93,6 +109,20 @@ class KubeApi:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def check_reachable(self, timeout: float = 10.0) -> None:
+        """Raises NoCluster unless the API server answers ``/version`` (any authenticated client may)."""
+        server = str(self.client.base_url).rstrip("/")
+        try:
+            response = await self.client.get("/version", timeout=timeout)
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            raise NoCluster(f"the Kubernetes API server at {server} cannot be reached: {reason}") from exc
+        if response.status_code in (401, 403):
+            raise NoCluster(
+                f"the Kubernetes API server at {server} refuses these credentials "
+                f"({response.status_code} {response.reason_phrase})"
+            )
+
     async def _call(
         self,
         method: str,
@@ -105,10 +135,15 @@ class KubeApi:
         exists_ok: bool = False,
     ) -> dict[str, Any] | None:
         headers = {"Content-Type": content_type} if body is not None else {}
+        started = time.monotonic()
         try:
             response = await self.client.request(method, path, params=params, json=body, headers=headers)
         except httpx.HTTPError as exc:  # unreachable, timed out: one kind of failure for the callers
+            log.debug("%s %s: %s", method, path, type(exc).__name__)
             raise ApiError(0, "Unreachable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        log.debug(
+            "%s %s: %d (%.0f ms)", method, path, response.status_code, 1000 * (time.monotonic() - started)
+        )
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 409 and exists_ok:

@@ -6,10 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+from llamacontroller.errors import UserError
+
 ENV_VAR = "LLAMA_SERVER"
 
 
-class LlamaServerNotFound(FileNotFoundError):
+class LlamaServerNotFound(UserError):
     """No llama-server anywhere the project looks; the message says where it looked."""
 
 

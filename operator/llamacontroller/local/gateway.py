@@ -10,7 +10,7 @@ import threading
 from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import Route, RoutingCatalog
-from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop, parse_listen
+from llamacontroller.serving.serve import ListenError, Serving, listening_socket, new_event_loop, parse_listen
 from llamacontroller.serving.upstream import make_client
 
 START_TIMEOUT = 30.0
@@ -31,7 +31,12 @@ class GatewayThread:
 
     def start(self) -> None:
         """Listening when this returns; a taken port raises here, not later."""
-        sock = listening_socket(self.host, self.port)
+        try:
+            sock = listening_socket(self.host, self.port)
+        except ListenError as exc:
+            raise ListenError(
+                f"gateway: {exc} (choose another with --gateway-listen HOST:PORT, or off)"
+            ) from exc
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(sock), self._loop).result(START_TIMEOUT)
 

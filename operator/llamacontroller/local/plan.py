@@ -41,6 +41,7 @@ class LocalServer:
     port: int
     args: tuple[str, ...]
     server_hash: str  # identifies the rendered server: a change means a switch
+    files: tuple[str, ...] = field(default=(), compare=False)  # the model (and projector) it reads
     readiness_probe: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -78,6 +79,7 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
         port=placement.port,
         args=tuple(args),
         server_hash=pod_hash(children.pod) or "",
+        files=tuple(f for f in (model_file, projector_file) if f),
         readiness_probe=container["readinessProbe"],
     )
 

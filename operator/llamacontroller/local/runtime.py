@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 import yaml
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.errors import UserError
 from llamacontroller.local import state as state_file
 from llamacontroller.local.gateway import GatewayThread
-from llamacontroller.local.plan import LocalPlan, plan
+from llamacontroller.local.plan import LOCAL_HOST, LocalPlan, plan
 from llamacontroller.local.supervisor import Supervisor
 from llamacontroller.resource import KIND
 from llamacontroller.serving.router import Route
@@ -53,6 +55,37 @@ def read_llamamodels(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], dict[
             continue
         bodies += [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
     return bodies, problems
+
+
+def preflight(paths: list[Path], config: OperatorConfig, models_dir: Path, check_ports: bool = True) -> None:
+    """Before anything starts: every file readable, every LlamaModel valid, the model files there
+    and (``check_ports``) the granted slots' ports free. Raises UserError, one line per problem.
+
+    Once running, the runtime serves the valid files and reports the others in its state."""
+    bodies, problems = read_llamamodels(paths)
+    if not bodies and not problems:
+        raise UserError(f"no LlamaModel in {', '.join(map(str, paths))}")
+    wanted = plan(bodies, config, models_dir, running={})
+    problems.update(wanted.invalid)
+    for server in wanted.servers.values():
+        for file in server.files:
+            if not Path(file).is_file():
+                problems[server.who] = f"no model file {file} (model paths are relative to --models-dir)"
+        if check_ports and not port_is_free(LOCAL_HOST, server.port):
+            problems[server.who] = (
+                f"port {server.port} of slot {server.slot} is in use by another process: "
+                f"stop it, or set ports.{server.slot} in a --config file"
+            )
+    if problems:
+        raise UserError("\n".join(f"{who}: {why}" for who, why in problems.items()))
+
+
+def port_is_free(host: str, port: int) -> bool:
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
 
 
 def _fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, float, int], ...]:

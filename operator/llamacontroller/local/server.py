@@ -32,12 +32,14 @@ class LlamaServerProcess:
         self.url = f"http://{host}:{port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False  # SIGTERM sent: a second one would make llama-server quit at once
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
     def start(self) -> None:
+        self._terminated = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -78,17 +80,28 @@ class LlamaServerProcess:
             time.sleep(0.05)
         raise ServerFailed(f"llama-server not healthy after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting: ``stop`` then waits for it (and kills what lingers)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self._terminated = True
+
     def stop(self, timeout: float = 10.0) -> None:
-        stop_process(self.process, timeout=timeout)
+        stop_process(self.process, timeout=timeout, signalled=self._terminated)
 
 
 def stop_process(
-    process: subprocess.Popen | None, first: int = signal.SIGTERM, timeout: float = 10.0
+    process: subprocess.Popen | None,
+    first: int = signal.SIGTERM,
+    timeout: float = 10.0,
+    signalled: bool = False,
 ) -> None:
-    """`first` (SIGTERM), then SIGKILL if it lingers; waits, so no zombie or orphan is left."""
+    """`first` (SIGTERM; not again when `signalled`), then SIGKILL if it lingers; waits, so no
+    zombie or orphan is left."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(first)
+    if not signalled:
+        process.send_signal(first)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -72,6 +72,9 @@ class Supervisor:
             log.info("Stopped llama-server of %s on %s", supervised.server.who, slot)
 
     def stop_all(self) -> None:
+        """Every server at once: each gets SIGTERM now, so stopping N servers takes as long as one."""
+        for supervised in self.slots.values():
+            supervised.process.terminate()
         for slot in list(self.slots):
             self.stop(slot)
 

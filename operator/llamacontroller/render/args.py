@@ -107,6 +107,14 @@ def flash_attn_flag(plan: ServerPlan) -> list[str]:
     return _option("--flash-attn", plan.parameters.flash_attn)
 
 
+def embeddings_flag(plan: ServerPlan) -> list[str]:
+    return ["--embeddings"] if plan.parameters.embeddings else []
+
+
+def pooling_flag(plan: ServerPlan) -> list[str]:
+    return _option("--pooling", plan.parameters.pooling)
+
+
 def metrics_flag(plan: ServerPlan) -> list[str]:
     """Prometheus metrics on /metrics: always on, the slot's Service exposes them."""
     return ["--metrics"]
@@ -130,6 +138,8 @@ FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
     batch_size_flag,
     parallel_flag,
     flash_attn_flag,
+    embeddings_flag,
+    pooling_flag,
     metrics_flag,
     extra_args,
 )

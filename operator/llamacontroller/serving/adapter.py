@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 
 from llamacontroller.serving import ollama_routes, openai_routes
 from llamacontroller.serving.asgi import App, Handler, Lifecycle, Request, Response
-from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
+from llamacontroller.serving.auth import DEFAULT_ENV, describe_keys, load_api_keys
 from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
 from llamacontroller.serving.errors import ApiError
 from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware, json_response
 from llamacontroller.serving.http11 import Observer
 from llamacontroller.serving.metadata import DIGEST_WAIT, FILE_PATH, FileDigests, MetadataSource
-from llamacontroller.serving.serve import configure_logging, parse_listen, serve
+from llamacontroller.serving.serve import parse_listen, serve
 from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ def run_adapter(
     API keys: the lines of ``api_keys_file`` and the comma-separated ``$api_keys_env``; none means
     open. The upstream's own key (llama-server ``--api-key``) is read from $LLAMACONTROLLER_UPSTREAM_API_KEY.
     """
-    configure_logging()
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     app = build_app(
@@ -122,11 +121,5 @@ def run_adapter(
         upstream_api_key=os.environ.get(UPSTREAM_KEY_ENV) or None,
         read_timeout=read_timeout,
     )
-    log.info(
-        "serving the Ollama and OpenAI APIs on %s:%d for llama-server at %s (%s)",
-        host,
-        port,
-        upstream,
-        f"{len(keys)} API key(s)" if keys else "no API keys",
-    )
-    serve(app, host, port, access_log=access_log)
+    what = f"the Ollama and OpenAI APIs for llama-server at {upstream} ({describe_keys(keys)})"
+    serve(app, host, port, what, access_log=access_log)

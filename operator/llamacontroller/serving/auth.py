@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from llamacontroller.errors import UserError
+
 DEFAULT_ENV = "LLAMACONTROLLER_API_KEYS"
 # GET/HEAD / answers "Ollama is running" to health checks and to the CLI's first probe.
 OPEN_PATHS = frozenset({"/"})
@@ -22,13 +24,22 @@ def load_api_keys(
 ) -> frozenset[str]:
     keys: set[str] = set()
     if path:
-        for line in Path(path).read_text().splitlines():
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise UserError(f"API keys file {path}: {exc.strerror or exc}") from exc
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 keys.add(line)
     if env and os.environ.get(env):
         keys.update(key for key in re.split(r"[,\s]+", os.environ[env]) if key)
     return frozenset(keys)
+
+
+def describe_keys(keys: frozenset[str]) -> str:
+    """For a log line: how many keys, never the keys."""
+    return f"{len(keys)} API key(s)" if keys else "no API keys"
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -18,10 +18,10 @@ from llamacontroller.kube.api import KubeApi
 from llamacontroller.resource import Phase
 from llamacontroller.serving.adapter import build_api_app
 from llamacontroller.serving.asgi import App, Lifecycle
-from llamacontroller.serving.auth import DEFAULT_ENV, load_api_keys
+from llamacontroller.serving.auth import DEFAULT_ENV, describe_keys, load_api_keys
 from llamacontroller.serving.metadata import FileDigests
 from llamacontroller.serving.router import Route, RoutingCatalog
-from llamacontroller.serving.serve import configure_logging, parse_listen, serve
+from llamacontroller.serving.serve import parse_listen, serve
 from llamacontroller.serving.upstream import make_client
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,6 @@ def run_gateway(
     api_keys_env: str | None = DEFAULT_ENV,
 ) -> None:
     """Serve the cluster's models on `listen`; blocks."""
-    configure_logging()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     client, digests = make_client(), FileDigests()
@@ -125,5 +123,4 @@ def run_gateway(
 
     app = build_api_app(catalog, keys)
     app.lifecycle.append(gateway_lifecycle(watch, closing))
-    log.info("gateway on %s:%d (%s)", host, port, f"{len(keys)} API key(s)" if keys else "no API keys")
-    serve(app, host, port)
+    serve(app, host, port, f"the gateway ({describe_keys(keys)})")

@@ -23,6 +23,9 @@ from llamacontroller.serving.upstream import Upstream
 # (current batch size: 512)"
 TOO_LARGE = re.compile(r"input \((\d+) tokens\) is too large.*batch size: (\d+)", re.DOTALL)
 SPECIAL_TOKENS = 2  # room for the BOS and EOS that embedding a text adds
+EMBEDDINGS_HINT = (
+    "its server runs without --embeddings; set spec.parameters.embeddings: true in its LlamaModel"
+)
 
 
 def batch_limit(error: UpstreamError) -> int | None:
@@ -38,7 +41,7 @@ async def upstream_embeddings(
         return await target.upstream.post_json("/v1/embeddings", {"input": inputs})
     except UpstreamError as exc:
         if exc.code == 501:
-            raise ApiError(400, f"model '{model}' does not support embeddings") from exc
+            raise ApiError(400, f"model '{model}' does not support embeddings: {EMBEDDINGS_HINT}") from exc
         limit = batch_limit(exc)
         if limit is None:
             raise

@@ -15,16 +15,20 @@ from types import FrameType
 
 import uvicorn
 
+from llamacontroller.errors import UserError
 from llamacontroller.serving.asgi import App
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOG = logging.getLogger("llamacontroller.access")
 SHUTDOWN_TIMEOUT = 5  # seconds open requests get to finish on SIGTERM
 # Idle client connections stay open this long: longer than the keep-alive of the clients in front
 # (httpx, Go's net/http, aiohttp keep theirs 5 s to 90 s), so a server close never races a request.
 KEEP_ALIVE = 75
+
+
+class ListenError(UserError):
+    """A listen address that is malformed, or that this process cannot bind."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -33,20 +37,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not sep:
         host, port = "", listen
     host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit():
-        raise ValueError(f"--listen {listen!r}: expected host:port")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ListenError(f"listen address {listen!r}: expected host:port")
     return host, int(port)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """Bound and listening on return: a taken port is an OSError here, not a log line later."""
+    """Bound and listening on return: a taken port is a ListenError here, not a log line later."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
-
-
-def configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
 
 
 def make_server(app: App) -> uvicorn.Server:
@@ -55,7 +58,7 @@ def make_server(app: App) -> uvicorn.Server:
         http="httptools",
         ws="none",
         lifespan="on",
-        log_config=None,  # ours (configure_logging), not uvicorn's
+        log_config=None,  # ours (llamacontroller.logs), not uvicorn's
         access_log=False,  # the app logs each request itself, without the query string
         server_header=False,
         proxy_headers=False,  # no X-Forwarded-* rewriting: a middleware on every request, unused
@@ -94,10 +97,13 @@ class Serving:
             await self.task
 
 
-def serve(app: App, host: str, port: int, *, access_log: bool = True) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then let open requests finish (SHUTDOWN_TIMEOUT)."""
+def serve(app: App, host: str, port: int, what: str, *, access_log: bool = True) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then let open requests finish (SHUTDOWN_TIMEOUT).
+
+    ``what`` is logged once the port is bound: the line says the process serves, not that it tries."""
     app.access_log = ACCESS_LOG if access_log else None
     sock = listening_socket(host, port)
+    log.info("%s on %s:%d", what, host, port)
     # uvicorn stops gracefully on these, then raises the signal again for the handler it replaced:
     # this one ends the process normally (exit 0, as a stop is no error), also when the signal
     # comes before uvicorn took over.
