@@ -113,11 +113,18 @@ def test_up_status_down(installed: Path, folder: Path, environment: dict[str, st
         "apiVersion: llamacontroller.io/v1alpha1\nkind: LlamaModel\nmetadata: {name: tiny}\n"
         "spec: {model: {path: tiny.gguf}, parameters: {ctxSize: 512, threads: 1}}\n"
     )
-    ports = {"gpu0": free_port(), "gpu1": free_port()}
-    (folder / "ports.yaml").write_text(yaml.safe_dump({"ports": {**ports, "both": ports["gpu0"]}}))
     gateway = f"127.0.0.1:{free_port()}"
     up = subprocess.Popen(
-        [str(installed), "up", "-f", "models.yaml", "--config", "ports.yaml", "--gateway-listen", gateway],
+        [
+            str(installed),
+            "up",
+            "-f",
+            "models.yaml",
+            "--config",
+            free_ports(folder),
+            "--gateway-listen",
+            gateway,
+        ],
         cwd=folder,
         env=environment,
         stdout=subprocess.DEVNULL,
@@ -137,9 +144,17 @@ def test_up_status_down(installed: Path, folder: Path, environment: dict[str, st
             up.wait()
 
 
+def free_ports(folder: Path) -> str:
+    """A settings file that gives each slot a free port (this machine may run other servers)."""
+    ports = {"gpu0": free_port(), "gpu1": free_port()}
+    (folder / "ports.yaml").write_text(yaml.safe_dump({"ports": {**ports, "both": ports["gpu0"]}}))
+    return "ports.yaml"
+
+
 def test_demo_answers_in_english(installed: Path, folder: Path, environment: dict[str, str]):
     gateway = f"127.0.0.1:{free_port()}"
-    out = run(installed, folder, environment, "demo", "--gateway-listen", gateway, timeout=300).stdout
+    demo = ["demo", "--gateway-listen", gateway, "--config", free_ports(folder)]
+    out = run(installed, folder, environment, *demo, timeout=300).stdout
     answer = next(line for line in out.splitlines() if line.startswith(f"{SMOLLM2.name} answers: "))
     words = answer.removeprefix(f"{SMOLLM2.name} answers: ").lower().split()
     assert len(words) >= 5 and {"the", "sky", "blue"} <= {w.strip(".,;:!?") for w in words}, answer
