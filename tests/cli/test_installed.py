@@ -8,6 +8,7 @@ from the shared cache that .ci/setup fills.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -32,21 +33,23 @@ REPO = Path(__file__).resolve().parents[2]
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `llamacontroller` script of a fresh virtualenv with the built wheel installed."""
     root = tmp_path_factory.mktemp("installed")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(root / "dist"),
-            str(REPO),
-        ],
-        check=True,
-        timeout=300,
+    source = root / "source"  # what the Dockerfile copies too: the build leaves the checkout as it is
+    shutil.copytree(
+        REPO / "operator", source / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / file, source / file)
+    wheel_command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--quiet",
+        "--wheel-dir",
+        str(root / "dist"),
+    ]
+    subprocess.run([*wheel_command, str(source)], check=True, timeout=300)
     (wheel,) = (root / "dist").glob("llamacontroller-*.whl")
     venv.create(root / "venv", with_pip=True)
     pip = [
