@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import resource
+import struct
+import subprocess
+import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -14,8 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
+from llamacontroller.gguf_header import read_header
 from llamacontroller.serving.metadata import (
     FileDigests,
+    FileFactsCache,
     MetadataSource,
     ServerFacts,
     capabilities,
@@ -107,10 +114,33 @@ def test_a_provisional_digest_stands_in_until_the_real_one_is_known(chat_stack: 
         (None, "all F32", "F32"),
         (1024, "Q5_K - Small", "Q5_K_S"),
         (None, "IQ2_XXS - 2.0625 bpw", "IQ2_XXS"),
+        (38, "", "MXFP4_MOE"),
+        (5, "Q4_2", "Q4_2"),  # removed from llama.cpp: the server's word
     ],
 )
 def test_quantization_level(file_type, ftype: str, level: str):
     assert quantization_level(file_type, ftype) == level
+
+
+def test_the_file_type_names_are_the_gguf_packages():
+    """Our table of llama.h's llama_ftype names every file type the gguf package knows, alike."""
+    for member in gguf.LlamaFileType:
+        if member is not gguf.LlamaFileType.GUESSED:
+            name = member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+            assert quantization_level(member.value, "") == name
+
+
+def test_the_serving_processes_import_neither_gguf_nor_numpy():
+    """The adapter sidecar and the gateways read GGUF headers with our own reader: the gguf
+    package (and numpy with it) stays out of their memory."""
+    code = (
+        "import sys\n"
+        "import llamacontroller.cli, llamacontroller.serving.adapter, llamacontroller.serving.gateway\n"
+        "import llamacontroller.local.gateway, llamacontroller.serving.metadata\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'gguf', 'numpy'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -201,3 +231,79 @@ def test_without_the_file_the_answers_come_from_llama_server(
     assert shown["capabilities"] == ["completion", "tools"]
     assert "could not" not in adapter.log_tail() and "Traceback" not in adapter.log_tail()
     assert "cannot read the GGUF file" in adapter.log_tail()
+
+
+# ---------------------------------------------------------------------------------------------
+# one read per file, shared
+
+PADDING_KEY = "llamacontroller.test.padding"
+
+
+def padded_model(model_file: Path, path: Path, strings: int) -> Path:
+    """The demo model with one more key-value, first: an array of ``strings`` short strings that
+    llama.cpp ignores and a header reader walks (so that a read takes a while). The entry's bytes
+    are a multiple of the alignment: the tensor data, moved by as much, stays aligned."""
+    data = model_file.read_bytes()
+    header = read_header(model_file)
+    items = b"".join(struct.pack("<Q", 2) + b"%02d" % (i % 100) for i in range(strings))
+    fixed = 8 + 4 + 4 + 8 + len(items)  # key length, value type, item type, count, items
+    key = PADDING_KEY + "_" * (-(fixed + len(PADDING_KEY)) % header.alignment)
+    entry = struct.pack("<Q", len(key)) + key.encode() + struct.pack("<IIQ", 9, 8, strings) + items
+    (kv_count,) = struct.unpack_from("<Q", data, 16)
+    path.write_bytes(data[:16] + struct.pack("<Q", kv_count + 1) + entry + data[24:])
+    padded = read_header(path)
+    assert padded.data_offset == header.data_offset + len(entry) and padded.tensors == header.tensors
+    return path
+
+
+def test_concurrent_metadata_requests_share_one_read_of_the_file(
+    stacks: Stacks, model_file: Path, tmp_path: Path
+):
+    """Many requests at once while the file is being read: one read, awaited by all of them."""
+    model = padded_model(model_file, tmp_path / "padded.gguf", 3_000_000)
+    server = stacks.server(CHAT_PARAMETERS, model)
+    files = FileFactsCache()
+    requests = 16
+
+    async def scenario() -> list:
+        async with make_client() as client:
+            source = MetadataSource(Upstream(server.url, client), FileDigests(), digest_wait=0, files=files)
+            return await asyncio.gather(*(source.get() for _ in range(requests)))
+
+    answers = asyncio.run(scenario())
+    assert files.reads == 1
+    assert files.joined >= 1  # requests came while the file was being read, and awaited that read
+    assert all(answer.model_info == answers[0].model_info for answer in answers)
+    info = answers[0].model_info
+    (padding,) = (key for key in info if key.startswith(PADDING_KEY))
+    assert info[padding] is None and info["general.architecture"] == "llama"
+
+
+def test_a_file_is_read_once_per_version_whoever_asks(model_file: Path, tmp_path: Path):
+    """Callers on two event loops (threads) at once share one read; a changed file is read again;
+    a failed read is not kept."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(model_file.read_bytes())
+    files = FileFactsCache()
+
+    async def ask(count: int) -> list:
+        return await asyncio.gather(*(files.get(str(path)) for _ in range(count)))
+
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.extend(asyncio.run(ask(8)))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 16 and all(facts is results[0] for facts in results)
+    assert files.reads == 1
+
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1_000_000))  # a new version of the file
+    (changed,) = asyncio.run(ask(1))
+    assert files.reads == 2 and changed is not results[0] and changed.kv == results[0].kv
+
+    path.write_bytes(b"not a model")
+    for reads in (3, 4):  # the failure is not kept: each call reads again
+        with pytest.raises(ValueError, match="not a GGUF file"):
+            asyncio.run(files.get(str(path)))
+        assert files.reads == reads

@@ -1,8 +1,9 @@
 """What clients learn about the served model: /api/tags, /api/show, /api/ps and /v1/models.
 
-Sources, best first: the GGUF file (header and key-value metadata only, never the tensors; its
-sha256 and mtime), llama-server's ``/props`` (model path, context, chat template, modalities) and
-``/v1/models`` (parameter count, size). The adapter finds the file at ``/props``' ``model_path``:
+Sources, best first: the GGUF file (header and key-value metadata only, never the tensors, read
+by our own ``gguf_header`` once per version of the file, whoever asks; its sha256 and mtime),
+llama-server's ``/props`` (model path, context, chat template, modalities) and ``/v1/models``
+(parameter count, size). The adapter finds the file at ``/props``' ``model_path``:
 it runs as a sidecar of llama-server and mounts the models volume at the same path. When the file
 cannot be read there, the answers fall back to what llama-server says; nothing fails because of it.
 
@@ -17,6 +18,7 @@ The cluster gateway does not mount the models: it asks the slot's adapter (``FIL
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -28,8 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gguf
-
+from llamacontroller.gguf_header import read_header
 from llamacontroller.serving.errors import ApiError, UpstreamError
 from llamacontroller.serving.streams import rfc3339
 from llamacontroller.serving.upstream import Upstream
@@ -132,18 +133,65 @@ async def serves_embeddings(upstream: Upstream) -> bool:
 
 
 def read_file_facts(path: str) -> FileFacts:
-    """Stat and header of the GGUF file (blocking: run it in a thread). The reader maps the file
-    and parses the header, the key-values and the tensor index; tensor data is never read."""
-    stat = os.stat(path)
-    reader = gguf.GGUFReader(path, "r")
-    kv = {name: _value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
-    return FileFacts(path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, kv=kv)
+    """Stat and header of the GGUF file (blocking: run it in a thread): the key-values, arrays of
+    more than MAX_ARRAY items skipped unread (None). Milliseconds and a few MiB whatever the
+    vocabulary; the tensor data is never read. Raises OSError, or GGUFError (a ValueError)."""
+    header = read_header(path, MAX_ARRAY)
+    return FileFacts(path=path, size=header.size, mtime_ns=header.mtime_ns, kv=header.kv)
 
 
-def _value(f: gguf.ReaderField) -> Any:
-    if f.types and f.types[0] == gguf.GGUFValueType.ARRAY and len(f.data) > MAX_ARRAY:
-        return None
-    return f.contents()
+class FileFactsCache:
+    """The facts of GGUF files, read once per (path, size, mtime_ns) and shared: callers that come
+    while a file is being read await that read (single-flight), later ones get its result.
+
+    Concurrent futures and a thread per read, not asyncio's: the cache serves whichever event loop
+    asks (the adapter's, the local gateway's thread, tests' loops) and needs none of their executors.
+    A failed read is shared by the callers that awaited it, then forgotten, so that the next caller
+    tries again. ``reads`` and ``joined`` count the reads started and the callers that awaited one
+    in progress (observability: logs and tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[tuple[int, int], concurrent.futures.Future[FileFacts]]] = {}
+        self.reads = 0
+        self.joined = 0
+
+    async def get(self, path: str) -> FileFacts:
+        stat = await asyncio.to_thread(os.stat, path)
+        key = (stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == key:
+                future, start = entry[1], False
+                if not future.done():
+                    self.joined += 1
+            else:  # new, or changed since it was read: only the latest version is kept
+                future, start = concurrent.futures.Future(), True
+                future.set_running_or_notify_cancel()  # a caller that is cancelled cannot cancel it
+                self._entries[path] = (key, future)
+                self.reads += 1
+        if start:
+            args = (path, key, future)
+            threading.Thread(
+                target=self._read, args=args, name=f"gguf {Path(path).name}", daemon=True
+            ).start()
+        return await asyncio.wrap_future(future)
+
+    def _read(self, path: str, key: tuple[int, int], future: concurrent.futures.Future[FileFacts]) -> None:
+        started = time.monotonic()
+        try:
+            facts = read_file_facts(path)
+        except Exception as exc:
+            with self._lock:
+                if self._entries.get(path) == (key, future):
+                    del self._entries[path]
+            future.set_exception(exc)
+            return
+        log.info("GGUF header of %s read in %.0f ms", path, (time.monotonic() - started) * 1e3)
+        future.set_result(facts)
+
+
+FILE_FACTS = FileFactsCache()  # the process's: every MetadataSource reading a file shares its read
 
 
 def sha256_file(path: str, stop: threading.Event) -> str | None:
@@ -211,14 +259,57 @@ class FileDigests:
 SIZE_WORDS = {"small": "S", "medium": "M", "large": "L", "extra small": "XS", "extra extra small": "XXS"}
 
 
+# GGUF's general.file_type: llama.cpp's `enum llama_ftype` (include/llama.h), LLAMA_FTYPE_ALL_ and
+# LLAMA_FTYPE_MOSTLY_ left out, as Ollama names them; the values llama.h comments out (removed
+# types) are absent, and so is LLAMA_FTYPE_GUESSED (1024): llama-server's /props says more then.
+LLAMA_FTYPES: dict[int, str] = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+    39: "NVFP4",
+    40: "Q1_0",
+    41: "Q2_0",
+}
+
+
 def quantization_level(file_type: Any, ftype: str) -> str:
     """GGUF ``general.file_type`` (e.g. 15) as Ollama spells it ("Q4_K_M"), else /props' ftype."""
     try:
-        name = gguf.LlamaFileType(int(file_type)).name
+        name = LLAMA_FTYPES.get(int(file_type))
     except (TypeError, ValueError):
-        name = "GUESSED"
-    if name != "GUESSED":
-        return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        name = None
+    if name is not None:
+        return name
     text = ftype.strip()
     for prefix in ("all ", "mostly "):
         text = text.removeprefix(prefix)
@@ -339,11 +430,13 @@ class MetadataSource:
         digests: FileDigests,
         digest_wait: float = DIGEST_WAIT,
         sidecar: Upstream | None = None,
+        files: FileFactsCache = FILE_FACTS,
     ) -> None:
         self.upstream = upstream
         self.digests = digests
         self.digest_wait = digest_wait
         self.sidecar = sidecar
+        self.files = files
         self._server: ServerFacts | None = None
         self._file: FileFacts | None = None
         self._file_read = False
@@ -364,15 +457,22 @@ class MetadataSource:
 
     async def file_facts(self, path: str) -> FileFacts | None:
         if not self._file_read:
+            file, failure = None, None
             try:
-                self._file = await asyncio.to_thread(read_file_facts, path)
+                file = await self.files.get(path)  # concurrent requests share one read
             except (OSError, ValueError) as exc:
-                self._remote = self.sidecar is not None
-                if self._remote:  # expected: the gateway does not mount the models
-                    log.info("GGUF file %r not here (%s): asking %s", path, exc, self.sidecar)
-                else:
-                    log.warning("cannot read the GGUF file %r (answering from llama-server): %s", path, exc)
-            self._file_read = True
+                failure = exc
+            if not self._file_read:  # the first request back records (and logs) the outcome
+                self._file_read = True
+                self._file = file
+                if failure is not None:
+                    self._remote = self.sidecar is not None
+                    if self._remote:  # expected: the gateway does not mount the models
+                        log.info("GGUF file %r not here (%s): asking %s", path, failure, self.sidecar)
+                    else:
+                        log.warning(
+                            "cannot read the GGUF file %r (answering from llama-server): %s", path, failure
+                        )
         if self._remote:
             await self._ask_sidecar()
         return self._file
