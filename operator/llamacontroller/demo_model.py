@@ -135,7 +135,7 @@ def build_tensors(vocab: Vocabulary, seed: int) -> dict[str, np.ndarray]:
     return tensors
 
 
-def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
+def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, chat_template: str) -> None:
     """The keys llama.cpp reads from a converted llama model (the architecture key comes from the writer)."""
     writer.add_name(MODEL_NAME)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
@@ -160,15 +160,19 @@ def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
     # llama.cpp would otherwise put a space after every control token ("<|im_start|> user"), which
     # breaks the grammar for tool_choice=required: it expects the prompt's "<|im_start|>assistant\n".
     writer.add_add_space_prefix(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
 
-def write_demo_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
-    """Write the demo model to ``path`` and return it; the same seed always gives the same bytes."""
+def write_demo_model(
+    path: pathlib.Path, *, seed: int = 0, chat_template: str = CHAT_TEMPLATE
+) -> pathlib.Path:
+    """Write the demo model to ``path`` and return it; the same seed always gives the same bytes.
+
+    ``chat_template``: the Jinja template embedded in the file (tests try other families' ways)."""
     vocab = build_vocabulary()
 
     def fill(writer: gguf.GGUFWriter) -> None:
-        add_metadata(writer, vocab)
+        add_metadata(writer, vocab, chat_template)
         for name, tensor in build_tensors(vocab, seed).items():
             writer.add_tensor(name, tensor)
 
