@@ -1,9 +1,12 @@
 """What the adapter costs: llama-server directly vs through the adapter, in one run.
 
-    .venv/bin/python bench/adapter_overhead.py [--requests 300] [--streams 11] [--tokens 2000]
-        [--long-tokens 48]
+    .venv/bin/python bench/adapter_overhead.py [--model tiny|smollm2] [--requests 300] [--streams 11]
+        [--tokens 2000] [--long-tokens 48]
 
-Starts a llama-server with the tiny demo model (arguments rendered as for a Pod, ``-t 1``), the
+Starts a llama-server with a model (``tiny``: the generated model of the tests, whose tokens cost
+almost nothing, so the adapter's share is as large as it gets; ``smollm2``: the real SmolLM2-135M
+of the demo, for per-token figures at a real decode speed), its arguments rendered as for a Pod
+(``-t 1``), the
 adapter (``llamacontroller adapter``) in front of it, and ``bare_relay.py`` (the adapter's HTTP stack
 with nothing on top: what any relay on it costs on this machine), measures, prints a table, and
 stops them. Latency: sequential non-stream requests for one token, direct, relayed and adapted, the
@@ -50,6 +53,7 @@ import httpx
 from llamacontroller.config import load_config
 from llamacontroller.demo_model import write_demo_model
 from llamacontroller.local.binary import find_llama_server
+from llamacontroller.local.real_model import real_model_path
 from llamacontroller.local.server import LlamaServerProcess
 from llamacontroller.render.args import with_local_endpoint
 from llamacontroller.render.children import render_children
@@ -60,7 +64,6 @@ HOST = "127.0.0.1"
 MODEL = "phi-4"
 PROMPT = "hello"
 MESSAGES = [{"role": "user", "content": PROMPT}]
-TEMPLATED = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"  # the demo model's ChatML
 
 
 def free_port() -> int:
@@ -145,7 +148,7 @@ class Case:
     adapted: tuple[str, dict]
 
 
-def latency_cases(direct: str, adapted: str) -> list[Case]:
+def latency_cases(direct: str, adapted: str, templated: str) -> list[Case]:
     one = {"options": {"num_predict": 1}, "stream": False}
     return [
         Case(
@@ -155,7 +158,7 @@ def latency_cases(direct: str, adapted: str) -> list[Case]:
         ),
         Case(
             "generate (templated) vs /completion",
-            (f"{direct}/completion", {"prompt": TEMPLATED, "n_predict": 1}),
+            (f"{direct}/completion", {"prompt": templated, "n_predict": 1}),
             (f"{adapted}/api/generate", {"model": MODEL, "prompt": PROMPT} | one),
         ),
         Case(
@@ -165,7 +168,7 @@ def latency_cases(direct: str, adapted: str) -> list[Case]:
         ),
         Case(  # the same upstream work: a plain chat's prompt renders from the adapter's skeleton
             "/api/chat vs /completion",
-            (f"{direct}/completion", {"prompt": TEMPLATED, "n_predict": 1}),
+            (f"{direct}/completion", {"prompt": templated, "n_predict": 1}),
             (f"{adapted}/api/chat", {"model": MODEL, "messages": MESSAGES} | one),
         ),
         Case(
@@ -176,7 +179,7 @@ def latency_cases(direct: str, adapted: str) -> list[Case]:
     ]
 
 
-def stream_cases(direct: str, adapted: str, tokens: int) -> list[Case]:
+def stream_cases(direct: str, adapted: str, tokens: int, templated: str) -> list[Case]:
     return [
         Case(
             "generate stream vs /completion stream",
@@ -196,7 +199,7 @@ def stream_cases(direct: str, adapted: str, tokens: int) -> list[Case]:
         ),
         Case(
             "/api/chat stream vs /completion stream",
-            (f"{direct}/completion", {"prompt": TEMPLATED, "n_predict": tokens, "stream": True}),
+            (f"{direct}/completion", {"prompt": templated, "n_predict": tokens, "stream": True}),
             (
                 f"{adapted}/api/chat",
                 {"model": MODEL, "messages": MESSAGES, "options": {"num_predict": tokens}},
@@ -299,8 +302,10 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
     added: list[float] = []
     ratios: list[float] = []
     with httpx.Client(timeout=120) as client:
+        # the prompt llama-server renders for MESSAGES with the model's own template
+        templated = client.post(f"{direct_url}/apply-template", json={"messages": MESSAGES}).json()["prompt"]
         # every case's calls in one shuffled round: a slower phase of the host cannot fall on one case
-        cases = latency_cases(direct_url, adapted_url)
+        cases = latency_cases(direct_url, adapted_url, templated)
         calls = [
             call
             for case in cases
@@ -336,7 +341,7 @@ def measure(direct_url: str, relay_url: str, adapted_url: str, args: argparse.Na
             rows,
         )
         rows = []
-        for case in stream_cases(direct_url, adapted_url, args.tokens):
+        for case in stream_cases(direct_url, adapted_url, args.tokens, templated):
             runs = [stream_pair(client, case, first_direct=i % 2 == 0) for i in range(args.streams)]
             direct_rate = statistics.median(n / s for (s, n), _ in runs)
             adapted_rate = statistics.median(n / s for _, (s, n) in runs)
@@ -398,6 +403,7 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny", help="the model served")
     parser.add_argument("--requests", type=int, default=300, help="latency samples per case and side")
     parser.add_argument("--streams", type=int, default=11, help="streams per case and side")
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream")
@@ -406,7 +412,10 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="adapter-bench-") as tmp:
         workdir = Path(tmp)
-        model = write_demo_model(workdir / "demo.gguf")
+        if args.model == "smollm2":
+            model = real_model_path(progress=print)
+        else:
+            model = write_demo_model(workdir / "demo.gguf")
         port = free_port()
         server = LlamaServerProcess(
             find_llama_server(), server_args(model, port), HOST, port, workdir / "server.log"

@@ -43,4 +43,4 @@ def relay_app(upstream_url: str) -> App:
 
 
 if __name__ == "__main__":
-    serve(relay_app(sys.argv[1]), *parse_listen(sys.argv[2]), access_log=False)
+    serve(relay_app(sys.argv[1]), *parse_listen(sys.argv[2]), "the bare relay", access_log=False)

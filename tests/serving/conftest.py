@@ -33,7 +33,7 @@ ALIAS = "phi-4:latest"
 # -t 1: with two threads on two cores requests sometimes stall. Context shift lets a stream run as
 # long as a test needs (the demo model never stops by itself), so "still generating" is observable.
 CHAT_PARAMETERS = {"threads": 1, "parallel": 2, "extraArgs": ["--context-shift"]}
-EMBED_PARAMETERS = {"threads": 1, "extraArgs": ["--embeddings", "--pooling", "mean"]}
+EMBED_PARAMETERS = {"threads": 1, "embeddings": True, "pooling": "mean"}
 KEYS_ENV = "LLAMACONTROLLER_API_KEYS"
 # A 1x1 PNG, base64 as Ollama clients send images (llama-server scales it to the projector's size).
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="

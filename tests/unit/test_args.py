@@ -101,3 +101,9 @@ def test_local_substitution_maps_the_projector_too():
     assert _value(local, "--model") == "/tmp/m.gguf" and _value(local, "--mmproj") == "/tmp/p.gguf"
     changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
     assert len(changed) == 4
+
+
+def test_an_embedding_model_gets_the_embeddings_and_pooling_flags():
+    args = _args(parameters={"embeddings": True, "pooling": "mean"})
+    assert "--embeddings" in args and _value(args, "--pooling") == "mean"
+    assert "--embeddings" not in _args() and "--pooling" not in _args()

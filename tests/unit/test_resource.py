@@ -60,6 +60,7 @@ def test_camel_case_fields_are_read():
             {"parameters": {"nGpuLayers": "all"}},
             "spec.parameters.nGpuLayers: Input should be a valid integer",
         ),
+        ({"parameters": {"pooling": "mean"}}, "pooling applies to embeddings: set embeddings: true"),
         ({"nodeName": "Node_A"}, "spec.nodeName: String should match"),
         ({"unknownField": 1}, "spec.unknownField: Extra inputs are not permitted"),
     ],
