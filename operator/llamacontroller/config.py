@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from llamacontroller.errors import UserError
 from llamacontroller.resource import CamelModel, ServerParameters, describe_validation_error
-from llamacontroller.slots import slot_names
+from llamacontroller.slot_table import slot_names
 
 DEFAULT_MODELS_CLAIM = "llama-models"
 # The port of each slot's server: GPU 0 and the whole node share 8081, GPU 1 has 8088.

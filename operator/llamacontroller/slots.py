@@ -1,6 +1,6 @@
 """The slot ledger: which slot a LlamaModel asks for, and who stands in its way. Pure functions.
 
-A slot is a named set of a node's GPUs (config/operator.yaml). Two claims on one node conflict when
+A slot is a named set of a node's GPUs (slot_table.py). Two claims on one node conflict when
 their GPU sets overlap: gpu0 and gpu1 coexist, `both` excludes either.
 
 Holders are the server Pods (a Pod holds its slot until it is gone from the API, even while it
@@ -15,29 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
+from llamacontroller.config import OperatorConfig
 from llamacontroller.resource import GpuMode, GpuPlacement, LlamaModel
-
-if TYPE_CHECKING:
-    from llamacontroller.config import OperatorConfig
-
-# The slot that spans a whole node: `both` on the common two-GPU node, `all` on any other.
-WHOLE_NODE_SLOT = {2: "both"}
-DEFAULT_WHOLE_NODE_SLOT = "all"
+from llamacontroller.slot_table import slot_names, slot_table, whole_node_slot
 
 
 class PlacementError(ValueError):
     """The LlamaModel asks for a placement the operator's settings cannot give."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One way to place a server on a node's GPUs: derived from the node's GPU count and the ports."""
-
-    gpus: frozenset[int]
-    port: int
-    tensor_split: str
 
 
 @dataclass(frozen=True)
@@ -93,42 +79,7 @@ class Verdict:
         return not self.holders and not self.ahead
 
 
-def whole_node_slot(gpu_count: int) -> str:
-    return WHOLE_NODE_SLOT.get(gpu_count, DEFAULT_WHOLE_NODE_SLOT)
-
-
-def slot_names(gpu_count: int) -> list[str]:
-    """Every slot of a node: gpu0 .. gpu<N-1>, then the whole node."""
-    return [f"gpu{i}" for i in range(gpu_count)] + [whole_node_slot(gpu_count)]
-
-
-def _ratio(value: float) -> str:
-    return f"{value:g}"
-
-
-def slot_table(gpu_count: int, ports: dict[str, int]) -> dict[str, Slot]:
-    """The slots of a node with `gpu_count` GPUs; a slot without a port in the table is not offered.
-
-    A single GPU gets a one-hot split (`0,1`), the whole node an even one (`0.5,0.5`).
-    """
-    singles = {
-        f"gpu{i}": (frozenset({i}), ",".join("1" if j == i else "0" for j in range(gpu_count)))
-        for i in range(gpu_count)
-    }
-    whole = {
-        whole_node_slot(gpu_count): (
-            frozenset(range(gpu_count)),
-            ",".join([_ratio(1 / gpu_count)] * gpu_count),
-        )
-    }
-    return {
-        name: Slot(gpus=gpus, port=ports[name], tensor_split=split)
-        for name, (gpus, split) in (singles | whole).items()
-        if name in ports
-    }
-
-
-def gpu_count_of(node: dict | None, label: str) -> int | None:
+def gpu_count_of(node: dict[str, Any] | None, label: str) -> int | None:
     """A node's GPU count from its label (e.g. nvidia.com/gpu.count), None when it does not say."""
     value = ((node or {}).get("metadata", {}).get("labels") or {}).get(label, "")
     return int(value) if value.isdigit() and int(value) > 0 else None

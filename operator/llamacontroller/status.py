@@ -6,7 +6,8 @@ status changes, so `kubectl describe` tells when things really happened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,16 +30,29 @@ FAILING_WAIT_REASONS = {
 
 
 @dataclass(frozen=True)
+class SlotCondition:
+    """The judgement of the slot (the SlotAvailable condition): granted or not, why, for people."""
+
+    available: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Report:
-    """The operator's verdict on one LlamaModel: a phase, why, and for people a message."""
+    """The operator's verdict on one LlamaModel: a phase, why, and for people a message.
+
+    ``slot``: None until the slot is judged (an invalid spec never is). ``fields``: the other status
+    fields it knows, by their API names (``podName``, ``restarts``, ...)."""
 
     phase: Phase
     reason: str
     message: str
-    slot_available: bool | None = None
-    slot_reason: str = ""
-    slot_message: str = ""
-    fields: dict[str, Any] = field(default_factory=dict)
+    slot: SlotCondition | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_fields(self, **fields: Any) -> Report:
+        return replace(self, fields={**self.fields, **fields})
 
 
 def rfc3339(moment: datetime) -> str:
@@ -107,18 +121,18 @@ def _crash_story(pod: dict[str, Any]) -> str:
 def observe_pod(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
     """Read a server Pod the way a person would: is it scheduled, loading, serving or broken?"""
     report = _observe(pod, now, startup_budget)
-    container = _container(pod)
-    report.fields["restarts"] = container.get("restartCount", 0)
-    report.fields["lastTermination"] = last_termination(pod)
     ready = _pod_condition(pod, "Ready")
-    report.fields["loadedAt"] = ready.get("lastTransitionTime") if report.phase is Phase.READY else None
-    return report
+    return report.with_fields(
+        restarts=_container(pod).get("restartCount", 0),
+        lastTermination=last_termination(pod),
+        loadedAt=ready.get("lastTransitionTime") if report.phase is Phase.READY else None,
+    )
 
 
 def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
     name = pod["metadata"]["name"]
     if pod["metadata"].get("deletionTimestamp"):
-        return Report(Phase.PENDING, "Terminating", f"pod {name} is stopping")
+        return Report(phase=Phase.PENDING, reason="Terminating", message=f"pod {name} is stopping")
     state = _container(pod).get("state") or {}
     waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
     if pod.get("status", {}).get("phase") == "Failed":
@@ -135,7 +149,9 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
         )
     if terminated:
         reason = terminated.get("reason") or "Error"
-        return Report(Phase.FAILED, reason, f"llama-server in pod {name} exited{_crash_story(pod)}")
+        return Report(
+            phase=Phase.FAILED, reason=reason, message=f"llama-server in pod {name} exited{_crash_story(pod)}"
+        )
     scheduled = _pod_condition(pod, "PodScheduled")
     if scheduled.get("status") == "False":
         reason = scheduled.get("reason") or "Unschedulable"
@@ -143,7 +159,7 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
             Phase.PENDING, reason, f"pod {name} cannot be scheduled: {scheduled.get('message', '')}"
         )
     if _pod_condition(pod, "Ready").get("status") == "True":
-        return Report(Phase.READY, "ServerReady", f"llama-server in pod {name} is ready")
+        return Report(phase=Phase.READY, reason="ServerReady", message=f"llama-server in pod {name} is ready")
     if "running" in state:
         loading = _seconds_since(state["running"].get("startedAt"), now)
         if loading is not None and loading > startup_budget:
@@ -151,10 +167,12 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
                 f"llama-server in pod {name} has been loading for {loading:.0f} s, past its startup budget "
                 f"of {startup_budget} s (spec.startupTimeoutSeconds): the kubelet restarts it"
             )
-            return Report(Phase.FAILED, "StartupTimeout", message)
-        return Report(Phase.LOADING, "Loading", f"llama-server in pod {name} is loading the model")
+            return Report(phase=Phase.FAILED, reason="StartupTimeout", message=message)
+        return Report(
+            phase=Phase.LOADING, reason="Loading", message=f"llama-server in pod {name} is loading the model"
+        )
     if scheduled.get("status") != "True":
-        return Report(Phase.PENDING, "Scheduling", f"pod {name} waits for the scheduler")
+        return Report(phase=Phase.PENDING, reason="Scheduling", message=f"pod {name} waits for the scheduler")
     reason = waiting.get("reason") or "ContainerCreating"
     return Report(
         Phase.PENDING, reason, f"pod {name} is starting ({reason}: pulling the image, mounting the models)"
@@ -188,17 +206,10 @@ def conditions(
 ) -> list[Condition]:
     """The Ready condition always; SlotAvailable once the operator has judged the slot."""
     result = []
-    if report.slot_available is not None:
+    if report.slot is not None:
+        slot = report.slot
         result.append(
-            _condition(
-                CONDITION_SLOT,
-                report.slot_available,
-                report.slot_reason,
-                report.slot_message,
-                generation,
-                previous,
-                now,
-            )
+            _condition(CONDITION_SLOT, slot.available, slot.reason, slot.message, generation, previous, now)
         )
     ready = report.phase is Phase.READY
     result.append(

@@ -60,18 +60,19 @@ def test_the_architecture_has_its_mermaid_diagram():
 
 
 def reasons_in_code() -> dict[Phase, set[str]]:
-    """(phase, reason) of every `Report(Phase.X, "Reason", ...)` and `_invalid("Reason", ...)`."""
+    """(phase, reason) of every `Report(phase=Phase.X, reason="R", ...)` and `_invalid("R", ...)`."""
     found: dict[Phase, set[str]] = {phase: set() for phase in Phase}
     for module in ("status.py", "reconcile.py"):
         tree = ast.parse((REPO / "operator" / "llamacontroller" / module).read_text())
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             name = getattr(call.func, "id", None)
-            args = call.args
-            if name == "Report" and len(args) >= 2 and isinstance(args[1], ast.Constant):
-                assert isinstance(args[0], ast.Attribute)
-                found[Phase[args[0].attr]].add(args[1].value)
-            elif name == "_invalid" and args and isinstance(args[0], ast.Constant):
-                found[Phase.FAILED].add(args[0].value)
+            keywords = {k.arg: k.value for k in call.keywords}
+            phase, reason = keywords.get("phase"), keywords.get("reason")
+            if name == "Report" and isinstance(reason, ast.Constant):
+                assert isinstance(phase, ast.Attribute)
+                found[Phase[phase.attr]].add(reason.value)
+            elif name == "_invalid" and call.args and isinstance(call.args[0], ast.Constant):
+                found[Phase.FAILED].add(call.args[0].value)
     return found
 
 

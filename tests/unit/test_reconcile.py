@@ -164,15 +164,19 @@ def test_a_switch_on_the_same_slot_keeps_the_slot_claimed():
         ],
     }
     decision = decide(body, CONFIG, Observed([old], [], [old]))
-    assert decision.report.reason == "Switching" and decision.report.slot_available is True
+    assert (
+        decision.report.reason == "Switching"
+        and decision.report.slot is not None
+        and decision.report.slot.available
+    )
     slot = next(c for c in status_patch(body, decision, NOW)["conditions"] if c["type"] == "SlotAvailable")
     assert slot["status"] == "True"
 
 
 def test_leaving_the_queue_names_the_node_whose_waiters_may_move():
-    waiting = {"phase": "Waiting", "node": "node-a", "slot": "gpu0"}
+    waiting = llamamodel() | {"status": {"phase": "Waiting", "node": "node-a", "slot": "gpu0"}}
     granted = decide(llamamodel(), CONFIG, NOTHING)
     assert left_queue(waiting, granted) == "node-a"
     still = decide(llamamodel(name="x", uid="ux"), CONFIG, Observed([], [], [_children(llamamodel()).pod]))
     assert left_queue(waiting, still) is None
-    assert left_queue({"phase": "Ready", "node": "node-a"}, granted) is None
+    assert left_queue(llamamodel() | {"status": {"phase": "Ready", "node": "node-a"}}, granted) is None

@@ -1,6 +1,7 @@
 import pytest
 
 from llamacontroller.resource import parse_llamamodel
+from llamacontroller.slot_table import slot_table
 from llamacontroller.slots import (
     Claim,
     PlacementError,
@@ -12,7 +13,6 @@ from llamacontroller.slots import (
     gpu_count_of,
     judge,
     place,
-    slot_table,
 )
 from tests.unit.helpers import llamamodel, repo_config
 
@@ -164,7 +164,7 @@ def test_holders_and_queue_are_both_named():
 PORTS = {"gpu0": 8081, "gpu1": 8088, "both": 8081, "gpu2": 8082, "gpu3": 8083, "all": 8081}
 
 
-def test_slot_table_of_a_two_gpu_node_is_the_seeds():
+def test_slot_table_of_a_two_gpu_node():
     table = slot_table(2, PORTS)
     assert {name: (sorted(s.gpus), s.port, s.tensor_split) for name, s in table.items()} == {
         "gpu0": ([0], 8081, "1,0"),

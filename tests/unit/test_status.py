@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from llamacontroller.resource import Condition, Phase
-from llamacontroller.status import Report, conditions
+from llamacontroller.status import Report, SlotCondition, conditions
 from llamacontroller.status import observe_pod as observe_at
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -58,15 +58,18 @@ def test_terminating_pod_is_pending():
 
 def test_transition_time_moves_only_when_status_changes():
     before = [Condition(type="Ready", status="False", reason="Loading", last_transition_time="t0")]
-    still = conditions(Report(Phase.LOADING, "Loading", "m"), 2, before, "t1")
+    still = conditions(Report(phase=Phase.LOADING, reason="Loading", message="m"), 2, before, "t1")
     assert still[0].last_transition_time == "t0" and still[0].observed_generation == 2
-    flipped = conditions(Report(Phase.READY, "ServerReady", "m"), 2, before, "t2")
+    flipped = conditions(Report(phase=Phase.READY, reason="ServerReady", message="m"), 2, before, "t2")
     assert (flipped[0].status, flipped[0].last_transition_time) == ("True", "t2")
 
 
 def test_slot_condition_only_once_judged():
-    assert [c.type for c in conditions(Report(Phase.FAILED, "InvalidSpec", "m"), 1, [], "t")] == ["Ready"]
-    judged = conditions(Report(Phase.WAITING, "SlotTaken", "m", False, "SlotTaken", "held"), 1, [], "t")
+    assert [
+        c.type for c in conditions(Report(phase=Phase.FAILED, reason="InvalidSpec", message="m"), 1, [], "t")
+    ] == ["Ready"]
+    taken = SlotCondition(available=False, reason="SlotTaken", message="held")
+    judged = conditions(Report(phase=Phase.WAITING, reason="SlotTaken", message="m", slot=taken), 1, [], "t")
     assert [(c.type, c.status) for c in judged] == [("SlotAvailable", "False"), ("Ready", "False")]
 
 

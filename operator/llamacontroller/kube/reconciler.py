@@ -14,7 +14,8 @@ from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.kube.api import ApiError, KubeApi
-from llamacontroller.reconcile import Decision, Observed, decide, left_queue, status_patch, waiter_of
+from llamacontroller.ledger import waiter_of
+from llamacontroller.reconcile import Decision, Observed, decide, left_queue, status_patch
 from llamacontroller.render import names
 from llamacontroller.render.service import service_matches
 from llamacontroller.slots import gpu_count_of
@@ -49,7 +50,7 @@ class Reconciler:
             decision = decide(body, self.config, observed, datetime.now(UTC))
             await self._act(body, decision)
             await self._report(body, decision)
-        left = left_queue(body.get("status") or {}, decision)
+        left = left_queue(body, decision)
         if left:
             await self.wake_waiters(left)
         return decision

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.reconcile import pod_hash
+from llamacontroller.ledger import server_hash
 from llamacontroller.render.args import with_local_endpoint
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import InvalidSpec, LlamaModel, parse_llamamodel
@@ -78,7 +78,7 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
         gpus=placement.gpus,
         port=placement.port,
         args=tuple(args),
-        server_hash=pod_hash(children.pod) or "",
+        server_hash=server_hash(children.pod) or "",
         files=tuple(f for f in (model_file, projector_file) if f),
         readiness_probe=container["readinessProbe"],
     )
