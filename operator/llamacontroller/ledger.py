@@ -44,20 +44,28 @@ def who(body: dict[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
+def uid(body: dict[str, Any]) -> str:
+    """What tells a LlamaModel from an earlier one of the same name."""
+    return str(body["metadata"].get("uid") or "")
+
+
 def server_hash(pod: dict[str, Any]) -> str | None:
     """The hash of the rendered server a Pod runs (render/pod.py writes it): another one is a switch."""
     return pod["metadata"].get("annotations", {}).get(names.ANNOTATION_POD_HASH)
 
 
 def claim_of(pod: dict[str, Any], gpu_count: int, config: OperatorConfig) -> Claim:
-    """A server Pod holds its slot until it is gone from the API, even while it terminates."""
+    """A server Pod holds its slot until it is gone from the API, even while it terminates; it is
+    its owner's by UID (a Pod without the label is nobody's, so it stands in everyone's way)."""
     meta = pod["metadata"]
-    annotations, slot = meta.get("annotations", {}), meta.get("labels", {}).get(names.LABEL_SLOT, "")
+    annotations, labels = meta.get("annotations", {}), meta.get("labels", {})
+    slot = labels.get(names.LABEL_SLOT, "")
     return Claim(
         node=annotations.get(names.ANNOTATION_NODE, ""),
         slot=slot,
         gpus=slot_gpus(slot, gpu_count, config.ports),
         holder=annotations.get(names.ANNOTATION_HOLDER, f"{meta['namespace']}/?"),
+        owner_uid=labels.get(names.LABEL_OWNER_UID, ""),
     )
 
 
@@ -74,7 +82,7 @@ def status_claim_of(body: dict[str, Any], gpu_count: int, config: OperatorConfig
     if not holds_slot(status) or status.slot is None:
         return None
     gpus = slot_gpus(status.slot, gpu_count, config.ports)
-    return Claim(node=status.node or "", slot=status.slot, gpus=gpus, holder=who(body))
+    return Claim(node=status.node or "", slot=status.slot, gpus=gpus, holder=who(body), owner_uid=uid(body))
 
 
 def queue_key(body: dict[str, Any], waiting_since: str) -> QueueKey:
@@ -89,4 +97,4 @@ def waiter_of(body: dict[str, Any], gpu_count: int, config: OperatorConfig) -> W
         return None
     key = queue_key(body, status.waiting_since or "")
     gpus = slot_gpus(status.slot, gpu_count, config.ports)
-    return Waiter(node=status.node, slot=status.slot, gpus=gpus, who=key.who, key=key)
+    return Waiter(node=status.node, slot=status.slot, gpus=gpus, who=key.who, key=key, owner_uid=uid(body))

@@ -164,7 +164,7 @@ def _claim_or_wait(
     fields: dict[str, Any],
 ) -> Decision:
     """No server yet: take the slot if the ledger grants it, else wait in line."""
-    placement, me = children.placement, f"{children.lm.metadata.namespace}/{children.lm.metadata.name}"
+    placement, me = children.placement, children.lm.metadata.uid
     same_slot = _same_slot(previous, children)
     still_waiting = previous.phase is Phase.WAITING and same_slot
     key = queue_key(body, (previous.waiting_since if still_waiting else None) or rfc3339_micro(now))
@@ -191,6 +191,16 @@ def _claim_or_wait(
         phase=Phase.PENDING, reason="PodCreated", message=message, slot=_claimed(children), fields=fields
     )
     return Decision(report=report, create_pod=children.pod)
+
+
+def refused(decision: Decision, message: str) -> Decision:
+    """The API server refused the decision's create (a bad quantity, a missing RuntimeClass, a quota):
+    the status says so, with the server's own words; the next reconcile tries again."""
+    before = decision.report
+    report = Report(
+        phase=Phase.FAILED, reason="Refused", message=message, slot=before.slot, fields=before.fields
+    )
+    return replace(decision, report=report)
 
 
 def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:

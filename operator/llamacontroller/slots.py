@@ -39,12 +39,15 @@ class Placement:
 
 @dataclass(frozen=True)
 class Claim:
-    """A slot held on a node, by a LlamaModel named `namespace/name` (from a running Pod)."""
+    """A slot held on a node by a LlamaModel: `holder` names it for people (`namespace/name`),
+    `owner_uid` identifies it. A LlamaModel deleted and created again under the same name is
+    another owner: its predecessor's Pod, still terminating, stands in its way like anyone's."""
 
     node: str
     slot: str
     gpus: frozenset[int]
     holder: str
+    owner_uid: str
 
 
 @dataclass(frozen=True, order=True)
@@ -58,13 +61,14 @@ class QueueKey:
 
 @dataclass(frozen=True)
 class Waiter:
-    """A LlamaModel waiting for a slot on a node."""
+    """A LlamaModel waiting for a slot on a node (`who` for people, `owner_uid` to tell it apart)."""
 
     node: str
     slot: str
     gpus: frozenset[int]
     who: str
     key: QueueKey
+    owner_uid: str
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,9 @@ def place(lm: LlamaModel, config: OperatorConfig, gpu_count: int | None = None) 
 
 
 def conflicting(wanted: Placement, claims: Iterable[Claim], me: str) -> list[Claim]:
-    """The claims of others that overlap the wanted slot's GPUs on its node, each once, sorted.
-
-    One holder may be seen twice (its Pod and its status): that is one claim."""
-    found = {c for c in claims if c.holder != me and c.node == wanted.node and c.gpus & wanted.gpus}
+    """The claims of others (an owner UID other than `me`) that overlap the wanted slot's GPUs on
+    its node, each once, sorted. One holder may be seen twice (its Pod and its status): one claim."""
+    found = {c for c in claims if c.owner_uid != me and c.node == wanted.node and c.gpus & wanted.gpus}
     return sorted(found, key=lambda c: (c.holder, c.slot))
 
 
@@ -139,13 +142,13 @@ def describe_holders(wanted: Placement, holders: list[Claim]) -> str:
 def judge(
     wanted: Placement, me: str, my_key: QueueKey, claims: Iterable[Claim], waiters: Iterable[Waiter]
 ) -> Verdict:
-    """May `me` take the wanted slot now? Not while another holds an overlapping slot, nor while an
-    older waiter wants overlapping GPUs of the node."""
+    """May `me` (an owner UID) take the wanted slot now? Not while another holds an overlapping slot,
+    nor while an older waiter wants overlapping GPUs of the node."""
     ahead = sorted(
         (
             w
             for w in waiters
-            if w.who != me and w.node == wanted.node and w.gpus & wanted.gpus and w.key < my_key
+            if w.owner_uid != me and w.node == wanted.node and w.gpus & wanted.gpus and w.key < my_key
         ),
         key=lambda w: w.key,
     )

@@ -243,12 +243,12 @@ def test_the_queue_messages_quoted_are_the_operators():
         return Placement(node=node, slot=slot, gpus=frozenset(gpus), port=8081, tensor_split="1,0")
 
     def waiter(node: str, slot: str, gpus: set[int], who: str) -> Waiter:
-        return Waiter(node, slot, frozenset(gpus), who, QueueKey("", "", who))
+        return Waiter(node, slot, frozenset(gpus), who, QueueKey("", "", who), owner_uid=who)
 
     held = Verdict(
         holders=(
-            Claim("node-a", "gpu1", frozenset({1}), "default/holder"),
-            Claim("node-a", "gpu0", frozenset({0}), "default/neighbour"),
+            Claim("node-a", "gpu1", frozenset({1}), "default/holder", owner_uid="u1"),
+            Claim("node-a", "gpu0", frozenset({0}), "default/neighbour", owner_uid="u2"),
         ),
         ahead=(waiter("node-a", "gpu1", {1}, "default/second"),),
     )

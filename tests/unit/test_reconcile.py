@@ -66,6 +66,17 @@ def test_taken_slot_waits_and_names_the_holder():
     assert (slot["status"], slot["reason"]) == ("False", "SlotTaken")
 
 
+def test_a_llamamodel_created_again_waits_for_its_predecessors_pod():
+    """Deleted and applied again at once under the same name (a GitOps re-create): the old Pod,
+    still terminating, holds its GPU; the new LlamaModel (another UID) waits for it to go."""
+    old = _children(llamamodel(uid="uid-old", gpu={"gpuId": 0})).pod
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:59Z"
+    again = llamamodel(uid="uid-new", gpu={"mode": "both"})
+    decision = decide(again, CONFIG, Observed(pods=[], services=[], node_pods=[old]))
+    assert decision.create_pod is None and decision.report.phase is Phase.WAITING
+    assert decision.report.message == "both on node-a is held by default/phi-4 (gpu0)"
+
+
 def test_side_by_side_slots_do_not_wait():
     gpu0 = _children(llamamodel(name="a", uid="ua", gpu={"gpuId": 0})).pod
     decision = decide(llamamodel(gpu={"gpuId": 1}), CONFIG, Observed(pods=[], services=[], node_pods=[gpu0]))

@@ -61,8 +61,9 @@ def test_tensor_split_must_cover_every_gpu():
         place(parse_llamamodel(llamamodel(gpu={"mode": "both", "tensorSplit": "1,1,1"})), repo_config())
 
 
-def _claim(slot: str, gpus: set[int], holder: str, node: str = "node-a") -> Claim:
-    return Claim(node=node, slot=slot, gpus=frozenset(gpus), holder=holder)
+def _claim(slot: str, gpus: set[int], holder: str, node: str = "node-a", uid: str | None = None) -> Claim:
+    """A claim whose owner's UID is its name unless given (these tests judge names)."""
+    return Claim(node=node, slot=slot, gpus=frozenset(gpus), holder=holder, owner_uid=uid or holder)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +89,14 @@ def test_own_claims_and_other_nodes_never_conflict():
     assert conflicting(placement, claims, me="default/phi-4") == []
 
 
+def test_a_predecessor_of_the_same_name_is_another_holder():
+    """Deleted and created again under its name: the old Pod, still terminating, is not `me`."""
+    placement = place(parse_llamamodel(llamamodel(gpu={"mode": "both"})), repo_config())
+    old = _claim("gpu0", {0}, "default/phi-4", uid="uid-old")
+    assert conflicting(placement, [old], me="uid-new") == [old]
+    assert conflicting(placement, [old], me="uid-old") == []
+
+
 def test_holder_message_names_slot_node_and_holder():
     placement = place(parse_llamamodel(llamamodel(gpu={"mode": "both"})), repo_config())
     holders = conflicting(placement, [_claim("gpu1", {1}, "team/phi-4")], me="default/big")
@@ -97,7 +106,8 @@ def test_holder_message_names_slot_node_and_holder():
 def _waiter(
     slot: str, gpus: set[int], who: str, created: str, since: str = "", node: str = "node-a"
 ) -> Waiter:
-    return Waiter(node=node, slot=slot, gpus=frozenset(gpus), who=who, key=QueueKey(created, since, who))
+    key = QueueKey(created, since, who)
+    return Waiter(node=node, slot=slot, gpus=frozenset(gpus), who=who, key=key, owner_uid=who)
 
 
 def _placement(gpu: dict):

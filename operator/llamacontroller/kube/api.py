@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from llamacontroller.errors import UserError
+from llamacontroller.render.names import LABEL_OWNER_UID
 from llamacontroller.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -243,9 +244,20 @@ class KubeApi:
         return (result or {}).get("items", [])
 
     async def create_pod(self, pod: dict[str, Any]) -> None:
-        """Idempotent: a Pod of the same (hash-derived) name is the same server."""
-        path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods"
-        await self._call("POST", path, body=pod, exists_ok=True)
+        """Idempotent for the same owner: a Pod of the same (hash-derived) name and owner UID is the
+        same server. One of the same name but another owner (a predecessor of the same name, still
+        terminating) is a conflict (409), never a success."""
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods"
+        if await self._call("POST", path, body=pod, exists_ok=True) is not None:
+            return
+        found = await self._call("GET", path, params={"fieldSelector": f"metadata.name={meta['name']}"})
+        existing = ((found or {}).get("items") or [{}])[0]  # a list: the role grants no get on Pods
+        owner = existing.get("metadata", {}).get("labels", {}).get(LABEL_OWNER_UID)
+        if owner != meta["labels"][LABEL_OWNER_UID]:
+            raise ApiError(
+                409, "AlreadyExists", f"pod {meta['name']} exists and belongs to another owner ({owner})"
+            )
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", missing_ok=True)

@@ -8,20 +8,25 @@ both see it free: the first to decide creates its Pod before the second observes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.kube.api import ApiError, KubeApi
 from llamacontroller.ledger import waiter_of
-from llamacontroller.reconcile import Decision, Observed, decide, left_queue, status_patch
+from llamacontroller.reconcile import Decision, Observed, decide, left_queue, refused, status_patch
 from llamacontroller.render import names
 from llamacontroller.render.service import service_matches
 from llamacontroller.slots import gpu_count_of
 from llamacontroller.status import rfc3339, transition_event
 
 log = logging.getLogger(__name__)
+
+# Client errors that a later try may not meet: a conflict (someone wrote first) and a throttle.
+RETRIED_STATUSES = frozenset({409, 429})
 
 
 def _selector(labels: dict[str, str]) -> str:
@@ -48,7 +53,11 @@ class Reconciler:
                 return None
             observed = await self._observe(body)
             decision = decide(body, self.config, observed, datetime.now(UTC))
-            await self._act(body, decision)
+            try:
+                await self._act(body, decision)
+            except ActionRefused as exc:  # a refusal is reported; errors that may pass are retried
+                log.warning("%s/%s: %s", namespace, name, exc)
+                decision = refused(decision, str(exc))
             await self._report(body, decision)
         left = left_queue(body, decision)
         if left:
@@ -85,13 +94,16 @@ class Reconciler:
             log.info("Deleting pod %s/%s: %s", namespace, pod_name, decision.report.message)
             await self.api.delete_pod(namespace, pod_name)
         if decision.create_pod is not None:
-            log.info("Creating pod %s/%s", namespace, decision.create_pod["metadata"]["name"])
-            await self.api.create_pod(decision.create_pod)
+            pod_name = decision.create_pod["metadata"]["name"]
+            log.info("Creating pod %s/%s", namespace, pod_name)
+            async with refusal(f"create pod {pod_name}"):
+                await self.api.create_pod(decision.create_pod)
         if decision.apply_service is not None:
             wanted = decision.apply_service
             existing = await self.api.get_service(namespace, wanted["metadata"]["name"])
             if existing is None or not service_matches(existing, wanted):
-                await self.api.apply_service(wanted, existing)
+                async with refusal(f"create or update service {wanted['metadata']['name']}"):
+                    await self.api.apply_service(wanted, existing)
         for service_name in decision.delete_services:
             await self.api.delete_service(namespace, service_name)
 
@@ -127,6 +139,23 @@ class Reconciler:
         for waiter in sorted((w for w in waiters if w.node == node), key=lambda w: w.key):
             namespace, name = waiter.who.split("/", 1)
             await self.reconcile(namespace, name)
+
+
+class ActionRefused(Exception):
+    """The API server refused a write for good (invalid, forbidden, over quota): only a change of the
+    LlamaModel or of the cluster helps, so the status says it instead of a retry loop."""
+
+
+@contextlib.asynccontextmanager
+async def refusal(what: str) -> AsyncIterator[None]:
+    """A client error (4xx) of the API server becomes ActionRefused; a conflict, a throttle and
+    server-side errors stay ApiErrors, which kopf retries."""
+    try:
+        yield
+    except ApiError as exc:
+        if 400 <= exc.status < 500 and exc.status not in RETRIED_STATUSES:
+            raise ActionRefused(f"the API server refused to {what}: {exc}") from exc
+        raise
 
 
 def _wanted_node(body: dict[str, Any], config: OperatorConfig) -> str | None:

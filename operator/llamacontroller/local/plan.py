@@ -100,7 +100,8 @@ def plan(
             result.invalid[who] = str(exc)
 
     kept = {s.slot: s for s in running.values() if s in wanted}
-    claims = [Claim(LOCAL_NODE, s.slot, s.gpus, s.who) for s in kept.values()]
+    # here a LlamaModel's name is its identity: the files name each once
+    claims = [Claim(LOCAL_NODE, s.slot, s.gpus, s.who, owner_uid=s.who) for s in kept.values()]
     waiters: list[Waiter] = []
     for order, server in enumerate(wanted):
         if server in kept.values():
@@ -110,10 +111,12 @@ def plan(
         verdict = judge(placement, server.who, key, claims, waiters)
         if verdict.granted:
             kept[server.slot] = server
-            claims.append(Claim(LOCAL_NODE, server.slot, server.gpus, server.who))
+            claims.append(Claim(LOCAL_NODE, server.slot, server.gpus, server.who, owner_uid=server.who))
         else:
             result.waiting[server.who] = describe_verdict(placement, verdict)
-            waiters.append(Waiter(LOCAL_NODE, server.slot, server.gpus, server.who, key))
+            waiters.append(
+                Waiter(LOCAL_NODE, server.slot, server.gpus, server.who, key, owner_uid=server.who)
+            )
     result.servers = kept
     return result
 
