@@ -14,14 +14,17 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
-from llamacontroller.serving.asgi import App, Request, Response
 from llamacontroller.serving.errors import UpstreamError
-from llamacontroller.serving.serve import parse_listen, serve
-from llamacontroller.serving.upstream import Upstream, make_client
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
+from llamacontroller.serving.web.asgi import App
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Response
+from llamacontroller.serving.web.server import parse_listen, serve
 
 
 def relay_app(upstream_url: str) -> App:
-    client = make_client()
+    client = Client()
     upstream = Upstream(upstream_url, client)
 
     async def relay(request: Request) -> Response:

@@ -189,7 +189,7 @@ def _adapter(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     from llamacontroller.kube.api import KubeApi
-    from llamacontroller.serving.gateway import run_gateway
+    from llamacontroller.serving.cluster_gateway import run_gateway
 
     asyncio.run(_check_cluster(KubeApi.from_environment(user_agent="llamacontroller-gateway")))
     run_gateway(args.listen, args.namespace or None, api_keys_file=args.api_keys_file)

@@ -32,11 +32,11 @@ def first_line_of_adapter(*options: str) -> tuple[str, int]:
 def test_json_lines_for_log_pipelines():
     line, code = first_line_of_adapter("--log-format", "json")
     record = json.loads(line)
-    assert record["level"] == "INFO" and record["logger"] == "llamacontroller.serving.serve"
+    assert record["level"] == "INFO" and record["logger"] == "llamacontroller.serving.web.server"
     assert record["message"].startswith("the Ollama and OpenAI APIs for llama-server at http://127.0.0.1:1")
     assert "asctime" in record and code == 0
 
 
 def test_text_lines_by_default():
     line, code = first_line_of_adapter()
-    assert " INFO llamacontroller.serving.serve: the Ollama and OpenAI APIs" in line and code == 0
+    assert " INFO llamacontroller.serving.web.server: the Ollama and OpenAI APIs" in line and code == 0

@@ -21,8 +21,8 @@ import pytest
 from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess, stop_process
-from llamacontroller.serving.asgi import App
-from llamacontroller.serving.serve import Serving, listening_socket, new_event_loop
+from llamacontroller.serving.web.asgi import App
+from llamacontroller.serving.web.server import Serving, listening_socket, new_event_loop
 from tests.ports import free_port
 from tests.server.fixtures import local_args
 from tests.unit.helpers import llamamodel

@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from llamacontroller.serving.errors import UpstreamUnavailable
-from llamacontroller.serving.upstream import Upstream, make_client
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
+from tests.serving.wiretap import wiretap
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -44,7 +46,8 @@ def run(script: Script, scenario: Callable[[Upstream, list[tuple[str, str]]], Aw
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         seen: list[tuple[str, str]] = []
-        async with server, make_client(observer=lambda what, detail: seen.append((what, detail))) as client:
+        connect = wiretap(lambda what, detail: seen.append((what, detail)))
+        async with server, Client(connect=connect) as client:
             await scenario(Upstream(f"http://127.0.0.1:{port}", client), seen)
 
     asyncio.run(main())
@@ -152,7 +155,7 @@ def test_a_server_that_stalls_times_out_and_garbage_is_unavailable():
 
 def test_an_unreachable_server_is_unavailable_and_health_says_none():
     async def scenario() -> None:
-        async with make_client() as client:
+        async with Client() as client:
             upstream = Upstream("http://127.0.0.1:9", client)  # discard: nobody listens
             assert await upstream.health() is None
             with pytest.raises(UpstreamUnavailable, match=r"127\.0\.0\.1:9"):

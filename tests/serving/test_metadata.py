@@ -20,18 +20,18 @@ import numpy as np
 import pytest
 
 from llamacontroller.gguf_header import read_header
-from llamacontroller.serving.metadata import (
-    FileDigests,
-    FileFactsCache,
-    MetadataSource,
-    ServerFacts,
+from llamacontroller.serving.catalog.digests import FileDigests
+from llamacontroller.serving.catalog.gguf_facts import FileFactsCache, read_file_facts
+from llamacontroller.serving.catalog.metadata import (
     capabilities,
     parameter_size,
     parses_answers,
     quantization_level,
-    read_file_facts,
 )
-from llamacontroller.serving.upstream import Upstream, make_client
+from llamacontroller.serving.catalog.server_facts import ServerFacts
+from llamacontroller.serving.catalog.source import MetadataSource
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
 from tests.serving.conftest import ALIAS, CHAT_PARAMETERS, MODEL, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(180)
@@ -91,7 +91,7 @@ def test_the_digest_is_computed_off_the_event_loop(big_gguf: Path):
 
 def test_a_provisional_digest_stands_in_until_the_real_one_is_known(chat_stack: Stack):
     async def scenario() -> tuple[str, str]:
-        async with make_client() as client:
+        async with Client() as client:
             source = MetadataSource(Upstream(chat_stack.upstream, client), FileDigests(), digest_wait=0)
             first = (await source.get()).digest
             while (latest := (await source.get()).digest) == first:
@@ -135,8 +135,9 @@ def test_the_serving_processes_import_neither_gguf_nor_numpy():
     package (and numpy with it) stays out of their memory."""
     code = (
         "import sys\n"
-        "import llamacontroller.cli, llamacontroller.serving.adapter, llamacontroller.serving.gateway\n"
-        "import llamacontroller.local.gateway, llamacontroller.serving.metadata\n"
+        "import llamacontroller.cli, llamacontroller.serving.adapter\n"
+        "import llamacontroller.serving.cluster_gateway, llamacontroller.local.gateway\n"
+        "import llamacontroller.serving.catalog.source\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'gguf', 'numpy'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -266,7 +267,7 @@ def test_concurrent_metadata_requests_share_one_read_of_the_file(
     requests = 16
 
     async def scenario() -> list:
-        async with make_client() as client:
+        async with Client() as client:
             source = MetadataSource(Upstream(server.url, client), FileDigests(), digest_wait=0, files=files)
             return await asyncio.gather(*(source.get() for _ in range(requests)))
 

@@ -14,12 +14,15 @@ import httpx
 import ollama
 import pytest
 
-from llamacontroller.serving import prompts
-from llamacontroller.serving.adapter import build_app
-from llamacontroller.serving.ollama import generate_texts, think_fields
-from llamacontroller.serving.prompts import PromptRenderer
-from llamacontroller.serving.upstream import Upstream, make_client
+from llamacontroller.serving.adapter import adapter_app
+from llamacontroller.serving.catalog import prompts
+from llamacontroller.serving.catalog.prompts import PromptRenderer
+from llamacontroller.serving.ollama.requests import GenerateRequest
+from llamacontroller.serving.ollama.translate import generate_texts, think_fields
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
 from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, serve_during
+from tests.serving.wiretap import wiretap
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,8 +64,14 @@ def texts(chat: list[dict]) -> list[tuple[str, str]]:
     return [(message["role"], message["content"]) for message in chat]
 
 
+def generate_prompt(body: dict) -> tuple[list[tuple[str, str]], dict]:
+    """What a generate's prompt renders: its texts and the template's kwargs."""
+    ask = GenerateRequest.parse({"model": MODEL, **body})
+    return generate_texts(ask), think_fields(ask.think)
+
+
 class Renderings:
-    """A client's observer: counts the renderings it asks llama-server for."""
+    """Counts the renderings a client asks llama-server for (see ``wiretap``)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -92,8 +101,8 @@ def test_skeleton_renderings_equal_llama_servers_without_a_round_trip_each(templ
     renderings = Renderings()
 
     async def scenario() -> tuple[list[str], list[str], list[str], int]:
-        bodies = [(generate_texts(body), think_fields(body)) for body in GENERATE_BODIES + EDGE_BODIES]
-        async with make_client(observer=renderings) as client:
+        bodies = [generate_prompt(body) for body in GENERATE_BODIES + EDGE_BODIES]
+        async with Client(connect=wiretap(renderings)) as client:
             renderer = PromptRenderer(Upstream(templates[template], client))
             remote = [await renderer.remote(*body) for body in bodies]
             first = [await renderer.render(*body) for body in bodies]
@@ -152,7 +161,7 @@ def served_by(upstream: str, messages: list[dict], tries: int = 20) -> tuple[lis
                 return
             await asyncio.sleep(0.05)  # the skeleton is built in the background
 
-    serve_during(build_app(upstream, observer=watch), scenario)
+    serve_during(adapter_app(upstream, connect=wiretap(watch)), scenario)
     return answers, paths
 
 
@@ -205,7 +214,7 @@ def test_the_cache_keeps_the_latest_shapes(templates: dict, monkeypatch: pytest.
     renderings = Renderings()
 
     async def scenario() -> list[int]:
-        async with make_client(observer=renderings) as client:
+        async with Client(connect=wiretap(renderings)) as client:
             renderer = PromptRenderer(Upstream(templates["own"], client))
             made = []
             for shape in [*shapes, shapes[2], shapes[0]]:
@@ -223,7 +232,7 @@ def test_a_chat_builds_a_skeleton_for_a_shape_asked_for_twice_only(templates: di
     turns = [[("user", "a")], [("user", "a"), ("assistant", "b"), ("user", "c")]]
 
     async def scenario() -> tuple[int, list[str | None], int, str]:
-        async with make_client(observer=renderings) as client:
+        async with Client(connect=wiretap(renderings)) as client:
             renderer = PromptRenderer(Upstream(templates["own"], client))
             for turn in turns:  # a growing conversation: each shape once
                 assert renderer.cached(turn, {}) is None
@@ -250,7 +259,7 @@ def test_a_skeleton_in_use_is_renewed_before_it_expires(templates: dict):
     chat = texts(CONVERSATIONS[1])
 
     async def scenario() -> tuple[list[int], list[str | None], str]:
-        async with make_client(observer=renderings) as client:
+        async with Client(connect=wiretap(renderings)) as client:
             renderer = PromptRenderer(Upstream(templates["own"], client), ttl=3.0, renew=2.0)
             waited, answers = [], []
             for pause in (0.0, 1.5, 1.6):  # built; due for renewal; past the first one's expiry

@@ -19,20 +19,22 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from llamacontroller.serving.adapter import build_api_app
-from llamacontroller.serving.asgi import App, Request, Response, Stream
-from llamacontroller.serving.http import error_middleware
-from llamacontroller.serving.metadata import FileDigests
-from llamacontroller.serving.router import RoutingCatalog
-from llamacontroller.serving.serve import ListenError, listening_socket, new_event_loop, parse_listen
-from llamacontroller.serving.upstream import make_client
+from llamacontroller.serving.app import build_app
+from llamacontroller.serving.catalog.digests import FileDigests
+from llamacontroller.serving.catalog.routing import RoutingCatalog
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.web.asgi import App
+from llamacontroller.serving.web.middleware import error_middleware
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Response, StreamedResponse
+from llamacontroller.serving.web.server import ListenError, listening_socket, new_event_loop, parse_listen
 from tests.ports import free_port
 from tests.serving.conftest import serve_during
 
 
 def api_app() -> App:
     """The real API app over a catalog with no models: what the app answers before any route does."""
-    return build_api_app(RoutingCatalog(make_client(), FileDigests()))
+    return build_app(RoutingCatalog(Client(), FileDigests()))
 
 
 @pytest.mark.parametrize(
@@ -144,8 +146,8 @@ def test_a_client_that_disconnects_cancels_its_handler(caplog: pytest.LogCapture
     """What stops llama-server generating for nobody: the handler is cancelled mid-stream."""
     events: list[str] = []
 
-    async def endless(request: Request) -> Stream:
-        stream = Stream(request, headers={"Content-Type": "application/x-ndjson"})
+    async def endless(request: Request) -> StreamedResponse:
+        stream = StreamedResponse(request, headers={"Content-Type": "application/x-ndjson"})
         await stream.prepare()
         try:
             while True:
@@ -169,7 +171,7 @@ def test_a_client_that_disconnects_cancels_its_handler(caplog: pytest.LogCapture
                 break
             await asyncio.sleep(0.01)
 
-    caplog.set_level(logging.INFO, logger="llamacontroller.serving.asgi")
+    caplog.set_level(logging.INFO, logger="llamacontroller.serving.web.asgi")
     serve_during(app, scenario)
     assert events == ["cancelled"]
     assert "POST /api/chat: the client went away; the request is cancelled" in caplog.text
@@ -207,8 +209,8 @@ def test_a_client_that_gives_up_before_any_answer_is_logged_as_499(caplog: pytes
 def test_a_handler_that_answered_is_not_cancelled_by_the_close_that_follows():
     events: list[str] = []
 
-    async def answer_then_clean_up(request: Request) -> Stream:
-        stream = Stream(request)
+    async def answer_then_clean_up(request: Request) -> StreamedResponse:
+        stream = StreamedResponse(request)
         await stream.prepare()
         await stream.write(b"done")
         await stream.finish()

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from llamacontroller.serving.upstream import SPARES, Upstream, make_client
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import SPARES, Upstream
 from tests.ports import free_port
 from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, busy_slots, wait_for
+from tests.serving.wiretap import wiretap
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,7 +82,7 @@ def test_streamed_requests_never_leave_a_connection_llama_server_closes(chat_sta
     seen: list[tuple[str, str]] = []
 
     async def back_to_back() -> None:
-        async with make_client(observer=lambda what, detail: seen.append((what, detail))) as client:
+        async with Client(connect=wiretap(lambda what, detail: seen.append((what, detail)))) as client:
             upstream = Upstream(chat_stack.upstream, client)
             for _ in range(100):
                 assert (await upstream.post_json("/tokenize", {"content": "hi"}))["tokens"]
@@ -104,7 +106,7 @@ def test_a_streamed_request_and_the_one_beside_it_find_their_connections_open(ch
     log: list[tuple[str, str]] = []
 
     async def one_after_another() -> None:
-        async with make_client(observer=lambda what, detail: log.append((what, detail))) as client:
+        async with Client(connect=wiretap(lambda what, detail: log.append((what, detail)))) as client:
             upstream = Upstream(chat_stack.upstream, client)
             for _ in range(10):
                 log.append(("begin", ""))

@@ -19,9 +19,10 @@ import pytest
 
 from llamacontroller.demo_model import write_demo_model
 from llamacontroller.local.real_model import real_model_path
-from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.prompts import PromptRenderer
-from llamacontroller.serving.upstream import Upstream, make_client
+from llamacontroller.serving.catalog.prompts import PromptRenderer
+from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
 from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(180)
@@ -95,7 +96,7 @@ def servers(session_stacks: Stacks, tmp_path_factory: pytest.TempPathFactory) ->
 async def renderings(url: str, texts: list[tuple[str, str]]) -> tuple[str, str, str]:
     """llama-server's rendering, and the adapter's twice: the first builds the skeleton, the
     second fills it without asking llama-server."""
-    async with make_client() as client:
+    async with Client() as client:
         renderer = PromptRenderer(Upstream(url, client))
         remote = await renderer.remote(texts, {})
         return remote, await renderer.render(texts, {}), await renderer.render(texts, {})
@@ -119,12 +120,12 @@ def test_the_real_template_adds_its_default_system_prompt(servers: dict[str, str
 def test_a_template_that_refuses_a_conversation_refuses_it_through_the_adapter(
     servers: dict[str, str], template: str
 ):
-    async def both() -> tuple[ApiError, ApiError]:
-        async with make_client() as client:
+    async def both() -> tuple[HttpError, HttpError]:
+        async with Client() as client:
             renderer = PromptRenderer(Upstream(servers[template], client))
-            with pytest.raises(ApiError) as remote:
+            with pytest.raises(HttpError) as remote:
                 await renderer.remote(OUT_OF_ORDER, {})
-            with pytest.raises(ApiError) as rendered:
+            with pytest.raises(HttpError) as rendered:
                 await renderer.render(OUT_OF_ORDER, {})
             return remote.value, rendered.value
 

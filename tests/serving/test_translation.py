@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from llamacontroller.serving import ollama
-from llamacontroller.serving.errors import ApiError, UpstreamError, UpstreamUnavailable, from_upstream
-from llamacontroller.serving.names import parse_name, same_model, with_tag
-from llamacontroller.serving.prompts import PAD, Skeleton, skeleton_of
-from llamacontroller.serving.sse import SseDecoder
-from llamacontroller.serving.streams import (
+from llamacontroller.serving.catalog.model_names import parse_name, same_model, with_tag
+from llamacontroller.serving.catalog.prompts import PAD, Skeleton, skeleton_of
+from llamacontroller.serving.errors import HttpError, UpstreamError, UpstreamUnavailable, from_upstream
+from llamacontroller.serving.ollama import translate
+from llamacontroller.serving.ollama.chunks import (
     ChatFromChat,
     ChatFromCompletion,
     GenerateFromChat,
@@ -21,8 +20,9 @@ from llamacontroller.serving.streams import (
     fold_generate,
     metrics,
 )
-from llamacontroller.serving.toolcalls import ToolCallAccumulator, openai_tool_calls, parse_arguments
-from llamacontroller.serving.upstream import parse_event
+from llamacontroller.serving.ollama.requests import ChatRequest, GenerateRequest
+from llamacontroller.serving.ollama.tool_calls import ToolCallAccumulator, openai_tool_calls, parse_arguments
+from llamacontroller.serving.upstream.sse import SseDecoder, parse_event
 from tests.serving.conftest import METRICS
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,6 +37,14 @@ def events(name: str, chunk_size: int | None = None) -> list[dict]:
     )
     found = [event for piece in pieces for event in decoder.feed(piece)] + decoder.close()
     return [parse_event(event) for event in found if event.payload != b"[DONE]"]
+
+
+def generate_request(**fields) -> GenerateRequest:
+    return GenerateRequest.parse({"model": "m", **fields})
+
+
+def chat_request(**fields) -> ChatRequest:
+    return ChatRequest.parse({"model": "m", **fields})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,11 +80,10 @@ def test_name_parts_and_listing_form():
 
 
 def test_options_map_through_the_table_and_load_time_options_are_dropped():
-    body = {
-        "options": {"num_predict": 5, "num_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1, "num_ctx": 8192}
-    }
-    assert ollama.sampling_fields(body) == {"n_predict": 5, "n_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1}
-    assert {"num_ctx", "num_gpu", "num_thread", "num_batch", "main_gpu"} <= ollama.LOAD_TIME_OPTIONS
+    options = {"num_predict": 5, "num_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1, "num_ctx": 8192}
+    fields = translate.sampling_fields(generate_request(options=options).options)
+    assert fields == {"n_predict": 5, "n_keep": 2, "top_k": 3, "stop": ["x"], "seed": 1}
+    assert {"num_ctx", "num_gpu", "num_thread", "num_batch", "main_gpu"} <= translate.LOAD_TIME_OPTIONS
 
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
@@ -101,13 +108,14 @@ SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
     ],
 )
 def test_format(fmt, completion: dict, chat: dict):
-    assert ollama.completion_format({"format": fmt}) == completion
-    assert ollama.chat_format({"format": fmt}) == chat
+    ask = generate_request(format=fmt)
+    assert translate.completion_format(ask.format) == completion
+    assert translate.chat_format(ask.format) == chat
 
 
 def test_an_unknown_format_is_a_400():
-    with pytest.raises(ApiError) as caught:
-        ollama.completion_format({"format": "yaml"})
+    with pytest.raises(HttpError) as caught:
+        generate_request(format="yaml")
     assert caught.value.status == 400
 
 
@@ -121,7 +129,7 @@ def test_an_unknown_format_is_a_400():
     ],
 )
 def test_think(think, fields: dict):
-    assert ollama.think_fields({"think": think}) == fields
+    assert translate.think_fields(generate_request(think=think).think) == fields
 
 
 @pytest.mark.parametrize(
@@ -138,12 +146,12 @@ def test_think(think, fields: dict):
     ],
 )
 def test_keep_alive(value, seconds):
-    assert ollama.keep_alive_seconds(value) == seconds
+    assert generate_request(keep_alive=value).keep_alive == seconds
 
 
 def test_a_bad_keep_alive_is_a_400():
-    with pytest.raises(ApiError):
-        ollama.keep_alive_seconds("soon")
+    with pytest.raises(HttpError):
+        generate_request(keep_alive="soon")
 
 
 def test_messages_become_openai_messages():
@@ -158,7 +166,7 @@ def test_messages_become_openai_messages():
         },
         {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
     ]
-    system, user, assistant, tool = ollama.openai_messages({"messages": messages})
+    system, user, assistant, tool = translate.chat_request_body(chat_request(messages=messages))["messages"]
     assert system == {"role": "system", "content": "be brief"}
     assert user["content"] == [
         {"type": "text", "text": "what is this?"},
@@ -172,8 +180,8 @@ def test_messages_become_openai_messages():
 
 
 def test_a_message_needs_a_role():
-    with pytest.raises(ApiError):
-        ollama.openai_messages({"messages": [{"content": "x"}]})
+    with pytest.raises(HttpError):
+        chat_request(messages=[{"content": "x"}])
 
 
 @pytest.mark.parametrize(
@@ -189,13 +197,13 @@ def test_a_message_needs_a_role():
     ],
 )
 def test_generate_route(body: dict, route: str):
-    assert ollama.generate_route(body) == route
+    assert translate.generate_route(generate_request(**body)) == route
 
 
 def test_a_generate_as_the_chat_it_stands_for():
-    body = {"prompt": "what?", "system": "be brief", "images": ["AAAA"]}
-    assert ollama.generate_texts(body) == [("system", "be brief"), ("user", "what?")]
-    assert ollama.generate_messages(body) == [
+    ask = generate_request(prompt="what?", system="be brief", images=["AAAA"])
+    assert translate.generate_texts(ask) == [("system", "be brief"), ("user", "what?")]
+    assert translate.generate_messages(ask) == [
         {"role": "system", "content": "be brief"},
         {
             "role": "user",
@@ -205,31 +213,31 @@ def test_a_generate_as_the_chat_it_stands_for():
             ],
         },
     ]
-    assert ollama.generate_messages({"prompt": "hi"}) == [{"role": "user", "content": "hi"}]
+    assert translate.generate_messages(generate_request(prompt="hi")) == [{"role": "user", "content": "hi"}]
 
 
 def test_generate_bodies():
-    body = {"prompt": "hi", "options": {"num_predict": 3}, "format": "json"}
-    assert ollama.completion_body(body, ollama.completion_prompt("T", [1, 2])) == {
+    ask = generate_request(prompt="hi", options={"num_predict": 3}, format="json")
+    assert translate.completion_body(ask, translate.completion_prompt("T", [1, 2])) == {
         "prompt": [1, 2, "T"],
         "stream": True,
         "cache_prompt": True,
         "n_predict": 3,
         "json_schema": {"type": "object"},
     }
-    assert ollama.tokenize_body("T", []) == {"content": "T", "add_special": True, "parse_special": True}
-    assert ollama.tokenize_body("T", [1])["add_special"] is False
+    assert translate.tokenize_body("T", []) == {"content": "T", "add_special": True, "parse_special": True}
+    assert translate.tokenize_body("T", [1])["add_special"] is False
 
 
 def test_context_must_be_token_ids():
-    with pytest.raises(ApiError):
-        ollama.generate_context({"context": ["a"]})
+    with pytest.raises(HttpError):
+        generate_request(context=["a"])
 
 
 def test_embedding_dimensions_keep_unit_length():
-    assert ollama.fit_dimensions([3.0, 4.0, 12.0], 2) == pytest.approx([0.6, 0.8])
-    assert ollama.fit_dimensions([1.0, 0.0], None) == [1.0, 0.0]
-    assert ollama.embeddings_of(
+    assert translate.fit_dimensions([3.0, 4.0, 12.0], 2) == pytest.approx([0.6, 0.8])
+    assert translate.fit_dimensions([1.0, 0.0], None) == [1.0, 0.0]
+    assert translate.embeddings_of(
         {"data": [{"index": 1, "embedding": [2]}, {"index": 0, "embedding": [1]}]}
     ) == [
         [1],
@@ -426,7 +434,8 @@ def test_texts_the_check_did_not_cover_are_left_to_the_server(text: str):
 
 def test_plain_chats_are_text_messages_ending_with_the_users():
     chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "u", "images": []}]
-    assert ollama.plain_chat_texts({"messages": chat, "think": False}) == [("system", "s"), ("user", "u")]
+    plain = translate.plain_chat_texts(chat_request(messages=chat, think=False))
+    assert plain == [("system", "s"), ("user", "u")]
     not_plain = [
         {"messages": chat, "tools": [{"type": "function"}]},
         {"messages": chat, "think": True},
@@ -437,9 +446,10 @@ def test_plain_chats_are_text_messages_ending_with_the_users():
         {"messages": [{"role": "assistant", "content": "a", "thinking": "t"}, *chat]},
         {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
     ]
-    assert [ollama.plain_chat_texts(body) for body in not_plain] == [None] * len(not_plain)
-    assert ollama.generate_texts({"prompt": "p", "system": "s"}) == [("system", "s"), ("user", "p")]
-    assert ollama.generate_texts({"prompt": "p", "system": ""}) == [("user", "p")]
+    assert [translate.plain_chat_texts(chat_request(**body)) for body in not_plain] == [None] * len(not_plain)
+    with_system = generate_request(prompt="p", system="s")
+    assert translate.generate_texts(with_system) == [("system", "s"), ("user", "p")]
+    assert translate.generate_texts(generate_request(prompt="p", system="")) == [("user", "p")]
 
 
 def test_a_completion_stream_becomes_chat_chunks():

@@ -7,11 +7,17 @@ import asyncio
 import socket
 import threading
 
-from llamacontroller.serving.adapter import build_api_app
-from llamacontroller.serving.metadata import FileDigests
-from llamacontroller.serving.router import Route, RoutingCatalog
-from llamacontroller.serving.serve import ListenError, Serving, listening_socket, new_event_loop, parse_listen
-from llamacontroller.serving.upstream import make_client
+from llamacontroller.serving.app import build_app
+from llamacontroller.serving.catalog.digests import FileDigests
+from llamacontroller.serving.catalog.routing import Route, RoutingCatalog
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.web.server import (
+    ListenError,
+    Serving,
+    listening_socket,
+    new_event_loop,
+    parse_listen,
+)
 
 START_TIMEOUT = 30.0
 
@@ -41,9 +47,9 @@ class GatewayThread:
         asyncio.run_coroutine_threadsafe(self._start(sock), self._loop).result(START_TIMEOUT)
 
     async def _start(self, sock: socket.socket) -> None:
-        self._client, self._digests = make_client(), FileDigests()
+        self._client, self._digests = Client(), FileDigests()
         self.catalog = RoutingCatalog(self._client, self._digests)
-        self._serving = Serving(build_api_app(self.catalog, self.api_keys), sock)
+        self._serving = Serving(build_app(self.catalog, self.api_keys), sock)
         await self._serving.start()
 
     def set_routes(self, routes: dict[str, Route]) -> None:

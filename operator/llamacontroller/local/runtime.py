@@ -25,7 +25,7 @@ from llamacontroller.local.gateway import GatewayThread
 from llamacontroller.local.plan import LOCAL_HOST, LocalPlan, plan
 from llamacontroller.local.supervisor import Supervisor
 from llamacontroller.resource import KIND
-from llamacontroller.serving.router import Route
+from llamacontroller.serving.catalog.routing import Route
 
 log = logging.getLogger(__name__)
 

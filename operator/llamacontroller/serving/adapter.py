@@ -1,7 +1,7 @@
-"""The web app in front of one llama-server (the per-slot sidecar), and ``run_adapter``.
+"""``llamacontroller adapter``: the API in front of one llama-server, the sidecar of every slot Pod.
 
-``build_api_app`` takes any ``Catalog``: the adapter passes its single-model catalog, a router its
-own. ``serve.serve`` runs it (uvicorn on uvloop).
+It mounts the models volume at llama-server's path, so the ``model_path`` llama-server reports is
+the GGUF file it reads metadata from, and it reports that file to the gateway (``FILE_PATH``).
 """
 
 from __future__ import annotations
@@ -12,34 +12,27 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from llamacontroller.serving import ollama_routes, openai_routes
-from llamacontroller.serving.asgi import App, Handler, Lifecycle, Request, Response
+from llamacontroller.serving.app import build_app
 from llamacontroller.serving.auth import DEFAULT_ENV, describe_keys, load_api_keys
-from llamacontroller.serving.catalog import Catalog, SingleModelCatalog
-from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.http import API_KEYS, CATALOG, auth_middleware, error_middleware, json_response
-from llamacontroller.serving.http11 import Observer
-from llamacontroller.serving.metadata import DIGEST_WAIT, FILE_PATH, FileDigests, MetadataSource
-from llamacontroller.serving.serve import parse_listen, serve
-from llamacontroller.serving.upstream import READ_TIMEOUT, Client, Upstream, make_client
+from llamacontroller.serving.catalog.digests import FileDigests
+from llamacontroller.serving.catalog.source import DIGEST_WAIT, FILE_PATH, MetadataSource
+from llamacontroller.serving.catalog.target import Catalog, SingleModelCatalog
+from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.upstream.client import READ_TIMEOUT, Client
+from llamacontroller.serving.upstream.llama_server import Upstream
+from llamacontroller.serving.upstream.pool import Connect, open_tcp
+from llamacontroller.serving.web.asgi import App, Lifecycle
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Response, json_response
+from llamacontroller.serving.web.router import Handler
+from llamacontroller.serving.web.server import parse_listen, serve
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 256 << 20  # chat histories with images are large; a limit still bounds a request's memory
 UPSTREAM_KEY_ENV = "LLAMACONTROLLER_UPSTREAM_API_KEY"  # llama-server's own --api-key, if it has one
 
 
-def build_api_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> App:
-    """The Ollama and OpenAI routes over a catalog; errors in each API's shape; optional keys."""
-    app = App([error_middleware, auth_middleware], max_body=MAX_BODY)
-    app.state[CATALOG] = catalog
-    app.state[API_KEYS] = api_keys
-    ollama_routes.add_routes(app.router)
-    openai_routes.add_routes(app.router)
-    return app
-
-
-def build_app(
+def adapter_app(
     upstream_url: str,
     *,
     api_keys: frozenset[str] = frozenset(),
@@ -47,16 +40,16 @@ def build_app(
     upstream_api_key: str | None = None,
     read_timeout: float = READ_TIMEOUT,
     digest_wait: float = DIGEST_WAIT,
-    observer: Observer | None = None,
+    connect: Connect = open_tcp,
 ) -> App:
-    """The adapter's app: one upstream, the model named by llama-server's ``--alias`` unless given;
-    ``observer`` sees each upstream request (for tests)."""
-    client = make_client(read_timeout, observer=observer)
+    """The app for one upstream, its model named by llama-server's ``--alias`` unless given;
+    ``connect`` opens the connections to it (see ``upstream.pool``)."""
+    client = Client(read_timeout, connect=connect)
     digests = FileDigests()
     upstream = Upstream(upstream_url, client, upstream_api_key)
     metadata = MetadataSource(upstream, digests, digest_wait)
     catalog = SingleModelCatalog(upstream, metadata, model_name)
-    app = build_api_app(catalog, api_keys)
+    app = build_app(catalog, api_keys)
     app.router.add("GET", FILE_PATH, file_report(metadata))
     app.lifecycle.append(lifecycle(catalog, client, digests))
     return app
@@ -91,7 +84,7 @@ async def warm_up(catalog: Catalog, max_delay: float = 10.0) -> None:
             for target in await catalog.targets():
                 await target.metadata.get()
             return
-        except ApiError as exc:
+        except HttpError as exc:
             log.info("llama-server not ready yet (%s); retrying in %.1f s", exc.message, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay)
@@ -114,7 +107,7 @@ def run_adapter(
     """
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
-    app = build_app(
+    app = adapter_app(
         upstream,
         api_keys=keys,
         model_name=model_name,

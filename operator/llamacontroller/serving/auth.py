@@ -13,6 +13,12 @@ import re
 from pathlib import Path
 
 from llamacontroller.errors import UserError
+from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.web.asgi import Middleware
+from llamacontroller.serving.web.middleware import is_openai
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Answer
+from llamacontroller.serving.web.router import Handler
 
 DEFAULT_ENV = "LLAMACONTROLLER_API_KEYS"
 # GET/HEAD / answers "Ollama is running" to health checks and to the CLI's first probe.
@@ -64,3 +70,16 @@ def accepted(token: str | None, keys: frozenset[str]) -> bool:
 
 def needs_key(method: str, path: str) -> bool:
     return not (path in OPEN_PATHS and method in ("GET", "HEAD"))
+
+
+def require_keys(keys: frozenset[str]) -> Middleware:
+    """A request without one of ``keys`` is a 401 in the API's shape (the health check stays open)."""
+
+    async def middleware(request: Request, handler: Handler) -> Answer:
+        token = bearer_token(request.header(b"authorization"))
+        if needs_key(request.method, request.path) and not accepted(token, keys):
+            message = "Invalid or missing API key" if is_openai(request) else "unauthorized"
+            raise HttpError(401, message, code="invalid_api_key")
+        return await handler(request)
+
+    return middleware

@@ -1,6 +1,6 @@
 """API errors and their two wire shapes.
 
-Handlers raise; one middleware (see ``http``) writes the error in the shape of the API the client
+Handlers raise; one middleware (``web.middleware``) writes the error in the shape of the API the client
 called: Ollama's ``{"error": "message"}`` or OpenAI's ``{"error": {message, type, param, code}}``.
 """
 
@@ -20,7 +20,7 @@ OPENAI_TYPES = {
 }
 
 
-class ApiError(Exception):
+class HttpError(Exception):
     """An answer that is an error: status, a message for humans, OpenAI's type/param/code."""
 
     def __init__(
@@ -40,27 +40,27 @@ class ApiError(Exception):
         self.code = code
 
 
-class ModelNotFound(ApiError):
+class ModelNotFound(HttpError):
     def __init__(self, model: str) -> None:
         super().__init__(404, f"model '{model}' not found", param="model", code="model_not_found")
 
 
-class UpstreamError(ApiError):
+class UpstreamError(HttpError):
     """llama-server answered with an error (or sent one mid-stream)."""
 
 
-class UpstreamUnavailable(ApiError):
+class UpstreamUnavailable(HttpError):
     """llama-server could not be reached, timed out, or died mid-answer."""
 
     def __init__(self, message: str) -> None:
         super().__init__(502, message, kind="server_error", code="upstream_unavailable")
 
 
-def ollama_body(error: ApiError) -> dict[str, Any]:
+def ollama_body(error: HttpError) -> dict[str, Any]:
     return {"error": error.message}
 
 
-def openai_body(error: ApiError) -> dict[str, Any]:
+def openai_body(error: HttpError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
 
 
@@ -70,7 +70,7 @@ UPSTREAM_STATUS = {501: 400}
 
 
 def from_upstream(status: int, payload: Any, fallback: str = "") -> UpstreamError:
-    """llama-server's ``{"error": {code, message, type}}`` (or any body) as an ApiError."""
+    """llama-server's ``{"error": {code, message, type}}`` (or any body) as an HttpError."""
     detail = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(detail, dict):
         message, kind = str(detail.get("message") or fallback), detail.get("type")

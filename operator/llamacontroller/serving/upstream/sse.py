@@ -7,7 +7,10 @@ carry nothing. Chunks from the socket may end anywhere, so a partial line waits 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from llamacontroller.serving.codec import loads
+from llamacontroller.serving.errors import UpstreamUnavailable
 
 DONE = b"[DONE]"
 
@@ -39,3 +42,14 @@ def parse_line(line: bytes) -> Event | None:
     if not sep or field not in (b"data", b"error"):
         return None  # blank line, comment, or a field we do not use (event:, id:, retry:)
     return Event(field, value.strip())
+
+
+def parse_event(event: Event) -> Any:
+    """An event's JSON; an ``error:`` event becomes ``{"error": ...}`` like a ``data:`` error."""
+    try:
+        value = loads(event.payload)
+    except ValueError as exc:
+        raise UpstreamUnavailable(
+            f"llama-server sent an event that is no JSON: {event.payload[:200]!r}"
+        ) from exc
+    return {"error": value} if event.field == b"error" else value

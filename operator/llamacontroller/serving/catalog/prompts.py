@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.upstream import Upstream
+from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.upstream.llama_server import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class PromptRenderer:
 
     async def remote(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
         answer = await self.upstream.post_json("/apply-template", template_body(texts, kwargs))
-        return answer["prompt"]
+        prompt: str = answer["prompt"]
+        return prompt
 
     async def render(self, texts: Sequence[Text], kwargs: dict[str, Any]) -> str:
         """The prompt now: from a skeleton (built first if there is none) or rendered remotely."""
@@ -168,7 +169,7 @@ class PromptRenderer:
     async def _build_quietly(self, shape: Shape, kwargs: dict[str, Any]) -> None:
         try:
             await self._build(shape, kwargs)
-        except ApiError as exc:  # the request that asked went another way; the next one asks again
+        except HttpError as exc:  # the request that asked went another way; the next one asks again
             log.debug("no skeleton for %s: %s", shape[0], exc.message)
 
     async def _skeleton(self, roles: tuple[str, ...], kwargs: dict[str, Any]) -> Skeleton | None:

@@ -5,10 +5,10 @@ The handlers know nothing of how many llama-servers there are: they ask the app'
 
 from __future__ import annotations
 
-from llamacontroller.serving.asgi import Router
-from llamacontroller.serving.ollama_embed import embed, embeddings
-from llamacontroller.serving.ollama_generate import chat, generate
-from llamacontroller.serving.ollama_models import not_supported, ps, pull, root, show, tags, version
+from llamacontroller.serving.ollama.embed import embed, embeddings
+from llamacontroller.serving.ollama.generate import chat, generate
+from llamacontroller.serving.ollama.models import not_supported, ps, pull, root, show, tags, version
+from llamacontroller.serving.web.router import Router
 
 
 def add_routes(router: Router) -> None:

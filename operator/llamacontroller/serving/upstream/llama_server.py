@@ -1,13 +1,10 @@
-"""The HTTP client to llama-servers.
+"""One llama-server (or the adapter beside it) over the process's ``Client``: plain JSON requests,
+streamed events, and ``/health``.
 
-One ``Client`` per process (a router shares it between many ``Upstream`` objects) keeps a pool of
-keep-alive connections per server (``http11``): opening a connection per request would cost more
-than the whole adapter is allowed to add. llama-server closes the connection after each streamed
-answer, so a streamed request says ``Connection: close``, and the connections the next one will
-take are opened in the background meanwhile (``keep_spare``).
-Timeouts: connecting is quick or the server is down; reading may wait minutes, since a long prompt
-on a busy GPU sends nothing until its first token.
-Every failure becomes an ``ApiError``: ``UpstreamError`` when llama-server answered with an error,
+llama-server closes the connection after each streamed answer, so a streamed request says
+``Connection: close``, and the connections the next one will take are opened in the background
+meanwhile (``keep_spare``). Connecting is quick or the server is down; reading may wait minutes.
+Every failure becomes an ``HttpError``: ``UpstreamError`` when llama-server answered with an error,
 ``UpstreamUnavailable`` when it could not be reached or died mid-answer.
 """
 
@@ -15,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
-import orjson
 
+from llamacontroller.serving.codec import dumps, loads
 from llamacontroller.serving.errors import UpstreamUnavailable, from_upstream
-from llamacontroller.serving.http11 import Connection, Observer, Pool, request_bytes
-from llamacontroller.serving.sse import DONE, Event, SseDecoder
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.connection import ClosedBeforeAnswer, Connection, request_bytes
+from llamacontroller.serving.upstream.sse import DONE, SseDecoder, parse_event
 
-CONNECT_TIMEOUT = 5.0
 HEALTH_TIMEOUT = 5.0
-READ_TIMEOUT = 600.0
 # Idle connections kept open after a streamed answer: the next streamed request's, and one for the
 # request it may send beside it (a generate's /tokenize, for its context). llama-server keeps idle
 # connections without holding a thread for each.
@@ -41,90 +37,7 @@ CLOSE = {"Connection": "close"}
 FAILURES = (OSError, asyncio.TimeoutError, httptools.HttpParserError)
 
 
-class Client:
-    """The connection pools to llama-servers, one per host and port, and the background work on
-    them; ``observer`` sees each connection opened and request sent (the tests watch with it)."""
-
-    def __init__(
-        self,
-        read_timeout: float = READ_TIMEOUT,
-        max_connections: int = 512,
-        observer: Observer | None = None,
-    ) -> None:
-        self.read_timeout = read_timeout
-        self.max_connections = max_connections
-        self.observer = observer
-        self._pools: dict[tuple[str, int], Pool] = {}
-        self._closed = False
-        self._background: set[asyncio.Task[object]] = set()
-
-    def pool(self, host: str, port: int) -> Pool:
-        if self._closed:  # a request during shutdown: fail it, do not open what nobody closes
-            raise ConnectionError("the client is closed")
-        pool = self._pools.get((host, port))
-        if pool is None:
-            pool = self._pools[(host, port)] = Pool(
-                host,
-                port,
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=self.read_timeout,
-                max_connections=self.max_connections,
-                observer=self.observer,
-            )
-        return pool
-
-    def spawn(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
-        """Run ``work`` beside the requests; ``aclose()`` cancels it if it is still running."""
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def aclose(self) -> None:
-        self._closed = True
-        for task in list(self._background):
-            task.cancel()
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-def make_client(
-    read_timeout: float = READ_TIMEOUT, max_connections: int = 512, observer: Observer | None = None
-) -> Client:
-    """A client for llama-servers: pooled keep-alive connections."""
-    return Client(read_timeout, max_connections, observer)
-
-
-def dumps(body: Any) -> bytes:
-    """Compact JSON, UTF-8 as is (orjson: several times faster than json, and JSON is most of the
-    adapter's own work per request)."""
-    return orjson.dumps(body)
-
-
-def loads(data: bytes | str) -> Any:
-    """JSON of a request or of llama-server; ``ValueError`` when it is none."""
-    return orjson.loads(data)
-
-
-def parse_event(event: Event) -> Any:
-    """An event's JSON; an ``error:`` event becomes ``{"error": ...}`` like a ``data:`` error."""
-    try:
-        value = loads(event.payload)
-    except ValueError as exc:
-        raise UpstreamUnavailable(
-            f"llama-server sent an event that is no JSON: {event.payload[:200]!r}"
-        ) from exc
-    return {"error": value} if event.field == b"error" else value
-
-
-class Response:
+class UpstreamResponse:
     """An answer of llama-server whose body is not read yet; reading it fails with
     ``UpstreamUnavailable`` when llama-server dies or times out."""
 
@@ -149,7 +62,7 @@ class Response:
 
 
 class Upstream:
-    """One llama-server at ``base_url``; the client may be shared with other upstreams."""
+    """The server at ``base_url``; the client may be shared with other upstreams."""
 
     def __init__(self, base_url: str, client: Client, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -174,7 +87,7 @@ class Upstream:
     @asynccontextmanager
     async def open(
         self, method: str, path: str, content: bytes | None = None, streamed: bool = False
-    ) -> AsyncIterator[Response]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """A response whose body is not read yet; error statuses raise ``UpstreamError``.
 
         Leaving the block before the body's end closes the connection, which is how llama-server
@@ -186,7 +99,7 @@ class Upstream:
         headers = self._streamed_headers if streamed else self.headers
         connection = await self._send(method, path, headers, content)
         try:
-            response = Response(self, connection)
+            response = UpstreamResponse(self, connection)
             if response.status_code >= 400:
                 raise await self._error(response)
             yield response
@@ -217,15 +130,12 @@ class Upstream:
             except FAILURES as exc:
                 raise self.unavailable(exc) from exc
             reused = connection.requests > 0
-            if self.client.observer:
-                self.client.observer("request", f"{method} {path} {headers.get('Connection', '')}".rstrip())
             connection.send(request)
             try:
                 await connection.head()
             except FAILURES as exc:
                 connection.release()
-                stale = reused and not connection.received and isinstance(exc, ConnectionError)
-                if attempt == 1 and stale:
+                if attempt == 1 and reused and isinstance(exc, ClosedBeforeAnswer):
                     continue
                 raise self.unavailable(exc) from exc
             except BaseException:
@@ -247,10 +157,10 @@ class Upstream:
             self._spare = self.client.spawn(self._warm())
 
     async def _warm(self) -> None:
-        with contextlib.suppress(FAILURES):  # llama-server is down: the next request says so
+        with contextlib.suppress(*FAILURES):  # llama-server is down: the next request says so
             await self.client.pool(self.host, self.port).warm(SPARES)
 
-    async def _error(self, response: Response) -> Exception:
+    async def _error(self, response: UpstreamResponse) -> Exception:
         body = await response.aread()
         try:
             payload = loads(body)
@@ -279,7 +189,7 @@ class Upstream:
         async with self.open("POST", path, dumps(body), streamed=True) as response:
             yield self._decode(response)
 
-    async def _decode(self, response: Response) -> AsyncIterator[list[Any]]:
+    async def _decode(self, response: UpstreamResponse) -> AsyncIterator[list[Any]]:
         decoder = SseDecoder()
         async for chunk in response.aiter_raw():
             # [DONE] ends OpenAI streams: skipped, and the body read on to its end

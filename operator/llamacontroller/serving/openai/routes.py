@@ -14,48 +14,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamacontroller.serving.asgi import Handler, Request, Response, Router, Stream
-from llamacontroller.serving.catalog import Target, available
-from llamacontroller.serving.errors import ApiError, UpstreamUnavailable, openai_body
-from llamacontroller.serving.http import catalog_of, json_response
-from llamacontroller.serving.upstream import Response as UpstreamResponse
-from llamacontroller.serving.upstream import dumps, loads
+from llamacontroller.serving.catalog.target import Target, available, catalog_of
+from llamacontroller.serving.codec import dumps
+from llamacontroller.serving.errors import HttpError, UpstreamUnavailable, openai_body
+from llamacontroller.serving.upstream.llama_server import UpstreamResponse
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Answer, Response, StreamedResponse, json_response
+from llamacontroller.serving.web.router import Handler, Router
 
 OWNER = "llamacontroller"
 EVENT_END = b"\n\n"
 
 
-async def target_of(request: Request, raw: bytes) -> tuple[Target, dict[str, Any]]:
-    try:
-        body = loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"invalid JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
+async def target_of(request: Request) -> tuple[Target, bool]:
+    """The target of the body's ``model`` (None: the catalog's default), and whether it streams."""
+    body = request.json_object(empty=False)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise ApiError(400, "'model' must be a string", param="model")
-    return await catalog_of(request).resolve(model), body
+        raise HttpError(400, "'model' must be a string", param="model")
+    return await catalog_of(request).resolve(model), body.get("stream") is True
 
 
 def passthrough(path: str) -> Handler:
-    async def handler(request: Request) -> Response | Stream:
-        raw = request.body
-        target, body = await target_of(request, raw)
-        stream = body.get("stream") is True
-        async with target.upstream.open("POST", path, raw, streamed=stream) as upstream:
+    async def handler(request: Request) -> Answer:
+        target, stream = await target_of(request)
+        async with target.upstream.open("POST", path, request.body, streamed=stream) as upstream:
             if stream:
-                return await relay_sse(request, target, upstream)
+                return await relay_sse(request, upstream)
             content = await upstream.aread()
             return Response(content, upstream.status_code)
 
     return handler
 
 
-async def relay_sse(request: Request, target: Target, upstream: UpstreamResponse) -> Stream:
+async def relay_sse(request: Request, upstream: UpstreamResponse) -> StreamedResponse:
     """llama-server's events as they arrive; a broken upstream ends the stream with an error event."""
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    response = Stream(request, upstream.status_code, headers)
+    response = StreamedResponse(request, upstream.status_code, headers)
     await response.prepare()
     tail = EVENT_END
     try:

@@ -12,12 +12,13 @@ import re
 import time
 from typing import Any
 
-from llamacontroller.serving import ollama
-from llamacontroller.serving.asgi import Request, Response
-from llamacontroller.serving.catalog import Target
-from llamacontroller.serving.errors import ApiError, UpstreamError
-from llamacontroller.serving.http import json_response, read_json, resolve
-from llamacontroller.serving.upstream import Upstream
+from llamacontroller.serving.catalog.target import Target, catalog_of
+from llamacontroller.serving.errors import HttpError, UpstreamError
+from llamacontroller.serving.ollama.requests import EmbeddingsRequest, EmbedRequest
+from llamacontroller.serving.ollama.translate import embeddings_of, fit_dimensions
+from llamacontroller.serving.upstream.llama_server import Upstream
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Response, json_response
 
 # llama-server: "input (3006 tokens) is too large to process. increase the physical batch size
 # (current batch size: 512)"
@@ -38,20 +39,22 @@ async def upstream_embeddings(
     model: str, target: Target, inputs: list[str], truncate: bool
 ) -> dict[str, Any]:
     try:
-        return await target.upstream.post_json("/v1/embeddings", {"input": inputs})
+        answer: dict[str, Any] = await target.upstream.post_json("/v1/embeddings", {"input": inputs})
+        return answer
     except UpstreamError as exc:
         if exc.code == 501:
-            raise ApiError(400, f"model '{model}' does not support embeddings: {EMBEDDINGS_HINT}") from exc
+            raise HttpError(400, f"model '{model}' does not support embeddings: {EMBEDDINGS_HINT}") from exc
         limit = batch_limit(exc)
         if limit is None:
             raise
         if not truncate:
-            raise ApiError(
+            raise HttpError(
                 400,
                 f"an input is longer than the {limit} tokens the model embeds at once (truncate is false)",
             ) from exc
     cut = await asyncio.gather(*(fit(target.upstream, text, limit - SPECIAL_TOKENS) for text in inputs))
-    return await target.upstream.post_json("/v1/embeddings", {"input": cut})
+    answer = await target.upstream.post_json("/v1/embeddings", {"input": cut})
+    return answer
 
 
 async def fit(upstream: Upstream, text: str, tokens: int) -> str:
@@ -60,21 +63,19 @@ async def fit(upstream: Upstream, text: str, tokens: int) -> str:
     ids = answer.get("tokens") or []
     if len(ids) <= tokens:
         return text
-    return (await upstream.post_json("/detokenize", {"tokens": ids[:tokens]})).get("content", "")
+    content: str = (await upstream.post_json("/detokenize", {"tokens": ids[:tokens]})).get("content", "")
+    return content
 
 
 async def embed(request: Request) -> Response:
     started = time.monotonic_ns()
-    body = read_json(request)
-    model, target = await resolve(request, body)
-    inputs = ollama.embed_inputs(body)
-    truncate = body.get("truncate") is not False
-    answer = await upstream_embeddings(model, target, inputs, truncate) if inputs else {}
-    dimensions = ollama.field(body, "dimensions", int)
+    ask = EmbedRequest.parse(request.json_object())
+    target = await catalog_of(request).resolve(ask.model)
+    answer = await upstream_embeddings(ask.model, target, ask.inputs, ask.truncate) if ask.inputs else {}
     return json_response(
         {
-            "model": model,
-            "embeddings": [ollama.fit_dimensions(v, dimensions) for v in ollama.embeddings_of(answer)],
+            "model": ask.model,
+            "embeddings": [fit_dimensions(v, ask.dimensions) for v in embeddings_of(answer)],
             "total_duration": time.monotonic_ns() - started,
             "load_duration": 0,
             "prompt_eval_count": int((answer.get("usage") or {}).get("prompt_tokens") or 0),
@@ -84,10 +85,9 @@ async def embed(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     """The legacy route: one prompt, one vector (no truncation, as in Ollama)."""
-    body = read_json(request)
-    model, target = await resolve(request, body)
-    prompt = ollama.field(body, "prompt", str)
-    if not prompt:
+    ask = EmbeddingsRequest.parse(request.json_object())
+    target = await catalog_of(request).resolve(ask.model)
+    if not ask.prompt:
         return json_response({"embedding": []})
-    answer = await upstream_embeddings(model, target, [prompt], truncate=False)
-    return json_response({"embedding": ollama.embeddings_of(answer)[0]})
+    answer = await upstream_embeddings(ask.model, target, [ask.prompt], truncate=False)
+    return json_response({"embedding": embeddings_of(answer)[0]})

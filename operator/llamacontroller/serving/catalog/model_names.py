@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 # The name as listed: its own spelling, `:latest` added when it has no tag (as the resource says).
+from llamacontroller.resource import DEFAULT_TAG
 from llamacontroller.resource import normalize_model_name as with_tag
 
 __all__ = ["ModelName", "parse_name", "same_model", "with_tag"]
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
 
 
 class ModelName(NamedTuple):

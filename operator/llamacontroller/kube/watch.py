@@ -1,28 +1,19 @@
-"""`llamacontroller gateway`: the Ollama and OpenAI APIs for every Ready LlamaModel it can see,
-routed by model name to the slot's Service.
-
-It learns the models from a watch of LlamaModels (never an API call per request), keeps nothing but
-that cache, and so runs with as many replicas as wanted.
-"""
+"""The gateway's view of the cluster: a watch of LlamaModels that keeps a catalog's routes in line
+with the Ready ones (never an API call per request)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from llamacontroller.kube.api import ApiError as KubeApiError
-from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.api import ApiError, KubeApi
 from llamacontroller.resource import Phase
-from llamacontroller.serving.adapter import build_api_app
-from llamacontroller.serving.asgi import App, Lifecycle
-from llamacontroller.serving.auth import DEFAULT_ENV, describe_keys, load_api_keys
-from llamacontroller.serving.metadata import FileDigests
-from llamacontroller.serving.router import Route, RoutingCatalog
-from llamacontroller.serving.serve import parse_listen, serve
-from llamacontroller.serving.upstream import make_client
+from llamacontroller.serving.catalog.routing import Route
+
+if TYPE_CHECKING:
+    from llamacontroller.serving.catalog.routing import RoutingCatalog
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +45,8 @@ class LlamaModelWatch:
         self.catalog.set_routes(routes_from(o for objs in self._objects.values() for o in objs.values()))
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._follow(ns) for ns in self.namespaces or [None]))
+        namespaces: list[str | None] = [*self.namespaces] if self.namespaces else [None]
+        await asyncio.gather(*(self._follow(namespace) for namespace in namespaces))
 
     async def _follow(self, namespace: str | None) -> None:
         """List, then watch from the list's resourceVersion; list again when the watch expires."""
@@ -66,7 +58,7 @@ class LlamaModelWatch:
                 self.synced.set()
                 while version:
                     version = await self._watch(namespace, version)
-            except (KubeApiError, OSError, ValueError) as exc:
+            except (ApiError, OSError, ValueError) as exc:
                 log.warning("watching LlamaModels failed (%s); retrying in %.0f s", exc, RETRY_SECONDS)
             await asyncio.sleep(RETRY_SECONDS)
 
@@ -84,43 +76,3 @@ class LlamaModelWatch:
                 objects[obj["metadata"]["uid"]] = obj
             self._publish()
         return version
-
-
-def gateway_lifecycle(watch: LlamaModelWatch, closing: Callable[[], Any]) -> Lifecycle:
-    @contextlib.asynccontextmanager
-    async def context(app: App) -> AsyncIterator[None]:
-        task = asyncio.create_task(watch.run())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await closing()
-
-    return context
-
-
-def run_gateway(
-    listen: str,
-    namespaces: list[str] | None = None,
-    *,
-    api_keys_file: str | None = None,
-    api_keys_env: str | None = DEFAULT_ENV,
-) -> None:
-    """Serve the cluster's models on `listen`; blocks."""
-    host, port = parse_listen(listen)
-    keys = load_api_keys(api_keys_file, api_keys_env)
-    client, digests = make_client(), FileDigests()
-    # The slots' adapters report their model files to the gateway (the real sha256): they are asked
-    # with the gateway's first key, so adapters with API keys must accept it.
-    catalog = RoutingCatalog(client, digests, sidecar_api_key=min(keys) if keys else None)
-    api = KubeApi.from_environment(user_agent="llamacontroller-gateway")
-    watch = LlamaModelWatch(api, catalog, namespaces)
-
-    async def closing() -> None:
-        digests.close()
-        await client.aclose()
-        await api.close()
-
-    app = build_api_app(catalog, keys)
-    app.lifecycle.append(gateway_lifecycle(watch, closing))
-    serve(app, host, port, f"the gateway ({describe_keys(keys)})")

@@ -1,4 +1,4 @@
-"""A catalog of many llama-servers, routed by model name: the gateway's (cluster or local).
+"""A catalog of many llama-servers, routed by model name: the gateways' (cluster and local).
 
 Routes (model name -> Route) are replaced as a whole by whoever learns them (a watch of LlamaModels,
 or the local runtime); each route keeps its Target, and so its cached metadata and prompt renderer,
@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from llamacontroller.serving.catalog import Target
-from llamacontroller.serving.errors import ApiError, ModelNotFound
-from llamacontroller.serving.metadata import DIGEST_WAIT, FileDigests, MetadataSource
-from llamacontroller.serving.names import same_model, with_tag
-from llamacontroller.serving.prompts import PromptRenderer
-from llamacontroller.serving.upstream import Client, Upstream
+from llamacontroller.serving.catalog.digests import FileDigests
+from llamacontroller.serving.catalog.model_names import same_model, with_tag
+from llamacontroller.serving.catalog.prompts import PromptRenderer
+from llamacontroller.serving.catalog.source import DIGEST_WAIT, MetadataSource
+from llamacontroller.serving.catalog.target import Target
+from llamacontroller.serving.errors import HttpError, ModelNotFound
+from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.upstream.llama_server import Upstream
 
 
 class Route(NamedTuple):
@@ -27,6 +29,8 @@ class Route(NamedTuple):
 
 
 class RoutingCatalog:
+    """The models the gateway serves, by name; ``set_routes`` replaces them."""
+
     def __init__(
         self,
         client: Client,
@@ -64,7 +68,7 @@ class RoutingCatalog:
 
     async def resolve(self, model: str | None) -> Target:
         if not model:
-            raise ApiError(400, "model is required")
+            raise HttpError(400, "model is required")
         for name, route in self._routes.items():
             if same_model(model, name):
                 return self._target(name, route)

@@ -1,8 +1,8 @@
 """Which llama-server answers which model name.
 
-The route handlers ask a ``Catalog`` for the ``Target`` of a request's model; the adapter's catalog
-has one target, a router's has many (and picks the upstream per request). Nothing else in the
-handlers knows how many servers there are.
+The route handlers ask the app's ``Catalog`` for the ``Target`` of a request's model; the adapter's
+catalog has one target, a gateway's many (``routing``). Nothing else in the handlers knows how many
+servers there are.
 """
 
 from __future__ import annotations
@@ -10,15 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from llamacontroller.serving.errors import ApiError, ModelNotFound
-from llamacontroller.serving.metadata import MetadataSource, ModelMetadata
-from llamacontroller.serving.names import same_model, with_tag
-from llamacontroller.serving.prompts import PromptRenderer
-from llamacontroller.serving.upstream import Upstream
+from llamacontroller.serving.catalog.metadata import ModelMetadata
+from llamacontroller.serving.catalog.model_names import same_model, with_tag
+from llamacontroller.serving.catalog.prompts import PromptRenderer
+from llamacontroller.serving.catalog.source import MetadataSource
+from llamacontroller.serving.errors import HttpError, ModelNotFound
+from llamacontroller.serving.upstream.llama_server import Upstream
+
+if TYPE_CHECKING:
+    from llamacontroller.serving.web.request import Request
 
 log = logging.getLogger(__name__)
+
+CATALOG = "catalog"  # the app.state key of the app's catalog
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,11 @@ class Catalog(Protocol):
     async def targets(self) -> list[Target]:
         """Every served model, for the listings."""
         ...
+
+
+def catalog_of(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state[CATALOG]
+    return catalog
 
 
 class SingleModelCatalog:
@@ -71,13 +82,13 @@ async def available(catalog: Catalog) -> list[tuple[Target, ModelMetadata]]:
     is left out and logged, as Ollama lists what it can serve."""
     try:
         targets = await catalog.targets()
-    except ApiError as exc:
+    except HttpError as exc:
         log.warning("no model to list: %s", exc.message)
         return []
     found = await asyncio.gather(*(target.metadata.get() for target in targets), return_exceptions=True)
     out = []
     for target, metadata in zip(targets, found, strict=True):
-        if isinstance(metadata, ApiError):
+        if isinstance(metadata, HttpError):
             log.warning("%s is not listed: %s", target.name, metadata.message)
         elif isinstance(metadata, BaseException):
             raise metadata

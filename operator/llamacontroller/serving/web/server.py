@@ -1,7 +1,7 @@
-"""Running an API app as a server: where it listens, its event loop, uvicorn's settings.
+"""Running the API app as a server: where it listens, its event loop, uvicorn's settings.
 
-Shared by the per-slot adapter, the cluster gateway and the local runtime's gateway, which are the
-same app over different catalogs. All sit on the path of every request, so they run on uvicorn's
+Shared by the per-slot adapter, the cluster gateway and the local runtime's gateway, which serve
+the same app over different catalogs. All sit on the path of every request, so they run on uvicorn's
 httptools protocol and uvloop (bench/adapter_overhead.py measures what that costs).
 """
 
@@ -16,7 +16,7 @@ from types import FrameType
 import uvicorn
 
 from llamacontroller.errors import UserError
-from llamacontroller.serving.asgi import App
+from llamacontroller.serving.web.asgi import App
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llamacontroller.serving import ollama, streams
-from llamacontroller.serving.asgi import Handler, Request, Response, text_response
-from llamacontroller.serving.catalog import available
-from llamacontroller.serving.errors import ApiError
-from llamacontroller.serving.http import NDJSON, catalog_of, json_response, read_json, resolve
-from llamacontroller.serving.metadata import ModelMetadata
-from llamacontroller.serving.upstream import dumps
+from llamacontroller.serving.catalog.metadata import ModelMetadata
+from llamacontroller.serving.catalog.target import available, catalog_of
+from llamacontroller.serving.codec import dumps
+from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.ollama.ndjson import NDJSON
+from llamacontroller.serving.ollama.requests import ModelRequest
+from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.response import Response, json_response, text_response
+from llamacontroller.serving.web.router import Handler
+from llamacontroller.status import rfc3339_micro
 
 # Copilot wants a version of at least 0.6.4; Open WebUI checks the connection with it.
 OLLAMA_VERSION = "0.12.3"
@@ -38,7 +41,7 @@ async def tags(request: Request) -> Response:
 
 async def ps(request: Request) -> Response:
     """Loaded models. VRAM is reported as the model's size: the operator offloads every layer by default."""
-    expires_at = streams.rfc3339((datetime.now(UTC) + NEVER_EXPIRES).timestamp())
+    expires_at = rfc3339_micro(datetime.now(UTC) + NEVER_EXPIRES)
     models = [
         tags_entry(t.name, md)
         | {"expires_at": expires_at, "size_vram": md.size, "context_length": md.context_length}
@@ -48,8 +51,8 @@ async def ps(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    body = read_json(request)
-    _, target = await resolve(request, body)
+    ask = ModelRequest.parse(request.json_object())
+    target = await catalog_of(request).resolve(ask.model)
     md = await target.metadata.get()
     return json_response(
         {
@@ -67,9 +70,9 @@ async def show(request: Request) -> Response:
 
 async def pull(request: Request) -> Response:
     """Nothing to download: success for a served model, 404 for any other."""
-    body = read_json(request)
-    await resolve(request, body)
-    if not ollama.is_streaming(body):
+    ask = ModelRequest.parse(request.json_object())
+    await catalog_of(request).resolve(ask.model)
+    if not ask.stream:
         return json_response({"status": "success"})
     lines = [{"status": "pulling manifest"}, {"status": "success"}]
     return Response(b"".join(dumps(line) + b"\n" for line in lines), content_type=NDJSON)
@@ -77,7 +80,7 @@ async def pull(request: Request) -> Response:
 
 def not_supported(action: str) -> Handler:
     async def handler(request: Request) -> Response:
-        raise ApiError(400, f"{action} is not supported: {NOT_HERE}")
+        raise HttpError(400, f"{action} is not supported: {NOT_HERE}")
 
     return handler
 

@@ -11,24 +11,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from llamacontroller.serving.errors import ApiError, UpstreamUnavailable, from_upstream
-from llamacontroller.serving.toolcalls import ToolCallAccumulator
+from llamacontroller.serving.errors import HttpError, UpstreamUnavailable, from_upstream
+from llamacontroller.serving.ollama.tool_calls import ToolCallAccumulator
 
 # /completion's stop_type and the chat endpoint's finish_reason, as Ollama's done_reason.
 COMPLETION_DONE_REASONS = {"eos": "stop", "word": "stop", "limit": "length"}
 CHAT_DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
 
-Chunk = dict[str, Any]
+Chunk = dict[str, Any]  # one line of an Ollama stream (the last one: the answer's end and metrics)
 
 
 def created_at() -> str:
     """Now in RFC 3339 (UTC, microseconds), as Ollama stamps every chunk (isoformat: faster than
     strftime, and this runs for every chunk)."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _ns(milliseconds: Any) -> int:
@@ -84,7 +80,7 @@ def check_event(event: Any) -> dict[str, Any]:
     return event
 
 
-def early_end() -> ApiError:
+def early_end() -> HttpError:
     return UpstreamUnavailable("llama-server ended the stream before the answer was complete")
 
 

@@ -1,0 +1,1 @@
+"""Which llama-server serves a model, and what clients learn of it."""

@@ -1,0 +1,1 @@
+"""The in-house ASGI layer under the API routes, and running it under uvicorn."""
