@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,12 @@ from llamacontroller.logs import LogFormat, configure_logging, quiet_libraries
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+CONFIG_HELP = "settings (YAML) over the built-in ones, e.g. config/operator.yaml"
+KEYS_HELP = "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"
+STATE_DIR = ".llamacontroller"
+STATE_DIR_HELP = "where `up` keeps its state and logs"
+LLAMA_SERVER_HELP = "the llama-server binary (else $LLAMA_SERVER, ...)"
 
 
 def read_documents(path: str) -> list[dict[str, Any]]:
@@ -214,7 +220,6 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="llamacontroller", description=__doc__.split("\n\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
     common = [_common_options()]
-    config = {"default": None, "help": "settings (YAML) over the built-in ones, e.g. config/operator.yaml"}
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, parents=common)
@@ -222,13 +227,13 @@ def parser() -> argparse.ArgumentParser:
     op = command("operator", "run the Kubernetes operator (kopf)")
     op.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
     op.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (the default)")
-    op.add_argument("--config", **config)
+    op.add_argument("--config", help=CONFIG_HELP)
     op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.set_defaults(run=_operator)
 
     render = command("render", "print the Pod and Service a LlamaModel becomes")
     render.add_argument("-f", "--file", required=True, help="LlamaModel YAML ('-' for stdin)")
-    render.add_argument("--config", **config)
+    render.add_argument("--config", help=CONFIG_HELP)
     render.add_argument("--namespace", "-n", default="default", help="namespace when the file names none")
     render.set_defaults(run=_render)
 
@@ -236,12 +241,11 @@ def parser() -> argparse.ArgumentParser:
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")
     crd.set_defaults(run=_crd)
 
-    keys = {"default": None, "help": "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"}
     adapter = command("adapter", "the Ollama/OpenAI API in front of one llama-server")
     adapter.add_argument("--upstream", required=True, help="llama-server's URL, e.g. http://127.0.0.1:8081")
     adapter.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     adapter.add_argument("--model", default=None, help="the model's name (default: llama-server's --alias)")
-    adapter.add_argument("--api-keys-file", **keys)
+    adapter.add_argument("--api-keys-file", help=KEYS_HELP)
     adapter.add_argument("--api-keys-env", default="LLAMACONTROLLER_API_KEYS", help="env var with more keys")
     adapter.add_argument("--read-timeout", type=float, default=600.0, help="seconds to wait for llama-server")
     adapter.add_argument("--no-access-log", action="store_true", help="do not log each request")
@@ -250,45 +254,43 @@ def parser() -> argparse.ArgumentParser:
     gateway = command("gateway", "the Ollama/OpenAI API for every Ready LlamaModel")
     gateway.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     gateway.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
-    gateway.add_argument("--api-keys-file", **keys)
+    gateway.add_argument("--api-keys-file", help=KEYS_HELP)
     gateway.set_defaults(run=_gateway)
 
-    state_dir = {"default": ".llamacontroller", "help": "where `up` keeps its state and logs"}
-    llama_server = {"default": None, "help": "the llama-server binary (else $LLAMA_SERVER, ...)"}
     up = command("up", "serve LlamaModel files with local llama-server processes")
     up.add_argument(
         "-f", "--file", action="append", required=True, help="a LlamaModel file or folder (repeatable)"
     )
-    up.add_argument("--config", **config)
+    up.add_argument("--config", help=CONFIG_HELP)
     up.add_argument(
         "--models-dir", default="models", help="where model.path is resolved (the volume's stand-in)"
     )
-    up.add_argument("--llama-server", **llama_server)
+    up.add_argument("--llama-server", help=LLAMA_SERVER_HELP)
     up.add_argument("--watch", action="store_true", help="converge whenever the files change")
     up.add_argument(
         "--gateway-listen", default="127.0.0.1:11434", help="the Ollama/OpenAI gateway ('off': none)"
     )
-    up.add_argument("--api-keys-file", **keys)
-    up.add_argument("--state-dir", **state_dir)
+    up.add_argument("--api-keys-file", help=KEYS_HELP)
+    up.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     up.set_defaults(run=_up)
 
     down = command("down", "stop the running `up` and its servers")
-    down.add_argument("--state-dir", **state_dir)
+    down.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     down.set_defaults(run=_down)
 
     status = command("status", "what each slot of the running `up` is doing")
-    status.add_argument("--state-dir", **state_dir)
+    status.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     status.set_defaults(run=_status)
 
     logs = command("logs", "a slot's llama-server log")
     logs.add_argument("slot")
     logs.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines")
-    logs.add_argument("--state-dir", **state_dir)
+    logs.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     logs.set_defaults(run=_logs)
 
     demo = command("demo", "serve a real small model locally, ask it once, stop")
-    demo.add_argument("--config", **config)
-    demo.add_argument("--llama-server", **llama_server)
+    demo.add_argument("--config", help=CONFIG_HELP)
+    demo.add_argument("--llama-server", help=LLAMA_SERVER_HELP)
     demo.add_argument("--gateway-listen", default="127.0.0.1:11434", help="where the gateway listens")
     demo.add_argument("--prompt", default="Why is the sky blue? Answer in one sentence.")
     demo.add_argument("--state-dir", default=".llamacontroller/demo", help="the demo's state and logs")
@@ -307,8 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("--namespace and --all-namespaces exclude each other")
     if args.command != "operator":  # kopf's own formatter names the object of each line
         configure_logging(args.log_format, args.verbose)
+    run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return args.run(args)
+        return run(args)
     except UserError as exc:
         if args.verbose:
             traceback.print_exc()

@@ -224,6 +224,7 @@ class _Parser:
     def _u32(self) -> int:
         if self.pos + 4 > len(self.buf):
             self._need(4)
+        value: int
         (value,) = self.u32.unpack_from(self.buf, self.pos)
         self.pos += 4
         return value
@@ -231,6 +232,7 @@ class _Parser:
     def _u64(self) -> int:
         if self.pos + 8 > len(self.buf):
             self._need(8)
+        value: int
         (value,) = self.u64.unpack_from(self.buf, self.pos)
         self.pos += 8
         return value

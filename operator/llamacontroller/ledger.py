@@ -51,7 +51,8 @@ def uid(body: dict[str, Any]) -> str:
 
 def server_hash(pod: dict[str, Any]) -> str | None:
     """The hash of the rendered server a Pod runs (render/pod.py writes it): another one is a switch."""
-    return pod["metadata"].get("annotations", {}).get(names.ANNOTATION_POD_HASH)
+    value = pod["metadata"].get("annotations", {}).get(names.ANNOTATION_POD_HASH)
+    return str(value) if value else None
 
 
 def claim_of(pod: dict[str, Any], gpu_count: int, config: OperatorConfig) -> Claim:

@@ -10,7 +10,15 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "llamacontroller.io"
@@ -36,7 +44,7 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-def cel_rules(*rules: dict[str, str]) -> ConfigDict:
+def cel_rules(*rules: dict[str, JsonValue]) -> ConfigDict:
     """A resource model's rules across its fields, for the API server to check at apply time
     (the CRD's ``x-kubernetes-validations``, in CEL); the model's own validators say the same."""
     return ConfigDict(
@@ -292,8 +300,10 @@ class LlamaModel(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    api_version: Literal["llamacontroller.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
-    kind: Literal["LlamaModel"] = KIND
+    api_version: Literal["llamacontroller.io/v1alpha1"] = Field(
+        default="llamacontroller.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["LlamaModel"] = "LlamaModel"
     metadata: ObjectMeta
     spec: LlamaModelSpec
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from llamacontroller.resource import Condition, Phase
 
@@ -188,15 +188,15 @@ def _condition(
     previous: list[Condition],
     now: str,
 ) -> Condition:
-    value = "True" if status else "False"
+    value: Literal["True", "False"] = "True" if status else "False"
     before = next((c for c in previous if c.type == kind), None)
-    moved = before is None or before.status != value
+    since = now if before is None or before.status != value else before.last_transition_time
     return Condition(
         type=kind,
         status=value,
         reason=reason,
         message=message,
-        last_transition_time=now if moved else before.last_transition_time,
+        last_transition_time=since,
         observed_generation=generation,
     )
 

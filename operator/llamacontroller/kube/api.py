@@ -48,9 +48,9 @@ def _credentials() -> Any:
     configuration = client.Configuration()
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
             )
     except (config.ConfigException, OSError, ValueError) as exc:
@@ -87,6 +87,11 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
     return context
+
+
+def items_of(listed: dict[str, Any] | None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (listed or {}).get("items") or []
+    return items
 
 
 class KubeApi:
@@ -155,7 +160,8 @@ class KubeApi:
             except ValueError:
                 status = {"reason": response.reason_phrase, "message": response.text}
             raise ApiError(response.status_code, status.get("reason", ""), status.get("message", ""))
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer
 
     # LlamaModels
 
@@ -166,7 +172,7 @@ class KubeApi:
     async def list_llamamodels(self, namespace: str | None = None) -> list[dict[str, Any]]:
         path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
         result = await self._call("GET", path)
-        return (result or {}).get("items", [])
+        return items_of(result)
 
     async def list_llamamodels_at(self, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """The LlamaModels and the list's resourceVersion, to watch from."""
@@ -241,7 +247,7 @@ class KubeApi:
     async def list_pods(self, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
         path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
         result = await self._call("GET", path, params={"labelSelector": label_selector})
-        return (result or {}).get("items", [])
+        return items_of(result)
 
     async def create_pod(self, pod: dict[str, Any]) -> None:
         """Idempotent for the same owner: a Pod of the same (hash-derived) name and owner UID is the
@@ -267,7 +273,7 @@ class KubeApi:
     async def list_services(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         path = f"/api/v1/namespaces/{namespace}/services"
         result = await self._call("GET", path, params={"labelSelector": label_selector})
-        return (result or {}).get("items", [])
+        return items_of(result)
 
     async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> None:
         """Create the slot's Service, or bring an existing one (a previous holder's) to the wanted

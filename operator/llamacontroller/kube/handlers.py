@@ -45,12 +45,13 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=2)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=2)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=2)
-async def llamamodel_changed(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    await memo.reconciler.reconcile(namespace, name)
+async def llamamodel_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if namespace is not None:  # LlamaModels are namespaced: always
+        await memo.reconciler.reconcile(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def llamamodel_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def llamamodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A deleted LlamaModel leaves the queue (a holder's Pod going away is seen on its own)."""
     node = ((event.get("object") or {}).get("status") or {}).get("node")
     if event.get("type") == "DELETED" and node:
@@ -58,16 +59,16 @@ async def llamamodel_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> 
 
 
 @kopf.on.event("", "v1", "pods", labels=OWN_CHILDREN)
-async def server_pod_event(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def server_pod_event(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await _child_changed(event, meta, memo)
 
 
 @kopf.on.event("", "v1", "services", labels=OWN_CHILDREN)
-async def slot_service_event(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def slot_service_event(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await _child_changed(event, meta, memo)
 
 
-async def _child_changed(event: dict[str, Any], meta: kopf.Meta, memo: kopf.Memo) -> None:
+async def _child_changed(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo) -> None:
     """A child moved: its holder re-reads it; a child gone may free a slot for those waiting."""
     holder = meta.annotations.get(names.ANNOTATION_HOLDER, "")
     if "/" in holder:

@@ -84,9 +84,8 @@ class Reconciler:
         return gpu_count_of(await self.api.get_node(node), self.config.gpu_count_label)
 
     async def _list_llamamodels(self) -> list[dict[str, Any]]:
-        return [
-            lm for namespace in self.namespaces or [None] for lm in await self.api.list_llamamodels(namespace)
-        ]
+        scopes: list[str | None] = list(self.namespaces) if self.namespaces else [None]
+        return [lm for namespace in scopes for lm in await self.api.list_llamamodels(namespace)]
 
     async def _act(self, body: dict[str, Any], decision: Decision) -> None:
         namespace = body["metadata"]["namespace"]

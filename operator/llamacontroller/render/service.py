@@ -57,7 +57,7 @@ def api_endpoint(service: dict[str, Any]) -> str | None:
 def service_matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether an existing Service already fronts the slot as wanted (so no write is needed)."""
     have, want = existing.get("metadata", {}), wanted["metadata"]
-    return (
+    return bool(
         existing.get("spec", {}).get("selector") == wanted["spec"]["selector"]
         and existing.get("spec", {}).get("ports") == wanted["spec"]["ports"]
         and have.get("ownerReferences") == want.get("ownerReferences")
