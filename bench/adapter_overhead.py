@@ -55,7 +55,7 @@ from llamacontroller.demo_model import write_demo_model
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.real_model import real_model_path
 from llamacontroller.local.server import LlamaServerProcess
-from llamacontroller.render.args import with_local_endpoint
+from llamacontroller.render.args import on_this_machine, server_args
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 
@@ -74,7 +74,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_args(model_file: Path, port: int) -> list[str]:
+def bench_server_args(model_file: Path, port: int) -> list[str]:
     """The Pod's llama-server arguments (one thread, one slot, endless streams), made local."""
     body = {
         "apiVersion": "llamacontroller.io/v1alpha1",
@@ -87,8 +87,8 @@ def server_args(model_file: Path, port: int) -> list[str]:
             "parameters": {"threads": 1, "parallel": 1, "extraArgs": ["--context-shift"]},
         },
     }
-    pod = render_children(parse_llamamodel(body), load_config(REPO / "config" / "operator.yaml")).pod
-    return with_local_endpoint(pod["spec"]["containers"][0]["args"], HOST, port, str(model_file))
+    children = render_children(parse_llamamodel(body), load_config())
+    return server_args(on_this_machine(children.server, HOST, port, str(model_file), None))
 
 
 class Relay:
@@ -418,7 +418,7 @@ def main() -> int:
             model = write_demo_model(workdir / "demo.gguf")
         port = free_port()
         server = LlamaServerProcess(
-            find_llama_server(), server_args(model, port), HOST, port, workdir / "server.log"
+            find_llama_server(), bench_server_args(model, port), HOST, port, workdir / "server.log"
         )
         relays: list[Relay] = []
         try:

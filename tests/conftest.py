@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 # Real llama-server fixtures (start_server, demo_model, llama_server_binary) for every suite.
 pytest_plugins = ("tests.server.fixtures",)

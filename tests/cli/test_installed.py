@@ -22,11 +22,10 @@ from llamacontroller.crd import crd_yaml
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.real_model import SMOLLM2, real_model_path
 from tests.ports import free_port
+from tests.support.paths import REPO
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(600)
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

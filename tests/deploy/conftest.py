@@ -20,8 +20,8 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures and the hook that repo
     operator_config,
     pytest_runtest_makereport,
 )
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 NAMESPACE = "llamacontroller"
 

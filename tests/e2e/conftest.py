@@ -15,8 +15,8 @@ import yaml
 from tests.kube_emulator import EmulatorThread
 from tests.ports import free_port
 from tests.processes import interrupt
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 LLAMAMODELS = ("llamacontroller.io", "v1alpha1", "llamamodels")
 PODS = ("", "v1", "pods")
 SERVICES = ("", "v1", "services")

@@ -21,10 +21,11 @@ from tests.e2e.conftest import LLAMAMODELS, Cluster
 from tests.e2e.test_operator import lm
 from tests.ports import free_port
 from tests.processes import interrupt
-from tests.server.fixtures import StartServer, local_args
-from tests.serving.conftest import AdapterProcess
+from tests.server.fixtures import StartServer
+from tests.support.builders import llamamodel
 from tests.support.polling import eventually
-from tests.unit.helpers import llamamodel
+from tests.support.servers import local_args
+from tests.support.stacks import AdapterProcess
 
 pytestmark = pytest.mark.timeout(180)
 

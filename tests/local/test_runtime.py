@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from llamacontroller.local.state import alive as pid_alive
-from tests.local.conftest import Local, llamamodel_file
+from tests.support.local_runtime import Local, llamamodel_file
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,6 +1,5 @@
-"""A real llama-server, started from the arguments rendered for the Pod, with the tiny demo model.
-
-A pytest plugin (tests/conftest.py loads it), so every suite can start real servers."""
+"""Fixtures: a real llama-server, started from the arguments rendered for the Pod, with the tiny
+model. A pytest plugin (tests/conftest.py loads it), so every suite can start real servers."""
 
 from __future__ import annotations
 
@@ -13,13 +12,8 @@ from llamacontroller.config import OperatorConfig
 from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess
-from llamacontroller.render.args import with_local_endpoint
-from llamacontroller.render.children import render_children
-from llamacontroller.resource import parse_llamamodel
 from tests.ports import free_port
-from tests.unit.helpers import repo_config
-
-HOST = "127.0.0.1"
+from tests.support.servers import HOST, local_args
 
 
 @pytest.fixture(scope="session")
@@ -36,24 +30,6 @@ def demo_projector(demo_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def llama_server_binary() -> Path:
     return find_llama_server()  # a missing binary fails the tests: .ci/setup installs it
-
-
-def pod_args(body: dict, config: OperatorConfig) -> list[str]:
-    pod = render_children(parse_llamamodel(body), config).pod
-    return pod["spec"]["containers"][0]["args"]
-
-
-def local_args(
-    body: dict,
-    port: int,
-    model_file: Path,
-    projector_file: Path | None = None,
-    config: OperatorConfig | None = None,
-) -> list[str]:
-    """The Pod's llama-server arguments for a process here: host, port and model files made local."""
-    rendered = pod_args(body, config or repo_config())
-    projector = str(projector_file) if projector_file else None
-    return with_local_endpoint(rendered, HOST, port, str(model_file), projector)
 
 
 StartServer = Callable[..., LlamaServerProcess]

@@ -9,8 +9,9 @@ from llamacontroller.local.probe import probe_passes
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import Phase, parse_llamamodel
 from llamacontroller.status import observe_pod
-from tests.server.fixtures import HOST, StartServer, pod_args
-from tests.unit.helpers import llamamodel, repo_config
+from tests.server.fixtures import StartServer
+from tests.support.builders import llamamodel, repo_config
+from tests.support.servers import HOST, pod_args
 
 # A large context makes llama-server clear a big KV cache while it loads: /health answers 503 long
 # enough (some tenths of a second) to be seen.

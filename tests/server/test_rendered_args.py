@@ -10,7 +10,8 @@ import yaml
 
 from llamacontroller.local.server import ServerFailed
 from tests.server.fixtures import StartServer
-from tests.unit.helpers import REPO, llamamodel
+from tests.support.builders import llamamodel
+from tests.support.paths import REPO
 
 # -t 1: with two threads on a two-core machine, requests sometimes stall.
 ONE_THREAD = {"threads": 1}

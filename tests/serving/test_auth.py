@@ -9,7 +9,7 @@ import ollama
 import openai
 import pytest
 
-from tests.serving.conftest import KEYS_ENV, MODEL, AdapterProcess, Stack, Stacks
+from tests.support.stacks import KEYS_ENV, MODEL, AdapterProcess, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,8 @@ import ollama
 import openai
 import pytest
 
-from tests.serving.conftest import MODEL, Stack, busy_slots, wait_for
+from tests.support.polling import eventually
+from tests.support.stacks import MODEL, Stack, busy_slots
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -71,7 +72,7 @@ async def leave_mid_stream(url: str) -> int:
 
 
 def test_a_burst_of_clients_all_get_their_answers_and_those_that_leave_free_their_slots(chat_stack: Stack):
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
+    eventually(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
 
     async def burst() -> tuple[list[Any], list[Any], list[int]]:
         ollamas, openais, leavers = await asyncio.gather(
@@ -88,5 +89,7 @@ def test_a_burst_of_clients_all_get_their_answers_and_those_that_leave_free_thei
     assert openais == [["length", "length"]] * PER_KIND
     assert leavers == [3] * PER_KIND
     # the endless generations would take minutes: their clients left, so the slots are free again
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+    eventually(
+        lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating"
+    )
     assert httpx.get(f"{chat_stack.url}/api/ps", timeout=10).status_code == 200

@@ -32,7 +32,7 @@ from llamacontroller.serving.catalog.server_facts import ServerFacts
 from llamacontroller.serving.catalog.source import MetadataSource
 from llamacontroller.serving.upstream.client import Client
 from llamacontroller.serving.upstream.llama_server import Upstream
-from tests.serving.conftest import ALIAS, CHAT_PARAMETERS, MODEL, Stack, Stacks
+from tests.support.stacks import ALIAS, CHAT_PARAMETERS, MODEL, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(180)
 

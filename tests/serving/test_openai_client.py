@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from llamacontroller.demo_model import IMAGE_TOKENS
-from tests.serving.conftest import ALIAS, MODEL, PIXEL, Stack
+from tests.support.stacks import ALIAS, MODEL, PIXEL, Stack
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,8 +21,8 @@ from llamacontroller.serving.ollama.requests import GenerateRequest
 from llamacontroller.serving.ollama.translate import generate_texts, think_fields
 from llamacontroller.serving.upstream.client import Client
 from llamacontroller.serving.upstream.llama_server import Upstream
-from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, serve_during
 from tests.serving.wiretap import wiretap
+from tests.support.stacks import CHAT_PARAMETERS, MODEL, Stack, Stacks, serve_during
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -29,7 +29,7 @@ from llamacontroller.serving.web.request import Request
 from llamacontroller.serving.web.response import Response, StreamedResponse
 from llamacontroller.serving.web.server import ListenError, listening_socket, new_event_loop, parse_listen
 from tests.ports import free_port
-from tests.serving.conftest import serve_during
+from tests.support.stacks import serve_during
 
 
 def api_app() -> App:

@@ -14,8 +14,9 @@ import pytest
 from llamacontroller.serving.upstream.client import Client
 from llamacontroller.serving.upstream.llama_server import SPARES, Upstream
 from tests.ports import free_port
-from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks, busy_slots, wait_for
 from tests.serving.wiretap import wiretap
+from tests.support.polling import eventually
+from tests.support.stacks import CHAT_PARAMETERS, MODEL, Stack, Stacks, busy_slots
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,7 +55,7 @@ def read_some(lines: Iterator[str], count: int = 5) -> list[str]:
 
 @pytest.mark.parametrize(("path", "body"), STREAMS.values(), ids=STREAMS.keys())
 def test_a_client_that_disconnects_stops_the_generation(chat_stack: Stack, path: str, body: dict):
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
+    eventually(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
     with (
         httpx.Client(timeout=TIMEOUT) as client,
         client.stream("POST", chat_stack.url + path, json=body) as response,
@@ -63,15 +64,19 @@ def test_a_client_that_disconnects_stops_the_generation(chat_stack: Stack, path:
         assert len(read_some(lines)) == 5
         assert busy_slots(chat_stack.upstream) == 1
     # the full answer would take minutes; cancelled, the slot is free again at once
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+    eventually(
+        lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating"
+    )
 
 
 def test_a_waiting_non_stream_client_that_gives_up_stops_the_generation(chat_stack: Stack):
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
+    eventually(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots before the test")
     body = {"model": MODEL, "prompt": "hello", "stream": False, "options": {"num_predict": ENDLESS}}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(chat_stack.url + "/api/generate", json=body, timeout=httpx.Timeout(60.0, read=2.0))
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating")
+    eventually(
+        lambda: busy_slots(chat_stack.upstream) == 0, timeout=30, what="llama-server to stop generating"
+    )
 
 
 def test_streamed_requests_never_leave_a_connection_llama_server_closes(chat_stack: Stack):
@@ -178,7 +183,7 @@ def test_an_adapter_started_before_llama_server_waits_for_it(stacks: Stacks, mod
     """Until llama-server answers, nothing is listed and requests fail clearly; then all works."""
     port = free_port()
     adapter = stacks.adapter(f"http://127.0.0.1:{port}")
-    wait_for(lambda: _root(adapter.url), what="the adapter to listen")
+    eventually(lambda: _root(adapter.url), what="the adapter to listen")
     assert httpx.get(adapter.url + "/api/tags", timeout=TIMEOUT).json() == {"models": []}
     assert httpx.post(adapter.url + "/api/show", json={"model": MODEL}, timeout=TIMEOUT).status_code == 502
     stacks.server(CHAT_PARAMETERS, model_file, port)

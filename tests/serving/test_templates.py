@@ -23,7 +23,7 @@ from llamacontroller.serving.catalog.prompts import PromptRenderer
 from llamacontroller.serving.errors import HttpError
 from llamacontroller.serving.upstream.client import Client
 from llamacontroller.serving.upstream.llama_server import Upstream
-from tests.serving.conftest import CHAT_PARAMETERS, MODEL, Stack, Stacks
+from tests.support.stacks import CHAT_PARAMETERS, MODEL, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(180)
 

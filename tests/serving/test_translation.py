@@ -23,7 +23,7 @@ from llamacontroller.serving.ollama.chunks import (
 from llamacontroller.serving.ollama.requests import ChatRequest, GenerateRequest
 from llamacontroller.serving.ollama.tool_calls import ToolCallAccumulator, openai_tool_calls, parse_arguments
 from llamacontroller.serving.upstream.sse import SseDecoder, parse_event
-from tests.serving.conftest import METRICS
+from tests.support.stacks import METRICS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

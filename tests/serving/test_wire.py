@@ -10,7 +10,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.serving.conftest import ALIAS, METRICS, MODEL, Stack, busy_slots, wait_for
+from tests.support.polling import eventually
+from tests.support.stacks import ALIAS, METRICS, MODEL, Stack, busy_slots
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,7 +133,7 @@ def test_load_and_unload_done_reasons(http: httpx.Client, route: str, body: dict
 
 def test_ndjson_lines_are_flushed_while_the_server_still_generates(http: httpx.Client, chat_stack: Stack):
     """Timing-free: the first line is in our hands while llama-server is still busy with the answer."""
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots")
+    eventually(lambda: busy_slots(chat_stack.upstream) == 0, what="idle slots")
     body = {"model": MODEL, "prompt": "hello", "options": {"num_predict": 200000}}
     with http.stream("POST", "/api/generate", json=body) as response:
         lines = response.iter_lines()  # kept: a dropped iterator closes the connection
@@ -140,7 +141,7 @@ def test_ndjson_lines_are_flushed_while_the_server_still_generates(http: httpx.C
         assert first["done"] is False and first["response"]
         assert busy_slots(chat_stack.upstream) == 1
         assert json.loads(next(lines))["done"] is False
-    wait_for(lambda: busy_slots(chat_stack.upstream) == 0, what="the slot to be released")
+    eventually(lambda: busy_slots(chat_stack.upstream) == 0, what="the slot to be released")
 
 
 def test_errors_have_ollama_shape(http: httpx.Client):

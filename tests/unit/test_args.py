@@ -1,9 +1,7 @@
-from dataclasses import replace
-
-from llamacontroller.render.args import plan_server, server_args, with_local_endpoint
+from llamacontroller.render.args import on_this_machine, plan_server, server_args
 from llamacontroller.resource import parse_llamamodel
 from llamacontroller.slots import place
-from tests.unit.helpers import llamamodel, repo_config
+from tests.support.builders import llamamodel, repo_config
 
 
 def _args(**spec):
@@ -62,26 +60,23 @@ def test_custom_split_for_both():
     assert _value(_args(gpu={"mode": "both", "tensorSplit": "0.7,0.3"}), "--tensor-split") == "0.7,0.3"
 
 
-def test_local_substitution_changes_only_host_port_and_model():
+def _plan(**spec):
     config = repo_config()
-    lm = parse_llamamodel(llamamodel())
-    plan = plan_server(lm, place(lm, config), config)
+    lm = parse_llamamodel(llamamodel(**spec))
+    return plan_server(lm, place(lm, config), config)
+
+
+def test_on_this_machine_only_host_port_and_model_differ():
+    plan = _plan(parameters={"extraArgs": ["--jinja"]})
     pod_args = server_args(plan)
-    local = server_args(replace(plan, host="127.0.0.1", port=5555, model_file="/tmp/m.gguf"))
-    changed = {i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b}
-    assert {pod_args[i - 1] for i in changed} == {"--host", "--port", "--model"}
-
-
-def test_pod_args_localized_keep_everything_else():
-    pod_args = _args(parameters={"extraArgs": ["--jinja"]})
-    local = with_local_endpoint(pod_args, "127.0.0.1", 5555, "/tmp/m.gguf")
+    local = server_args(on_this_machine(plan, "127.0.0.1", 5555, "/tmp/m.gguf", None))
     assert [local[local.index(f) + 1] for f in ("--host", "--port", "--model")] == [
         "127.0.0.1",
         "5555",
         "/tmp/m.gguf",
     ]
-    changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
-    assert len(changed) == 3
+    changed = {i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b}
+    assert {pod_args[i - 1] for i in changed} == {"--host", "--port", "--model"}
 
 
 def test_a_projector_follows_the_model_from_the_models_volume():
@@ -95,11 +90,11 @@ def test_a_projector_follows_the_model_from_the_models_volume():
     assert "--mmproj" not in _args()
 
 
-def test_local_substitution_maps_the_projector_too():
-    pod_args = _args(model={"path": "m.gguf", "projector": "p.gguf"})
-    local = with_local_endpoint(pod_args, "127.0.0.1", 5555, "/tmp/m.gguf", "/tmp/p.gguf")
+def test_on_this_machine_maps_the_projector_too():
+    plan = _plan(model={"path": "m.gguf", "projector": "p.gguf"})
+    local = server_args(on_this_machine(plan, "127.0.0.1", 5555, "/tmp/m.gguf", "/tmp/p.gguf"))
     assert _value(local, "--model") == "/tmp/m.gguf" and _value(local, "--mmproj") == "/tmp/p.gguf"
-    changed = [i for i, (a, b) in enumerate(zip(pod_args, local, strict=True)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(server_args(plan), local, strict=True)) if a != b]
     assert len(changed) == 4
 
 

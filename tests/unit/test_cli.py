@@ -5,7 +5,7 @@ import yaml
 from llamacontroller.cli import main
 from llamacontroller.crd import crd_yaml
 from llamacontroller.local.demo import demo_llamamodel
-from tests.unit.helpers import REPO
+from tests.support.paths import REPO
 
 CONFIG = str(REPO / "config" / "operator.yaml")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llamacontroller.config import ConfigError, OperatorConfig, load_config
-from tests.unit.helpers import REPO
+from tests.support.paths import REPO
 
 
 def test_every_setting_has_a_built_in_default():

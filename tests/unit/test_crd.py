@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from llamacontroller.crd import crd, crd_yaml
-from tests.unit.helpers import REPO
+from tests.support.paths import REPO
 
 CRD_FILE = REPO / "crds" / "llamamodel.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

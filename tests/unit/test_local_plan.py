@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from llamacontroller.local.plan import plan
-from tests.unit.helpers import llamamodel, repo_config
+from tests.support.builders import llamamodel, repo_config
 
 CONFIG = repo_config()
 MODELS = Path("/srv/models")

@@ -7,7 +7,7 @@ from llamacontroller.reconcile import decide as decide_at
 from llamacontroller.reconcile import status_patch as status_at
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import Phase, parse_llamamodel
-from tests.unit.helpers import llamamodel, repo_config
+from tests.support.builders import llamamodel, repo_config
 
 CONFIG = repo_config()
 NOW = datetime(2026, 1, 1, 12, 0, 0, 250000, tzinfo=UTC)

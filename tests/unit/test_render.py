@@ -9,7 +9,8 @@ from llamacontroller.render import names
 from llamacontroller.render.children import render_children
 from llamacontroller.render.service import service_matches
 from llamacontroller.resource import parse_llamamodel
-from tests.unit.helpers import REPO, llamamodel, repo_config
+from tests.support.builders import llamamodel, repo_config
+from tests.support.paths import REPO
 
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

@@ -1,7 +1,7 @@
 import pytest
 
 from llamacontroller.resource import InvalidSpec, normalize_model_name, parse_llamamodel
-from tests.unit.helpers import llamamodel
+from tests.support.builders import llamamodel
 
 
 def test_model_name_defaults_to_object_name_with_latest_tag():

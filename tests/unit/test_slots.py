@@ -14,7 +14,7 @@ from llamacontroller.slots import (
     judge,
     place,
 )
-from tests.unit.helpers import llamamodel, repo_config
+from tests.support.builders import llamamodel, repo_config
 
 
 @pytest.mark.parametrize(

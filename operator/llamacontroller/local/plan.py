@@ -1,7 +1,7 @@
 """What the local runtime should run: the same validation, slot ledger and rendering as the cluster,
 with this machine as the only node. Pure functions.
 
-The servers are the rendered Pods' llama-server arguments with only host, port and model file
+The servers are the rendered Pods' llama-server servers with only host, port and model files
 made local, so a LlamaModel tried here moves to the cluster unchanged.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.ledger import server_hash
-from llamacontroller.render.args import with_local_endpoint
+from llamacontroller.render.args import on_this_machine, server_args
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import InvalidSpec, LlamaModel, parse_llamamodel
 from llamacontroller.slots import (
@@ -70,7 +70,7 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
     model_file = str(models_dir / lm.spec.model.path)
     projector = lm.spec.model.projector
     projector_file = str(models_dir / projector) if projector else None
-    args = with_local_endpoint(container["args"], LOCAL_HOST, placement.port, model_file, projector_file)
+    args = server_args(on_this_machine(children.server, LOCAL_HOST, placement.port, model_file, projector_file))
     return LocalServer(
         who=f"{lm.metadata.namespace}/{lm.metadata.name}",
         model=lm.model_name,

@@ -1,13 +1,13 @@
 """The llama-server command line, one small function per flag.
 
 The Pod's container args and the local runtime's processes both come from `server_args`, so what the
-tests start on 127.0.0.1 is what the cluster runs (only host, port and model file substituted).
+tests start on 127.0.0.1 is what the cluster runs (`on_this_machine`: host, port and files differ).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.resource import LlamaModel, ServerParameters
@@ -150,14 +150,7 @@ def server_args(plan: ServerPlan) -> list[str]:
     return [arg for flag in FLAGS for arg in flag(plan)]
 
 
-def with_local_endpoint(
-    args: list[str], host: str, port: int, model_file: str, projector_file: str | None = None
-) -> list[str]:
-    """A Pod's arguments for a process on this machine: only host, port and the model's files change."""
-    values = {"--host": host, "--port": str(port), "--model": model_file, "--mmproj": projector_file}
-    out = list(args)
-    for i, arg in enumerate(out[:-1]):
-        value = values.get(arg)
-        if value is not None:
-            out[i + 1] = value
-    return out
+def on_this_machine(plan: ServerPlan, host: str, port: int, model_file: str, projector_file: str | None) -> ServerPlan:
+    """The same server as a process here (the local runtime, the tests): only where it listens and
+    where it finds its files differ from the Pod's."""
+    return replace(plan, host=host, port=port, model_file=model_file, projector_file=projector_file)

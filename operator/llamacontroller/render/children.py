@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.render.args import ServerPlan, plan_server
 from llamacontroller.render.pod import render_pod
 from llamacontroller.render.service import render_service
 from llamacontroller.resource import LlamaModel
@@ -16,6 +17,7 @@ from llamacontroller.slots import Placement, place
 class Children:
     lm: LlamaModel
     placement: Placement
+    server: ServerPlan  # what the Pod's llama-server container runs
     pod: dict[str, Any]
     service: dict[str, Any]
 
@@ -26,6 +28,7 @@ def render_children(lm: LlamaModel, config: OperatorConfig, gpu_count: int | Non
     return Children(
         lm=lm,
         placement=placement,
+        server=plan_server(lm, placement, config),
         pod=render_pod(lm, placement, config),
         service=render_service(lm, placement, config),
     )

@@ -1,13 +1,11 @@
-"""Small builders for unit tests: a LlamaModel body and the repo's own operator config."""
+"""Builders: a LlamaModel body, and the repository's own settings."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from llamacontroller.config import OperatorConfig, load_config
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def repo_config(**overrides: Any) -> OperatorConfig:
