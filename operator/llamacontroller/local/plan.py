@@ -70,7 +70,8 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
     model_file = str(models_dir / lm.spec.model.path)
     projector = lm.spec.model.projector
     projector_file = str(models_dir / projector) if projector else None
-    args = server_args(on_this_machine(children.server, LOCAL_HOST, placement.port, model_file, projector_file))
+    here = on_this_machine(children.server, LOCAL_HOST, placement.port, model_file, projector_file)
+    args = server_args(here)
     return LocalServer(
         who=f"{lm.metadata.namespace}/{lm.metadata.name}",
         model=lm.model_name,

@@ -150,7 +150,9 @@ def server_args(plan: ServerPlan) -> list[str]:
     return [arg for flag in FLAGS for arg in flag(plan)]
 
 
-def on_this_machine(plan: ServerPlan, host: str, port: int, model_file: str, projector_file: str | None) -> ServerPlan:
+def on_this_machine(
+    plan: ServerPlan, host: str, port: int, model_file: str, projector_file: str | None
+) -> ServerPlan:
     """The same server as a process here (the local runtime, the tests): only where it listens and
     where it finds its files differ from the Pod's."""
     return replace(plan, host=host, port=port, model_file=model_file, projector_file=projector_file)
