@@ -1,0 +1,101 @@
+"""The node agent's kubelet rules that need no cluster: command lines, backoff, phase, the hosts file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.images import Image, ImageNotFound, ImageTable, command_line, expand
+from tests.cluster.pods import backoff_delay, exit_code, termination_message
+from tests.cluster.podstatus import ContainerRecord, pod_phase
+from tests.cluster.services import hosts_text
+
+
+def test_expand_replaces_defined_variables_only() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)-$(C)-$$(A)-$", env) == "1-two-$(C)-$(A)-$"
+
+
+def test_command_line_follows_the_image_rules() -> None:
+    image = Image(["/bin/server"], ["--help"])
+    assert command_line({}, image, {}) == ["/bin/server", "--help"]
+    assert command_line({"args": ["--port", "$(PORT)"]}, image, {"PORT": "80"}) == [
+        "/bin/server",
+        "--port",
+        "80",
+    ]
+    assert command_line({"command": ["/bin/other"]}, image, {}) == ["/bin/other"]
+    assert command_line({"command": ["/bin/other"], "args": ["x"]}, image, {}) == ["/bin/other", "x"]
+
+
+def test_the_image_table_matches_patterns_in_order() -> None:
+    table = ImageTable({"a/*": Image(["first"]), "*": Image(["second"])})
+    assert table.resolve("a/b:1").resolved_entrypoint() == ["first"]
+    assert table.resolve("c:1").resolved_entrypoint() == ["second"]
+    with pytest.raises(ImageNotFound):
+        ImageTable({"a/*": Image(["x"])}).resolve("b")
+
+
+def test_backoff_is_immediate_then_doubles_to_the_maximum() -> None:
+    delays = [backoff_delay(restart, 10, 300) for restart in range(1, 9)]
+    assert delays == [0, 10, 20, 40, 80, 160, 300, 300]
+
+
+def test_exit_codes_of_signalled_processes() -> None:
+    assert (exit_code(3), exit_code(-15), exit_code(-9)) == (3, 143, 137)
+
+
+def test_termination_message_is_the_last_80_lines_within_2_kib(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+    log.write_text("".join(f"line {i}\n" for i in range(200)))
+    message = termination_message(log)
+    assert message.splitlines()[0] == "line 120" and message.splitlines()[-1] == "line 199"
+    log.write_text("".join(f"{i:04d}" + "x" * 95 + "\n" for i in range(80)))
+    message = termination_message(log)
+    assert len(message.encode()) == 2048 and message.endswith("0079" + "x" * 95 + "\n")
+
+
+def record(state: str, exit_status: int = 0, ran_before: bool = False) -> ContainerRecord:
+    last = {"exitCode": 1} if ran_before else None
+    return ContainerRecord(name="c", image="i", state=state, exit_code=exit_status, last_terminated=last)
+
+
+@pytest.mark.parametrize(
+    ("policy", "records", "terminal", "phase"),
+    [
+        ("Always", [record("waiting")], False, "Pending"),
+        ("Always", [record("running"), record("waiting")], False, "Pending"),
+        ("Always", [record("running"), record("waiting", ran_before=True)], False, "Running"),
+        ("Always", [record("terminated", 1)], False, "Running"),
+        ("Never", [record("terminated", 0)], False, "Succeeded"),
+        ("Never", [record("terminated", 0), record("terminated", 2)], False, "Failed"),
+        ("OnFailure", [record("terminated", 2)], False, "Running"),
+        ("Always", [record("terminated", 0)], True, "Succeeded"),
+        ("Always", [record("terminated", 143)], True, "Failed"),
+    ],
+)
+def test_pod_phase(policy: str, records: list[ContainerRecord], terminal: bool, phase: str) -> None:
+    assert pod_phase(policy, records, terminal) == phase
+
+
+def test_hosts_map_services_to_their_first_ready_endpoint() -> None:
+    def service(name: str) -> dict:
+        return {"metadata": {"name": name, "namespace": "ns"}}
+
+    def endpoint_slice(service_name: str, endpoints: list[tuple[str, bool]]) -> dict:
+        return {
+            "metadata": {"namespace": "ns", "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in endpoints],
+        }
+
+    text = hosts_text(
+        [service("web"), service("idle")],
+        [
+            endpoint_slice("web", [("10.1.1.3", True), ("10.1.1.2", False)]),
+            endpoint_slice("idle", [("10.1.1.9", False)]),
+        ],
+    )
+    assert "10.1.1.3\tweb.ns.svc.cluster.local web.ns.svc web.ns\n" in text
+    assert "idle" not in text and text.startswith("127.0.0.1\tlocalhost\n")
