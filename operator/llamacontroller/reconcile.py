@@ -27,7 +27,15 @@ from llamacontroller.render.pod import startup_budget
 from llamacontroller.render.service import api_endpoint, service_endpoint
 from llamacontroller.resource import InvalidSpec, LlamaModelStatus, Phase, parse_llamamodel
 from llamacontroller.slots import PlacementError, describe_verdict, judge
-from llamacontroller.status import Report, SlotCondition, conditions, observe_pod, rfc3339, rfc3339_micro
+from llamacontroller.status import (
+    NodeHealth,
+    Report,
+    SlotCondition,
+    conditions,
+    observe_pod,
+    rfc3339,
+    rfc3339_micro,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Observed:
     node_pods: list[dict[str, Any]]  # every server Pod on the wanted node, whoever owns it
     llamamodels: list[dict[str, Any]] = field(default_factory=list)  # the others, for the waiting queue
     gpu_count: int | None = None  # the node's, from its label; None: the config's gpusPerNode
+    node: NodeHealth | None = None  # whether the wanted node's kubelet reports; None: not known
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,10 @@ def _decide_children(
     stale = [p for p in observed.pods if server_hash(p) != wanted_hash]
     current = [p for p in observed.pods if server_hash(p) == wanted_hash]
     if stale:
-        return _unload_first(stale, fields, _keeps_slot(previous, children))
+        return _unload_first(stale, fields, _keeps_slot(previous, children), observed.node)
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
-        decision = _follow(current[0], children, config, now, fields)
+        decision = _follow(current[0], children, config, now, fields, observed.node)
     else:
         decision = _claim_or_wait(body, previous, children, config, observed, now, fields)
         if decision.report.phase is Phase.WAITING:
@@ -121,12 +130,22 @@ def _keeps_slot(previous: LlamaModelStatus, children: Children) -> SlotCondition
 
 
 def _unload_first(
-    stale: list[dict[str, Any]], fields: dict[str, Any], held: SlotCondition | None
+    stale: list[dict[str, Any]], fields: dict[str, Any], held: SlotCondition | None, node: NodeHealth | None
 ) -> Decision:
     """A switch: the new server starts only once the old Pod is gone from the API."""
     doomed = [p["metadata"]["name"] for p in stale]
     to_delete = [p["metadata"]["name"] for p in stale if not p["metadata"].get("deletionTimestamp")]
     message = f"unloading the previous server (pod {', '.join(doomed)}) before loading the new one"
+    lost = [
+        p["metadata"]["name"]
+        for p in stale
+        if node and not node.responding and p["spec"].get("nodeName") == node.name
+    ]
+    if node is not None and lost:
+        message += (
+            f"; node {node.name} does not respond, so the pod cannot be known to stop: if the node is "
+            f"lost for good, `kubectl delete pod {lost[0]} --force --grace-period=0` frees the slot"
+        )
     report = Report(phase=Phase.PENDING, reason="Switching", message=message, slot=held, fields=fields)
     return Decision(report=report, delete_pods=to_delete)
 
@@ -138,11 +157,16 @@ def _claimed(children: Children) -> SlotCondition:
 
 
 def _follow(
-    pod: dict[str, Any], children: Children, config: OperatorConfig, now: datetime, fields: dict[str, Any]
+    pod: dict[str, Any],
+    children: Children,
+    config: OperatorConfig,
+    now: datetime,
+    fields: dict[str, Any],
+    node: NodeHealth | None,
 ) -> Decision:
     """The server runs: its Pod tells the phase. An evicted Pod (or one lost with its node) never
     runs again: a bare Pod is the operator's to heal, so it is replaced."""
-    seen = observe_pod(pod, now, startup_budget(children.lm, config))
+    seen = observe_pod(pod, now, startup_budget(children.lm, config), node)
     doomed = [pod["metadata"]["name"]] if _is_terminal(pod) else []
     report = Report(
         phase=seen.phase,

@@ -74,10 +74,18 @@ def _pod_condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in pod.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
 
 
-def _container(pod: dict[str, Any]) -> dict[str, Any]:
-    """llama-server's container status (the adapter sidecar's is not the server's story)."""
+def _container(pod: dict[str, Any], name: str = SERVER_CONTAINER) -> dict[str, Any]:
+    """A container's status, llama-server's by default (the Pod's first when none is named so)."""
     statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    return next((c for c in statuses if c.get("name") == SERVER_CONTAINER), statuses[0])
+    return next(
+        (c for c in statuses if c.get("name") == name), statuses[0] if name == SERVER_CONTAINER else {}
+    )
+
+
+def _sidecars(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statuses of the Pod's other containers (the Ollama/OpenAI adapter)."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return [c for c in statuses if c.get("name") != SERVER_CONTAINER]
 
 
 def _seconds_since(stamp: str | None, now: datetime) -> float | None:
@@ -93,9 +101,8 @@ def tail(text: str, lines: int = 8, chars: int = 800) -> str:
     return kept[-chars:]
 
 
-def last_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """The container's latest exit: code, reason (OOMKilled, Error) and the tail of its message."""
-    container = _container(pod)
+def _ended(container: dict[str, Any]) -> dict[str, Any] | None:
+    """A container's latest exit: code, reason (OOMKilled, Error) and the tail of its message."""
     ended = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
         "terminated"
     )
@@ -110,17 +117,46 @@ def last_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
     return {k: v for k, v in result.items() if v not in (None, "")}
 
 
-def _crash_story(pod: dict[str, Any]) -> str:
-    ended = last_termination(pod)
+def last_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """llama-server's latest exit (the status's lastTermination)."""
+    return _ended(_container(pod))
+
+
+def _crash_story(container: dict[str, Any]) -> str:
+    ended = _ended(container)
     if not ended:
         return ""
     story = f"; last exit {ended.get('exitCode', '?')} ({ended['reason']})"
     return story + (f": {ended['message']}" if ended.get("message") else "")
 
 
-def observe_pod(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
+@dataclass(frozen=True)
+class NodeHealth:
+    """What the operator knows of the node the Pod runs on: whether its kubelet reports."""
+
+    name: str
+    responding: bool
+    since: str = ""  # when it stopped responding (the Ready condition's lastTransitionTime)
+
+
+def node_health(node: dict[str, Any] | None) -> NodeHealth | None:
+    """None when the node is unknown (not read, or gone)."""
+    if node is None:
+        return None
+    conditions = node.get("status", {}).get("conditions") or []
+    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    return NodeHealth(
+        name=node["metadata"]["name"],
+        responding=ready.get("status", "Unknown") == "True",
+        since=ready.get("lastTransitionTime", ""),
+    )
+
+
+def observe_pod(
+    pod: dict[str, Any], now: datetime, startup_budget: int, node: NodeHealth | None = None
+) -> Report:
     """Read a server Pod the way a person would: is it scheduled, loading, serving or broken?"""
-    report = _observe(pod, now, startup_budget)
+    report = _observe(pod, now, startup_budget, node)
     ready = _pod_condition(pod, "Ready")
     return report.with_fields(
         restarts=_container(pod).get("restartCount", 0),
@@ -129,54 +165,95 @@ def observe_pod(pod: dict[str, Any], now: datetime, startup_budget: int) -> Repo
     )
 
 
-def _observe(pod: dict[str, Any], now: datetime, startup_budget: int) -> Report:
+def _lost(name: str, node: NodeHealth, stopping: bool) -> Report:
+    """A node that does not respond: its Pod can neither run for sure nor be known to have stopped."""
+    since = f" since {node.since}" if node.since else ""
+    if stopping:
+        message = (
+            f"pod {name} is stopping, but node {node.name} does not respond{since}: the slot stays held "
+            f"until the Pod is gone; if the node is lost for good, `kubectl delete pod {name} --force "
+            "--grace-period=0` frees it"
+        )
+        return Report(phase=Phase.PENDING, reason="Terminating", message=message)
+    message = (
+        f"node {node.name} does not respond{since}: the server in pod {name} cannot be reached; the "
+        "cluster evicts the node's Pods after their tolerations (5 minutes by default), then the server "
+        "is created again"
+    )
+    return Report(phase=Phase.FAILED, reason="NodeNotResponding", message=message)
+
+
+def _failing_sidecar(pod: dict[str, Any], name: str) -> Report | None:
+    """The adapter crash-looping beside a healthy llama-server: the Pod never becomes Ready, and the
+    status names the container that fails (not a slow model)."""
+    for sidecar in _sidecars(pod):
+        state = sidecar.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        if waiting.get("reason") in FAILING_WAIT_REASONS:
+            reason = waiting["reason"]
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+        elif terminated:
+            reason, detail = terminated.get("reason") or "Error", ""
+        else:
+            continue
+        message = (
+            f"the {sidecar.get('name')} container of pod {name}: {reason}{detail}{_crash_story(sidecar)}"
+        )
+        return Report(phase=Phase.FAILED, reason=reason, message=message)
+    return None
+
+
+def _observe(pod: dict[str, Any], now: datetime, startup_budget: int, node: NodeHealth | None) -> Report:
     name = pod["metadata"]["name"]
-    if pod["metadata"].get("deletionTimestamp"):
+    stopping = bool(pod["metadata"].get("deletionTimestamp"))
+    if node is not None and not node.responding and pod.get("spec", {}).get("nodeName") == node.name:
+        return _lost(name, node, stopping)
+    if stopping:
         return Report(phase=Phase.PENDING, reason="Terminating", message=f"pod {name} is stopping")
-    state = _container(pod).get("state") or {}
+    server = _container(pod)
+    state = server.get("state") or {}
     waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
     if pod.get("status", {}).get("phase") == "Failed":
         reason = pod["status"].get("reason") or terminated.get("reason") or "PodFailed"
         detail = pod["status"].get("message") or terminated.get("message") or ""
-        return Report(
-            Phase.FAILED, reason, f"pod {name} failed: {reason}" + (f": {tail(detail)}" if detail else "")
-        )
+        message = f"pod {name} failed: {reason}" + (f": {tail(detail)}" if detail else "")
+        return Report(phase=Phase.FAILED, reason=reason, message=message)
     if waiting.get("reason") in FAILING_WAIT_REASONS:
         reason = waiting["reason"]
         detail = f": {waiting['message']}" if waiting.get("message") else ""
-        return Report(
-            Phase.FAILED, reason, f"llama-server in pod {name}: {reason}{detail}{_crash_story(pod)}"
-        )
+        message = f"llama-server in pod {name}: {reason}{detail}{_crash_story(server)}"
+        return Report(phase=Phase.FAILED, reason=reason, message=message)
     if terminated:
         reason = terminated.get("reason") or "Error"
-        return Report(
-            phase=Phase.FAILED, reason=reason, message=f"llama-server in pod {name} exited{_crash_story(pod)}"
-        )
+        message = f"llama-server in pod {name} exited{_crash_story(server)}"
+        return Report(phase=Phase.FAILED, reason=reason, message=message)
+    sidecar = _failing_sidecar(pod, name)
+    if sidecar is not None:
+        return sidecar
     scheduled = _pod_condition(pod, "PodScheduled")
     if scheduled.get("status") == "False":
         reason = scheduled.get("reason") or "Unschedulable"
-        return Report(
-            Phase.PENDING, reason, f"pod {name} cannot be scheduled: {scheduled.get('message', '')}"
-        )
+        message = f"pod {name} cannot be scheduled: {scheduled.get('message', '')}"
+        return Report(phase=Phase.PENDING, reason=reason, message=message)
     if _pod_condition(pod, "Ready").get("status") == "True":
         return Report(phase=Phase.READY, reason="ServerReady", message=f"llama-server in pod {name} is ready")
     if "running" in state:
-        loading = _seconds_since(state["running"].get("startedAt"), now)
+        started = state["running"].get("startedAt")
+        loading = _seconds_since(started, now)
         if loading is not None and loading > startup_budget:
+            # no elapsed seconds in the message: it would change, and be written, at every resync
             message = (
-                f"llama-server in pod {name} has been loading for {loading:.0f} s, past its startup budget "
-                f"of {startup_budget} s (spec.startupTimeoutSeconds): the kubelet restarts it"
+                f"llama-server in pod {name} has been loading since {started}, longer than its startup "
+                f"budget of {startup_budget} s (spec.startupTimeoutSeconds): the kubelet restarts it"
             )
             return Report(phase=Phase.FAILED, reason="StartupTimeout", message=message)
-        return Report(
-            phase=Phase.LOADING, reason="Loading", message=f"llama-server in pod {name} is loading the model"
-        )
+        message = f"llama-server in pod {name} is loading the model"
+        return Report(phase=Phase.LOADING, reason="Loading", message=message)
     if scheduled.get("status") != "True":
         return Report(phase=Phase.PENDING, reason="Scheduling", message=f"pod {name} waits for the scheduler")
     reason = waiting.get("reason") or "ContainerCreating"
-    return Report(
-        Phase.PENDING, reason, f"pod {name} is starting ({reason}: pulling the image, mounting the models)"
-    )
+    message = f"pod {name} is starting ({reason}: pulling the image, mounting the models)"
+    return Report(phase=Phase.PENDING, reason=reason, message=message)
 
 
 def _condition(

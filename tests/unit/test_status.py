@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from llamacontroller.resource import Condition, Phase
-from llamacontroller.status import Report, SlotCondition, conditions
+from llamacontroller.status import NodeHealth, Report, SlotCondition, conditions, node_health
 from llamacontroller.status import observe_pod as observe_at
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -130,7 +130,71 @@ def test_slow_load_is_loading_within_budget_and_failed_past_it():
     assert observe_pod(pod, budget=300).phase is Phase.LOADING
     late = observe_pod(pod, budget=60)
     assert (late.phase, late.reason) == (Phase.FAILED, "StartupTimeout")
-    assert "loading for 120 s, past its startup budget of 60 s" in late.message
+    assert "loading since 2026-01-01T11:58:00Z, longer than its startup budget of 60 s" in late.message
+
+
+def test_a_load_past_its_budget_says_the_same_at_every_look():
+    """No elapsed time in the message: each resync would write the status and post an Event."""
+    pod = _pod("Running", state={"running": {"startedAt": "2026-01-01T11:58:00Z"}})
+    later = datetime(2026, 1, 1, 12, 5, 0, tzinfo=UTC)
+    assert observe_at(pod, NOW, 60).message == observe_at(pod, later, 60).message
+
+
+def _with_adapter(state: dict, restarts: int = 0) -> dict:
+    pod = _pod("Running", state={"running": {"startedAt": "2026-01-01T11:59:00Z"}})
+    pod["status"]["containerStatuses"] = [
+        {"name": "llama-server", "state": {"running": {}}, "ready": True},
+        {
+            "name": "adapter",
+            "state": state,
+            "restartCount": restarts,
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": "error: bad --listen"}},
+        },
+    ]
+    return pod
+
+
+def test_a_crash_looping_adapter_beside_a_healthy_server_is_named():
+    report = observe_pod(
+        _with_adapter({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}, 3)
+    )
+    assert (report.phase, report.reason) == (Phase.FAILED, "CrashLoopBackOff")
+    assert report.message.startswith("the adapter container of pod p: CrashLoopBackOff: back-off 20s")
+    assert "last exit 2 (Error): error: bad --listen" in report.message
+    assert report.fields["restarts"] == 0  # the server's restarts, not the adapter's
+
+
+def test_an_adapter_starting_normally_changes_nothing():
+    assert observe_pod(_with_adapter({"running": {}})).phase is Phase.LOADING
+
+
+def _on(node: str, **pod_kwargs) -> dict:
+    pod = _pod("Running", state={"running": {"startedAt": "2026-01-01T11:59:00Z"}}, **pod_kwargs)
+    pod["spec"] = {"nodeName": node}
+    return pod
+
+
+def _node(name: str, ready: str) -> NodeHealth | None:
+    body = {"metadata": {"name": name}, "status": {"conditions": [
+        {"type": "Ready", "status": ready, "lastTransitionTime": "2026-01-01T11:50:00Z"}
+    ]}}  # fmt: skip
+    return node_health(body)
+
+
+def test_a_pod_on_a_node_that_does_not_respond_says_so():
+    lost = _node("gpu-node-1", "Unknown")
+    running = observe_at(_on("gpu-node-1"), NOW, 300, lost)
+    assert (running.phase, running.reason) == (Phase.FAILED, "NodeNotResponding")
+    assert running.message.startswith("node gpu-node-1 does not respond since 2026-01-01T11:50:00Z")
+    stopping = observe_at(_on("gpu-node-1", deleting=True), NOW, 300, lost)
+    assert (stopping.phase, stopping.reason) == (Phase.PENDING, "Terminating")
+    assert "the slot stays held until the Pod is gone" in stopping.message
+    assert "kubectl delete pod p --force --grace-period=0" in stopping.message
+
+
+def test_a_responding_node_or_another_nodes_pod_is_read_as_usual():
+    assert observe_at(_on("gpu-node-1"), NOW, 300, _node("gpu-node-1", "True")).phase is Phase.LOADING
+    assert observe_at(_on("gpu-node-2"), NOW, 300, _node("gpu-node-1", "Unknown")).phase is Phase.LOADING
 
 
 def test_long_termination_messages_keep_their_end():

@@ -21,7 +21,7 @@ from llamacontroller.reconcile import Decision, Observed, decide, left_queue, re
 from llamacontroller.render import names
 from llamacontroller.render.service import service_matches
 from llamacontroller.slots import gpu_count_of
-from llamacontroller.status import rfc3339, transition_event
+from llamacontroller.status import node_health, rfc3339, transition_event
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,14 @@ class Reconciler:
         node = _wanted_node(body, self.config)
         node_pods: list[dict[str, Any]] = []
         llamamodels: list[dict[str, Any]] = []
-        gpu_count = await self._gpu_count(node) if node else None
+        node_object = await self.api.get_node(node) if node else None
+        gpu_count = gpu_count_of(node_object, self.config.gpu_count_label)
         if node:
             on_node = {names.LABEL_MANAGED_BY: names.MANAGER, names.LABEL_NODE: names.label_value(node)}
             node_pods = await self.api.list_pods(_selector(on_node))
         if node and not pods:  # only a LlamaModel without a server takes its place in the queue
             llamamodels = await self._list_llamamodels()
-        return Observed(pods, services, node_pods, llamamodels, gpu_count)
+        return Observed(pods, services, node_pods, llamamodels, gpu_count, node_health(node_object))
 
     async def _gpu_count(self, node: str) -> int | None:
         return gpu_count_of(await self.api.get_node(node), self.config.gpu_count_label)
