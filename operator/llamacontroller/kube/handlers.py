@@ -39,6 +39,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await memo.resync
+    await memo.reconciler.close()
     await memo.reconciler.api.close()
 
 
@@ -55,7 +56,7 @@ async def llamamodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     """A deleted LlamaModel leaves the queue (a holder's Pod going away is seen on its own)."""
     node = ((event.get("object") or {}).get("status") or {}).get("node")
     if event.get("type") == "DELETED" and node:
-        await memo.reconciler.wake_waiters(node)
+        memo.reconciler.wake(node)
 
 
 @kopf.on.event("", "v1", "pods", labels=OWN_CHILDREN)
@@ -76,4 +77,4 @@ async def _child_changed(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo)
         await memo.reconciler.reconcile(namespace, name)
     node = meta.annotations.get(names.ANNOTATION_NODE)
     if event.get("type") == "DELETED" and node:
-        await memo.reconciler.wake_waiters(node)
+        memo.reconciler.wake(node)

@@ -25,6 +25,8 @@ from llamacontroller.status import node_health, rfc3339, transition_event
 
 log = logging.getLogger(__name__)
 
+WAKE_RETRY_FIRST = 1.0  # seconds before waking a node's waiters again after a failed API call
+WAKE_RETRY_MAX = 30.0
 # Client errors that a later try may not meet: a conflict (someone wrote first) and a throttle.
 RETRIED_STATUSES = frozenset({409, 429})
 
@@ -44,6 +46,8 @@ class Reconciler:
         self.config = config
         self.namespaces = namespaces  # None: every namespace
         self._lock = asyncio.Lock()
+        self._waking: dict[str, asyncio.Task[None]] = {}  # by node: waking its waiters
+        self._wake_again: set[str] = set()  # nodes whose slots moved again while being woken
 
     async def reconcile(self, namespace: str, name: str) -> Decision | None:
         """Bring one LlamaModel's children and status in line with its spec; None if it is gone."""
@@ -61,7 +65,7 @@ class Reconciler:
             await self._report(body, decision)
         left = left_queue(body, decision)
         if left:
-            await self.wake_waiters(left)
+            self.wake(left)
         return decision
 
     async def _observe(self, body: dict[str, Any]) -> Observed:
@@ -121,14 +125,55 @@ class Reconciler:
                 log.warning("Could not post an event on %s/%s: %s", meta["namespace"], meta["name"], exc)
 
     async def resync_forever(self, interval: float) -> None:
-        """Reconcile every LlamaModel every `interval` seconds; a failure waits for the next round."""
+        """Reconcile every LlamaModel every `interval` seconds; one that fails waits for the next
+        round, the others go on."""
         while True:
             await asyncio.sleep(interval)
             try:
-                for lm in await self._list_llamamodels():
-                    await self.reconcile(lm["metadata"]["namespace"], lm["metadata"]["name"])
+                llamamodels = await self._list_llamamodels()
             except (ApiError, OSError) as exc:
                 log.warning("Resync failed, trying again in %.0f s: %s", interval, exc)
+                continue
+            for lm in llamamodels:
+                meta = lm["metadata"]
+                try:
+                    await self.reconcile(meta["namespace"], meta["name"])
+                except (ApiError, OSError) as exc:
+                    log.warning("Resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    def wake(self, node: str) -> None:
+        """Let the waiters of `node` try for its slots soon, and until it worked: an event handler
+        that calls this returns at once, and a failed API call is retried with backoff instead of
+        leaving the queue stuck until the next resync."""
+        if node in self._waking:
+            self._wake_again.add(node)  # the running round starts over once it is done
+            return
+        self._waking[node] = asyncio.create_task(self._wake_until_done(node), name=f"wake {node}")
+
+    async def _wake_until_done(self, node: str) -> None:
+        delay = WAKE_RETRY_FIRST
+        try:
+            while True:
+                self._wake_again.discard(node)
+                try:
+                    await self.wake_waiters(node)
+                except (ApiError, OSError) as exc:
+                    log.warning(
+                        "Waking the waiters of %s failed, trying again in %.0f s: %s", node, delay, exc
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, WAKE_RETRY_MAX)
+                    continue
+                if node not in self._wake_again:
+                    return
+        finally:
+            del self._waking[node]
+
+    async def close(self) -> None:
+        """Stop waking (a stopping operator leaves the queue to its successor, which reads it anew)."""
+        for task in list(self._waking.values()):
+            task.cancel()
+        await asyncio.gather(*self._waking.values(), return_exceptions=True)
 
     async def wake_waiters(self, node: str) -> None:
         """A slot on `node` may have freed: let the LlamaModels waiting there try, oldest first."""

@@ -20,14 +20,16 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 
 
-def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, Route]:
-    """Model name -> the slot's llama-server (and its adapter), for every Ready LlamaModel with an
-    endpoint."""
-    routes = {}
+def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, list[Route]]:
+    """Model name -> the slots' llama-servers (and their adapters), for every Ready LlamaModel with
+    an endpoint: several LlamaModels serving one name are its replicas."""
+    routes: dict[str, list[Route]] = {}
     for lm in llamamodels:
         status = lm.get("status") or {}
         if status.get("phase") == Phase.READY.value and status.get("model") and status.get("endpoint"):
-            routes[status["model"]] = Route(status["endpoint"], status.get("apiEndpoint"))
+            routes.setdefault(status["model"], []).append(
+                Route(status["endpoint"], status.get("apiEndpoint"))
+            )
     return routes
 
 

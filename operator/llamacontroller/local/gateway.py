@@ -52,7 +52,7 @@ class GatewayThread:
         self._serving = Serving(build_app(self.catalog, self.api_keys), sock)
         await self._serving.start()
 
-    def set_routes(self, routes: dict[str, Route]) -> None:
+    def set_routes(self, routes: dict[str, list[Route]]) -> None:
         if self.catalog is not None:
             self._loop.call_soon_threadsafe(self.catalog.set_routes, dict(routes))
 

@@ -181,13 +181,14 @@ class LocalRuntime:
             "gateway": self.gateway.url if self.gateway else None,
         }
 
-    def routes(self) -> dict[str, Route]:
-        """The gateway serves the servers that are up (a loading one answers 503 until ready)."""
-        return {
-            s.server.model: Route(f"http://127.0.0.1:{s.server.port}")
-            for s in self.supervisor.slots.values()
-            if s.phase in {"Loading", "Ready"}
-        }
+    def routes(self) -> dict[str, list[Route]]:
+        """The gateway serves the servers that are up (a loading one answers 503 until ready); the
+        servers of one model name are its replicas."""
+        routes: dict[str, list[Route]] = {}
+        for s in self.supervisor.slots.values():
+            if s.phase in {"Loading", "Ready"}:
+                routes.setdefault(s.server.model, []).append(Route(f"http://127.0.0.1:{s.server.port}"))
+        return routes
 
     def _write_state(self) -> None:
         if self.gateway is not None:

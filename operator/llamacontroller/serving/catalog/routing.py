@@ -1,13 +1,18 @@
 """A catalog of many llama-servers, routed by model name: the gateways' (cluster and local).
 
-Routes (model name -> Route) are replaced as a whole by whoever learns them (a watch of LlamaModels,
-or the local runtime); each route keeps its Target, and so its cached metadata and prompt renderer,
-for as long as the name points at the same Route.
+Routes (model name -> its Routes) are replaced as a whole by whoever learns them (a watch of
+LlamaModels, or the local runtime); each route keeps its Target, and so its cached metadata and
+prompt renderer, for as long as the name points at the same Route.
+
+Several LlamaModels may serve one model name (on two GPUs, or two nodes): each request goes to the
+one with the fewest requests in flight from this process, and among equals to the next in turn, so
+that replicas add up instead of one taking every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from llamacontroller.serving.catalog.digests import FileDigests
@@ -44,16 +49,20 @@ class RoutingCatalog:
         self.digest_wait = digest_wait
         self.upstream_api_key = upstream_api_key
         self.sidecar_api_key = sidecar_api_key
-        self._routes: dict[str, Route] = {}
+        self._routes: dict[str, tuple[Route, ...]] = {}
         self._targets: dict[tuple[str, Route], Target] = {}
+        self._turn = itertools.count()  # breaks ties between equally busy replicas
 
-    def set_routes(self, routes: Mapping[str, Route]) -> None:
-        """The served models now; a name's Target is kept while its Route stays the same."""
-        self._routes = {with_tag(name): route for name, route in routes.items()}
-        self._targets = {key: t for key, t in self._targets.items() if self._routes.get(key[0]) == key[1]}
+    def set_routes(self, routes: Mapping[str, Iterable[Route]]) -> None:
+        """The served models now, each with its replicas; a Target is kept while its Route stays."""
+        merged: dict[str, set[Route]] = {}
+        for name, replicas in routes.items():
+            merged.setdefault(with_tag(name), set()).update(replicas)
+        self._routes = {name: tuple(sorted(replicas)) for name, replicas in merged.items() if replicas}
+        self._targets = {key: t for key, t in self._targets.items() if key[1] in self._routes.get(key[0], ())}
 
     @property
-    def routes(self) -> dict[str, Route]:
+    def routes(self) -> dict[str, tuple[Route, ...]]:
         return dict(self._routes)
 
     def _target(self, name: str, route: Route) -> Target:
@@ -69,10 +78,19 @@ class RoutingCatalog:
     async def resolve(self, model: str | None) -> Target:
         if not model:
             raise HttpError(400, "model is required")
-        for name, route in self._routes.items():
+        for name, replicas in self._routes.items():
             if same_model(model, name):
-                return self._target(name, route)
+                return self._least_busy(name, replicas)
         raise ModelNotFound(model)
 
+    def _least_busy(self, name: str, replicas: tuple[Route, ...]) -> Target:
+        if len(replicas) == 1:
+            return self._target(name, replicas[0])
+        targets = [self._target(name, route) for route in replicas]
+        load = [self.client.busy(t.upstream.host, t.upstream.port) for t in targets]
+        fewest = [t for t, busy in zip(targets, load, strict=True) if busy == min(load)]
+        return fewest[next(self._turn) % len(fewest)]
+
     async def targets(self) -> list[Target]:
-        return [self._target(name, route) for name, route in sorted(self._routes.items())]
+        """Every model once (its first replica): what /api/tags and /api/ps list."""
+        return [self._target(name, replicas[0]) for name, replicas in sorted(self._routes.items())]

@@ -49,6 +49,11 @@ class Client:
             )
         return pool
 
+    def busy(self, host: str, port: int) -> int:
+        """Requests in flight from this process to ``host:port`` (0 when it has asked nothing yet)."""
+        pool = self._pools.get((host, port))
+        return pool.busy if pool is not None else 0
+
     def spawn(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         """Run ``work`` beside the requests; ``aclose()`` cancels it if it is still running."""
         task = asyncio.ensure_future(work)

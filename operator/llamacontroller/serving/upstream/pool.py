@@ -78,6 +78,11 @@ class Pool:
         self._open.add(connection)
         return connection
 
+    @property
+    def busy(self) -> int:
+        """Connections carrying a request now: the requests this process has in flight there."""
+        return len(self._open) - len(self._idle)
+
     def release(self, connection: Connection) -> None:
         """Back to the pool if its answer was read to the end and the server keeps it open."""
         if connection.settle():
