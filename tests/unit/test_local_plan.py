@@ -56,3 +56,19 @@ def test_node_names_of_cluster_files_are_ignored_and_invalid_files_reported():
     result = plan([clustered, _body("x", mode="triple")], CONFIG, MODELS, {})
     assert "gpu0" in result.servers
     assert "spec.gpu.mode" in result.invalid["default/x"]
+
+
+def test_a_model_path_that_leads_out_of_the_models_folder_through_a_symlink_is_invalid(tmp_path: Path):
+    models, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    models.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret.gguf").write_bytes(b"GGUF")
+    (models / "link").symlink_to(elsewhere)
+    body = llamamodel(name="a", uid="", model={"path": "link/secret.gguf"})
+    result = plan([body], CONFIG, models, {})
+    assert result.servers == {}
+    assert result.invalid["default/a"].startswith(
+        "spec.model.path: link/secret.gguf leads out of --models-dir"
+    )
+    (models / "real.gguf").write_bytes(b"GGUF")
+    assert plan([llamamodel(name="b", uid="", model={"path": "real.gguf"})], CONFIG, models, {}).servers

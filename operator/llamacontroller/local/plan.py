@@ -67,9 +67,9 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
     children = render_children(lm, config.model_copy(update={"default_node": LOCAL_NODE}))
     container = children.pod["spec"]["containers"][0]
     placement = children.placement
-    model_file = str(models_dir / lm.spec.model.path)
+    model_file = inside(models_dir, lm.spec.model.path, "spec.model.path")
     projector = lm.spec.model.projector
-    projector_file = str(models_dir / projector) if projector else None
+    projector_file = inside(models_dir, projector, "spec.model.projector") if projector else None
     here = on_this_machine(children.server, LOCAL_HOST, placement.port, model_file, projector_file)
     args = server_args(here)
     return LocalServer(
@@ -83,6 +83,15 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
         files=tuple(f for f in (model_file, projector_file) if f),
         readiness_probe=container["readinessProbe"],
     )
+
+
+def inside(models_dir: Path, relative: str, field: str) -> str:
+    """``models_dir / relative``, refused (InvalidSpec) when it leads out of the folder: through a
+    symlink, as ``..`` is refused by the resource's own validation."""
+    path = models_dir / relative
+    if not path.resolve().is_relative_to(models_dir.resolve()):
+        raise InvalidSpec(f"{field}: {relative} leads out of --models-dir (to {path.resolve()})")
+    return str(path)
 
 
 def plan(
