@@ -16,7 +16,7 @@ import httpx
 
 from llamacontroller.local.server import LlamaServerProcess, stop_process
 from llamacontroller.serving.web.asgi import App
-from llamacontroller.serving.web.server import Serving, listening_socket, new_event_loop
+from llamacontroller.serving.web.server import Limits, Serving, listening_socket, new_event_loop
 from tests.ports import free_port
 from tests.support.builders import llamamodel
 from tests.support.servers import local_args
@@ -156,12 +156,12 @@ def busy_slots(upstream: str) -> int:
 Scenario = Callable[[str], Awaitable[None]]
 
 
-def serve_during(app: App, scenario: Scenario) -> None:
+def serve_during(app: App, scenario: Scenario, limits: Limits | None = None) -> None:
     """Serve ``app`` on a free port of 127.0.0.1 (on uvloop, as in production) while ``scenario``
     runs against its URL."""
 
     async def main() -> None:
-        serving = Serving(app, listening_socket("127.0.0.1", 0))
+        serving = Serving(app, listening_socket("127.0.0.1", 0), limits or Limits())
         await serving.start()
         try:
             await scenario(serving.url)

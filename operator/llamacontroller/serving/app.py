@@ -14,7 +14,11 @@ from llamacontroller.serving.openai import routes as openai_routes
 from llamacontroller.serving.web.asgi import App, Middleware
 from llamacontroller.serving.web.middleware import error_middleware
 
-MAX_BODY = 256 << 20  # chat histories with images are large; a limit still bounds a request's memory
+# Bounds on request bodies in memory, so that a sidecar stays well under its 512 MiB limit (a body
+# held is parsed and translated too: about 2.5 times its size at the peak). A chat with a 20 MB
+# photo is a 27 MB body.
+MAX_BODY = 48 << 20  # one request
+BODY_BUDGET = 96 << 20  # every request being read or answered at once
 
 
 def build_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> App:
@@ -22,7 +26,7 @@ def build_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> App:
     middlewares: list[Middleware] = [error_middleware]
     if api_keys:
         middlewares.append(require_keys(api_keys))
-    app = App(middlewares, max_body=MAX_BODY)
+    app = App(middlewares, max_body=MAX_BODY, body_budget=BODY_BUDGET)
     app.state[CATALOG] = catalog
     ollama_routes.add_routes(app.router)
     openai_routes.add_routes(app.router)

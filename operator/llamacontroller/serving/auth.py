@@ -28,18 +28,27 @@ OPEN_PATHS = frozenset({"/"})
 def load_api_keys(
     path: str | os.PathLike[str] | None = None, env: str | None = DEFAULT_ENV
 ) -> frozenset[str]:
+    """The keys of the file and of the environment variable. A source that is given but holds no key
+    is a UserError: an API meant to be guarded must not open because a Secret came out empty. No
+    source at all means no keys (the API is open), and the log says so."""
     keys: set[str] = set()
     if path:
         try:
             text = Path(path).read_text()
         except OSError as exc:
             raise UserError(f"API keys file {path}: {exc.strerror or exc}") from exc
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.add(line)
-    if env and os.environ.get(env):
-        keys.update(key for key in re.split(r"[,\s]+", os.environ[env]) if key)
+        from_file = {line.strip() for line in text.splitlines()}
+        from_file = {key for key in from_file if key and not key.startswith("#")}
+        if not from_file:
+            raise UserError(
+                f"API keys file {path} holds no key: give one per line, or no file for an open API"
+            )
+        keys |= from_file
+    if env and env in os.environ:
+        from_env = {key for key in re.split(r"[,\s]+", os.environ[env]) if key}
+        if not from_env:
+            raise UserError(f"${env} is set but holds no key: give keys, or unset it for an open API")
+        keys |= from_env
     return frozenset(keys)
 
 
@@ -76,7 +85,8 @@ def require_keys(keys: frozenset[str]) -> Middleware:
     """A request without one of ``keys`` is a 401 in the API's shape (the health check stays open)."""
 
     async def middleware(request: Request, handler: Handler) -> Answer:
-        token = bearer_token(request.header(b"authorization"))
+        given = request.headers(b"authorization")  # two are refused: which one would count?
+        token = bearer_token(given[0]) if len(given) == 1 else None
         if needs_key(request.method, request.path) and not accepted(token, keys):
             message = "Invalid or missing API key" if is_openai(request) else "unauthorized"
             raise HttpError(401, message, code="invalid_api_key")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from llamacontroller.serving.errors import HttpError, ollama_body, openai_body
-from llamacontroller.serving.web.request import Request
+from llamacontroller.serving.web.request import ClientGone, Request
 from llamacontroller.serving.web.response import Answer, Response, json_response
 from llamacontroller.serving.web.router import Handler
 
@@ -34,6 +34,8 @@ async def error_middleware(request: Request, handler: Handler) -> Answer:
         return await handler(request)
     except HttpError as exc:
         return error_response(request, exc)
+    except ClientGone:
+        raise  # nobody to answer
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(request, HttpError(500, "internal error in the LlamaController adapter"))

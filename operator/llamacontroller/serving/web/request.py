@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -16,37 +17,53 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request's body was complete."""
+
+
 class Request:
-    """One request with its body read; ``match_info`` holds the route's path parameter."""
+    """One request: its headers at once, its body once the app has read it (after the middlewares
+    that need only the headers, such as the API key check); ``match_info`` holds the route's path
+    parameter."""
 
     __slots__ = (
         "_send",
         "app",
         "body",
+        "body_read",
         "client_gone",
         "done",
+        "in_memory",
         "match_info",
         "method",
-        "oversized",
         "path",
+        "receive",
         "remote",
         "scope",
         "status",
+        "watcher",
     )
 
-    def __init__(self, app: App, scope: Scope, body: bytes | None, send: Send) -> None:
+    def __init__(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
         self.app = app
         self.scope = scope
+        self.receive = receive
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.remote: str = (scope.get("client") or ("-",))[0]
-        self.body = body or b""
-        self.oversized = body is None  # larger than the app's max_body: answered 413, unread
+        self.body = b""
+        self.body_read = False  # until then its bytes are on the wire: an early answer closes
+        self.in_memory = 0  # bytes of the app's body budget this request holds
         self.match_info: dict[str, str] = {}
         self.status = 0  # the status sent, once the answer started
         self.done = False  # the answer's last byte is on its way: a disconnect now cancels nothing
         self.client_gone = False
+        self.watcher: asyncio.Future[None] | None = None  # cancels the handler if the client leaves
         self._send = send
+
+    def headers(self, name: bytes) -> list[str]:
+        """Every value of a request header, by its lower-case name."""
+        return [value.decode("latin-1") for key, value in self.scope["headers"] if key == name]
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name (ASGI servers lower-case them)."""

@@ -3,6 +3,11 @@
 Shared by the per-slot adapter, the cluster gateway and the local runtime's gateway, which serve
 the same app over different catalogs. All sit on the path of every request, so they run on uvicorn's
 httptools protocol and uvloop (bench/adapter_overhead.py measures what that costs).
+
+On the cluster's network anyone may connect, so the server bounds what a client can hold: at most
+MAX_CONNECTIONS connections (beyond: 503), HEAD_TIMEOUT for a request's line and headers to arrive
+(a client that trickles them, or connects and says nothing, is answered 408 and dropped) and
+MAX_HEAD bytes for them (431); the app bounds the bodies (web/asgi.py).
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import asyncio
 import logging
 import signal
 import socket
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from llamacontroller.errors import UserError
 from llamacontroller.serving.web.asgi import App
@@ -25,6 +32,92 @@ SHUTDOWN_TIMEOUT = 5  # seconds open requests get to finish on SIGTERM
 # Idle client connections stay open this long: longer than the keep-alive of the clients in front
 # (httpx, Go's net/http, aiohttp keep theirs 5 s to 90 s), so a server close never races a request.
 KEEP_ALIVE = 75
+MAX_CONNECTIONS = 1024  # beyond: 503; above the most streams one llama-server serves at once
+HEAD_TIMEOUT = 30.0  # seconds for a request's line and headers, from its first byte or the connection
+MAX_HEAD = 64 << 10  # bytes of a request's line and headers
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of the server (the defaults above; tests make them small)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    head_timeout: float = HEAD_TIMEOUT
+    max_head: int = MAX_HEAD
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline and a size limit for each request's head."""
+
+    limits = Limits()
+    _head_deadline: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _refused = False  # answered and closing: whatever the parser still finds is ignored
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head()  # a connection that never says anything is a slow head too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm_head()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        if not self._refused:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head()
+        if not self._refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _arm_head(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(
+                self.limits.head_timeout, self._refuse, 408, "Request Timeout"
+            )
+
+    def _disarm_head(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_head:
+            self._refuse(431, "Request Header Fields Too Large")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self._disarm_head()
+        self._refused = True
+        if not self.transport.is_closing():
+            self.transport.write(
+                f"HTTP/1.1 {status} {reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n".encode()
+            )
+            self.transport.close()
 
 
 class ListenError(UserError):
@@ -52,10 +145,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
         raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
 
 
-def make_server(app: App) -> uvicorn.Server:
+def make_server(app: App, limits: Limits = Limits()) -> uvicorn.Server:
+    class Protocol(GuardedHttpTools):  # uvicorn makes the protocol from a class: the limits go in it
+        pass
+
+    Protocol.limits = limits
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=Protocol,
+        limit_concurrency=limits.max_connections,
         ws="none",
         lifespan="on",
         log_config=None,  # ours (llamacontroller.logs), not uvicorn's
@@ -71,8 +169,8 @@ def make_server(app: App) -> uvicorn.Server:
 class Serving:
     """An app served on an event loop that already runs (a thread's, a test's), stopped on demand."""
 
-    def __init__(self, app: App, sock: socket.socket) -> None:
-        self.server = make_server(app)
+    def __init__(self, app: App, sock: socket.socket, limits: Limits = Limits()) -> None:
+        self.server = make_server(app, limits)
         self.sock = sock
         self.task: asyncio.Task[None] | None = None
 
