@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import subprocess
 import threading
@@ -94,6 +95,19 @@ class LocalCluster:
 
     def recover_node(self, node: str) -> None:
         self._call(self.agents[node].reconnect)
+
+    def write_pod_status(self, namespace: str, pod: str, status: dict[str, Any]) -> None:
+        """Writes a Pod's status as the kubelet of its (passive) node would: see TestNode.passive."""
+        assert self.control_plane is not None, "the cluster is not started"
+        found = self.control_plane.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}") or {}
+        node = (found.get("spec") or {}).get("nodeName")
+        assert node in self.agents, f"pod {namespace}/{pod} is not bound to a test node ({node})"
+        self._run(self.agents[node].write_pod_status(namespace, pod, status), timeout=30)
+
+    def paused(self, program: str) -> contextlib.AbstractContextManager[None]:
+        """Holds a control-plane program still for a while (``with cluster.paused("kube-scheduler")``)."""
+        assert self.control_plane is not None, "the cluster is not started"
+        return self.control_plane.paused(program)
 
     def container_log(self, namespace: str, pod: str, container: str, run: int | None = None) -> str:
         """A container's output (its latest run unless ``run`` says which), as ``kubectl logs``."""

@@ -3,25 +3,31 @@ kube-scheduler as local processes, built by build.sh.
 
 * etcd on loopback with its data in the cluster's folder (no fsync: the data dies with the test);
 * kube-apiserver with TLS (pki.py), client-certificate authentication, ``Node,RBAC`` authorization,
-  the default admission plugins plus NodeRestriction, a service-account issuer and signing key, and an
-  audit log (every request at Metadata level, JSON lines in ``audit.log``: ``audit_events()``);
+  the default admission plugins plus NodeRestriction (``admission_plugins``), a service-account issuer
+  and signing key, and an audit log (every request at Metadata level, JSON lines in ``audit.log``:
+  ``audit_events()``, from an ``audit_mark()`` on);
 * kube-controller-manager with an explicit list of controllers (garbage collector, namespaces,
   service accounts and their tokens, endpoint slices, node lifecycle and taint eviction, Pod GC,
-  Deployments/ReplicaSets, the root CA publisher, the PersistentVolume binder), each with its own
-  service account;
+  Deployments/ReplicaSets, the root CA publisher, the PersistentVolume binder and the volumes'
+  protection finalizers (without them a deleted claim, and its namespace, would never go), resource
+  quotas), each with its own service account;
 * kube-scheduler.
 
 Each program is its own process group with its log in ``logs/<program>.log``; ``stop`` ends them
-all. ``admin_kubeconfig`` is a client certificate of ``system:masters``; ``client_credentials`` makes
-other identities (the node agents use ``system:node:<name>``) and
-``service_account_kubeconfig`` a kubeconfig with a TokenRequest token of a ServiceAccount.
+all, ``paused(name)`` holds one still for a while. ``admin_kubeconfig`` is a client certificate of
+``system:masters``; ``client_credentials`` makes other identities (the node agents use
+``system:node:<name>``) and ``service_account_kubeconfig`` a kubeconfig with a TokenRequest token of
+a ServiceAccount.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -54,6 +60,9 @@ CONTROLLERS = (
     "replicaset-controller",
     "root-ca-certificate-publisher-controller",
     "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "resourcequota-controller",
 )
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -81,6 +90,13 @@ class ControlPlaneOptions:
     node_monitor_period_seconds: int = 1
     node_monitor_grace_seconds: int = 8
     runtime_classes: Mapping[str, str] = field(default_factory=lambda: dict(RUNTIME_CLASSES))
+    # Beside the API server's default admission plugins (which include ResourceQuota).
+    admission_plugins: Sequence[str] = ("NodeRestriction",)
+    # Applied (kubectl apply -f) as soon as the API server is ready, before the controllers start: the
+    # CRDs among them are then known to the garbage collector and the quota controller from their
+    # start (they look for new resources only every 30 s, and until then delete no dependent of a
+    # custom resource).
+    preinstalled: Sequence[Path] = ()
     extra_apiserver_args: Sequence[str] = ()
     extra_controller_manager_args: Sequence[str] = ()
     start_timeout: float = 90.0
@@ -211,6 +227,9 @@ class ControlPlane:
         self._start_apiserver(binaries, etcd_url, serving, signer)
         self.startup_seconds["kube-apiserver"] = time.monotonic() - mark
         mark = time.monotonic()
+        self._preinstall()
+        self.startup_seconds["preinstalled"] = time.monotonic() - mark
+        mark = time.monotonic()
         manager_port = self._start_controller_manager(binaries, manager, signer)
         scheduler_port = self._start_scheduler(binaries, scheduler)
         with ThreadPoolExecutor(3) as pool:
@@ -274,7 +293,7 @@ class ControlPlane:
                 f"--tls-private-key-file={serving.key}",
                 f"--client-ca-file={self.pki.ca.cert}",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
+                f"--enable-admission-plugins={','.join(self.options.admission_plugins)}",
                 "--allow-privileged=true",
                 f"--service-cluster-ip-range={self.options.service_cidr}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
@@ -338,6 +357,12 @@ class ControlPlane:
             ],
         )
         return port
+
+    def _preinstall(self) -> None:
+        for path in self.options.preinstalled:
+            self.kubectl("apply", "-f", str(path))
+        if self.options.preinstalled:
+            self.kubectl("wait", "--for=condition=established", "--all", "customresourcedefinitions")
 
     def _wait_healthz(self, component: Component, port: int) -> None:
         url = f"https://127.0.0.1:{port}/healthz"
@@ -436,9 +461,29 @@ class ControlPlane:
             http.post("/v3/kv/compaction", json={"revision": revision, "physical": True}).raise_for_status()
         return revision
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        """Every request the API server has logged so far (audit.k8s.io/v1 Events, Metadata level)."""
-        return list(iter_audit_events(self.audit_log))
+    def audit_events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every request the API server has logged so far (audit.k8s.io/v1 Events, Metadata level),
+        or those logged after ``since`` (an ``audit_mark()``)."""
+        return list(iter_audit_events(self.audit_log, since))
+
+    def audit_mark(self) -> int:
+        """Where the audit log ends now: ``audit_events(since=mark)`` reads what comes after."""
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """The program stands still (SIGSTOP) until the block ends (SIGCONT): a paused scheduler,
+        for one, leaves new Pods unscheduled without saying why, as a busy one does."""
+        (component,) = [c for c in self.components if c.name == name]
+        assert component.process is not None and component.running, f"{name} is not running"
+        os.killpg(component.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(component.process.pid, signal.SIGCONT)
 
     def log_tails(self, lines: int = 30) -> str:
         """The end of every program's log, for a failed test's report."""
@@ -451,9 +496,11 @@ class ControlPlane:
         return "\n".join(parts)
 
 
-def iter_audit_events(path: Path) -> Iterator[dict[str, Any]]:
+def iter_audit_events(path: Path, since: int = 0) -> Iterator[dict[str, Any]]:
     try:
-        text = path.read_text()
+        with path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
     except FileNotFoundError:
         return
     for line in text.splitlines():

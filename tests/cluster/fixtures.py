@@ -1,7 +1,8 @@
-"""pytest fixtures of the test cluster. A suite's conftest imports what it uses:
+"""pytest fixtures of the test cluster, and a hook that adds the control plane's log tails to the
+report of a failed test that used a cluster. tests/conftest.py loads this module as a plugin of every
+suite; a conftest that wants a cluster of its own imports what it uses:
 
     from tests.cluster.fixtures import cluster, cluster_options, kube_api, namespace  # noqa: F401
-    from tests.cluster.fixtures import pytest_runtest_makereport  # noqa: F401  (log tails on failure)
 
 ``cluster`` is session-scoped: one control plane and its nodes for the whole run (start-up takes
 seconds, not per test); override ``cluster_options`` (session scope) in a conftest to change the nodes,
@@ -80,5 +81,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     """A failed test that used the cluster gets the end of every control-plane log in its report."""
     outcome = yield
     report = outcome.get_result()
+    used = getattr(item, "funcargs", {}).get("cluster")
     if report.failed and _active and "cluster" in getattr(item, "fixturenames", ()):
-        report.sections.append(("test cluster logs", _active[-1].log_tails()))
+        local = used if isinstance(used, LocalCluster) else _active[-1]
+        report.sections.append(("test cluster logs", local.log_tails()))

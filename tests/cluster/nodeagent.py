@@ -38,7 +38,7 @@ import httpx
 from tests.cluster.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, KubeClient, Reflector
 from tests.cluster.network import ClusterNetwork
 from tests.cluster.pods import AgentSettings, PodWorker, log_failure
-from tests.cluster.podstatus import now_rfc3339
+from tests.cluster.podstatus import now_rfc3339, status_patch
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,12 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 @dataclass(frozen=True)
 class TestNode:
     """A test node: its name, GPU count, extra labels and taints, and the fake machine size the
-    scheduler sees (enough for many Pods: nothing is enforced)."""
+    scheduler sees (enough for many Pods: nothing is enforced).
+
+    A ``passive`` node's agent registers the node and keeps it Ready, but runs nothing: its Pods stay
+    as the scheduler bound them (no container statuses) until a test writes their status as a kubelet
+    would (``LocalCluster.write_pod_status``), for what no local process can show (OOMKilled,
+    Evicted); it confirms their deletion at once, as a kubelet with no container left to stop."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -63,6 +68,7 @@ class TestNode:
     cpu: str = "64"
     memory: str = "256Gi"
     max_pods: int = 110
+    passive: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,10 @@ class NodeAgent:
     # -- Pods -------------------------------------------------------------------------------------
 
     async def _on_pod_event(self, kind: str, pod: dict[str, Any]) -> None:
+        if self.node.passive:
+            if kind != "DELETED" and pod["metadata"].get("deletionTimestamp"):
+                await self._confirm_deletion(pod)
+            return
         uid = pod["metadata"]["uid"]
         worker = self.workers.get(uid)
         if kind == "DELETED":
@@ -315,6 +325,31 @@ class NodeAgent:
         for known_uid, known in self.workers.items():
             if known_uid not in current:
                 known.gone()
+
+    async def _confirm_deletion(self, pod: dict[str, Any]) -> None:
+        """A passive node's Pod has no process to stop: its deletion completes now (grace 0, with the
+        UID as precondition, as the kubelet's final delete)."""
+        meta = pod["metadata"]
+        try:
+            await self.client.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
+        except ApiError as error:
+            if error.status not in (404, 409):
+                raise
+
+    async def write_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A status for one of a passive node's Pods, written as its kubelet would: a strategic merge
+        patch of pods/status with the node's own credentials (the Node authorizer and NodeRestriction
+        judge it), conditions merged by type, container statuses replaced."""
+        assert self.node.passive, f"node {self.name} runs its Pods: its agent writes their status"
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        pod = await self.client.get(path)
+        assert pod["spec"].get("nodeName") == self.name, f"pod {namespace}/{name} is not on {self.name}"
+        await self.client.patch(
+            f"{path}/status", status_patch(pod["metadata"]["uid"], status), STRATEGIC_MERGE_PATCH
+        )
 
     def _start_worker(self, pod: dict[str, Any]) -> None:
         worker = PodWorker(self, pod)

@@ -29,7 +29,8 @@ from llamacontroller.slots import (
     describe_verdict,
 )
 from llamacontroller.status import FAILING_WAIT_REASONS, observe_pod
-from tests.deploy.conftest import DEPLOY, REPO, kustomize_build
+from tests.support.manifests import DEPLOY, kustomize_build
+from tests.support.paths import REPO
 
 DOCS = REPO / "docs"
 PAGES = ("architecture", "install", "gpu-placement", "clients", "troubleshooting")

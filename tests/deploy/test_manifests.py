@@ -14,9 +14,10 @@ import yaml
 
 from llamacontroller import cli
 from llamacontroller.config import load_config
-from tests.deploy.conftest import DEPLOY, NAMESPACE, REPO, flag, mounted_config, one
-from tests.deploy.test_dockerfile import RUNTIME, of
-from tests.e2e.conftest import Cluster
+from tests.cluster.cluster import LocalCluster
+from tests.support.dockerfile import RUNTIME, of
+from tests.support.manifests import DEPLOY, NAMESPACE, flag, mounted_config, one
+from tests.support.paths import REPO
 
 # The copies kustomize needs inside deploy/ (it loads no file outside the kustomization's tree).
 COPIES = {
@@ -206,26 +207,38 @@ def test_the_namespace_enforces_the_restricted_pod_security_standard(manifests: 
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_the_api_emulator_accepts_the_kinds_it_serves(cluster: Cluster, manifests, tmp_path: Path):
-    """The emulator serves core, CRD and event kinds, not apps/v1 or RBAC: those are checked offline
-    (the schemas above) only. What it serves is applied for real, with its validation."""
-    served, offline = [], []
-    for doc in manifests:
-        group, _, version = doc["apiVersion"].rpartition("/")
-        plural = f"{doc['kind'].lower()}s"
-        try:
-            cluster.emulator.resource((group, version, plural))
-        except LookupError:
-            offline.append(doc["kind"])
-        else:
-            served.append(doc)
-    assert sorted(offline) == sorted(
-        ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment", "Deployment"]
-    ), offline
-    path = tmp_path / "served.yaml"
-    path.write_text(yaml.safe_dump_all(served, sort_keys=False))
-    result = cluster.kubectl("apply", "-f", str(path))
-    assert result.stdout.count("\n") == len(served), result.stdout
-    configmap = one(served, "ConfigMap")
-    stored = cluster.emulator.get(("", "v1", "configmaps"), NAMESPACE, configmap["metadata"]["name"])
-    assert stored["data"] == configmap["data"]
+def test_the_api_server_accepts_every_manifest(cluster: LocalCluster, installed: list[dict[str, Any]]):
+    """`kubectl apply -k deploy/` as a server-side dry run on the test cluster (where deploy/'s
+    namespace exists): every object passes validation and admission, and the Deployments meet the
+    namespace's restricted Pod Security Standard without a warning."""
+    done = cluster.kubectl("apply", "-k", str(DEPLOY), "--dry-run=server")
+    kinds = sorted(line.split("/")[0] for line in done.stdout.splitlines())
+    assert kinds == sorted(
+        [
+            "namespace",
+            "customresourcedefinition.apiextensions.k8s.io",
+            "serviceaccount",
+            "serviceaccount",
+            "clusterrole.rbac.authorization.k8s.io",
+            "clusterrole.rbac.authorization.k8s.io",
+            "clusterrolebinding.rbac.authorization.k8s.io",
+            "clusterrolebinding.rbac.authorization.k8s.io",
+            "configmap",
+            "service",
+            "deployment.apps",
+            "deployment.apps",
+        ]
+    ), done.stdout
+    assert all(line.endswith("(server dry run)") for line in done.stdout.splitlines())
+    assert done.stderr == "", done.stderr
+
+
+def test_the_api_server_warns_of_a_deployment_below_the_standard(
+    cluster: LocalCluster, installed: list[dict[str, Any]], manifests: list[dict[str, Any]]
+):
+    """A control: a Pod that may run as root does draw the Pod Security warning."""
+    deployment = copy.deepcopy(one(manifests, "Deployment", "llamacontroller-gateway"))
+    del deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+    del deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"]
+    done = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(deployment))
+    assert 'would violate PodSecurity "restricted:latest": runAsNonRoot != true' in done.stderr

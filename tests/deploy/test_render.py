@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from llamacontroller import cli
-from tests.deploy.conftest import REPO, mounted_config
+from tests.support.manifests import mounted_config
+from tests.support.paths import REPO
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 

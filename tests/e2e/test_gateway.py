@@ -1,103 +1,95 @@
-"""The cluster gateway: it watches LlamaModels on the emulated API and routes by model name to real
-llama-servers (standing in for the slots' Services), proven with the official clients."""
+"""The whole way, on the test cluster: LlamaModels applied with kubectl, served by the Pods the real
+operator makes, and the cluster gateway (with its ServiceAccount, where the Services' names resolve)
+routing by model name to them, fed by the statuses the operator writes; proven with the official
+clients."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
+import yaml
 
-from llamacontroller.local.server import LlamaServerProcess
-from tests.e2e.conftest import LLAMAMODELS, Cluster
-from tests.e2e.test_operator import lm
-from tests.ports import free_port
-from tests.processes import interrupt
-from tests.server.fixtures import StartServer
-from tests.support.builders import llamamodel
+from llamacontroller.local.binary import find_llama_server
+from tests.cluster.cluster import LocalCluster
+from tests.support.builders import TINY_MODEL, lm
+from tests.support.components import GATEWAY_ACCOUNT, GATEWAY_USER, GatewayProcess, OperatorProcess
+from tests.support.components import service_account_kubeconfig as account_kubeconfig
+from tests.support.kube import NEVER_READY_IMAGE, Kube, pod_processes, requests_of
 from tests.support.polling import eventually
-from tests.support.servers import local_args
-from tests.support.stacks import AdapterProcess
 
 pytestmark = pytest.mark.timeout(180)
 
-
-class GatewayProcess:
-    def __init__(self, cluster: Cluster, log_path: Path, keys: str | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-        env.pop("LLAMACONTROLLER_API_KEYS", None)
-        if keys is not None:
-            env["LLAMACONTROLLER_API_KEYS"] = keys  # as the Deployment sets it from the Secret
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llamacontroller.cli",
-                    "gateway",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self.log_path = log_path
-
-    def stop(self) -> None:
-        interrupt(self.process)
-
-
-@pytest.fixture
-def gateway(cluster: Cluster, tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(cluster, tmp_path / "gateway.log")
-    eventually(lambda: _answers(process.url), what="the gateway to listen")
-    yield process
-    process.stop()
-    assert "Traceback" not in process.log_path.read_text(errors="replace")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).text == "Ollama is running"
-    except httpx.HTTPError:
-        return False
-
-
-def serve(
-    cluster: Cluster, name: str, model: str, url: str, phase: str = "Ready", api_url: str | None = None
-) -> None:
-    """What the operator writes once the slot's server is ready (the endpoints local servers)."""
-    if cluster.emulator.get(LLAMAMODELS, "default", name) is None:
-        cluster.apply(lm(name, model={"name": model, "path": f"{name}.gguf"}))
-    status = {"phase": phase, "model": model, "endpoint": url, "apiEndpoint": api_url}
-    cluster.emulator.patch_status(LLAMAMODELS, "default", name, {"status": status})
+READY_SECONDS = 60  # a Pod is Ready once both probes passed (the adapter's is looked at every 10 s)
 
 
 def names(client: ollama.Client) -> set[str]:
-    return {m.model for m in client.list().models}
+    return {m.model for m in client.list().models if m.model}
+
+
+def test_the_whole_story(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, gateway: GatewayProcess
+) -> None:
+    """kubectl apply a LlamaModel; the scheduler binds its Pod to the LlamaModel's node; the node agent
+    runs llama-server with the rendered arguments, and the adapter; the probes pass; the status says
+    Ready; the gateway routes to it by name and the official ollama client gets an answer. kubectl
+    delete: the garbage collector removes the Pod and the Service, and the servers stop."""
+    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(lm("phi-4", node="gpu-node-2", gpu={"gpuId": 1})))
+
+    pod = eventually(
+        lambda: kube.one_pod("phi-4")["spec"].get("nodeName") and kube.one_pod("phi-4"), what="bound"
+    )
+    name = pod["metadata"]["name"]
+    assert pod["spec"]["nodeName"] == "gpu-node-2"
+    scheduled = eventually(
+        lambda: [e for e in kube.events(name) if e["reason"] == "Scheduled"], what="the scheduler's event"
+    )
+    assert scheduled[0]["message"] == f"Successfully assigned {kube.namespace}/{name} to gpu-node-2"
+
+    server, adapter = pod["spec"]["containers"]
+    expected = {
+        (str(find_llama_server()), *server["args"]),
+        (sys.executable, "-m", "llamacontroller.cli", *adapter["args"]),  # the project's image
+    }
+    eventually(
+        lambda: {tuple(argv) for argv in pod_processes(cluster, pod)} == expected,
+        what="both containers running",
+    )
+    assert server["args"][server["args"].index("--tensor-split") + 1] == "0,1"
+
+    status = kube.wait_phase("phi-4", "Ready", "ServerReady", timeout=READY_SECONDS)
+    assert status["endpoint"] == f"http://llama-gpu-node-2-gpu1.{kube.namespace}.svc:8088"
+
+    client = ollama.Client(host=gateway.url)
+    eventually(lambda: names(client) == {"phi-4:latest"}, timeout=30, what="the gateway to route phi-4")
+    answer = client.chat(
+        model="phi-4", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3}
+    )
+    assert answer.model == "phi-4" and answer.message.content and answer.eval_count == 3
+
+    kube.kubectl("delete", "lm", "phi-4")
+    eventually(lambda: kube.pods() == [] and kube.services() == [], what="the Pod and the Service collected")
+    assert pod_processes(cluster, pod) == []
+    eventually(lambda: names(client) == set(), what="the gateway to forget phi-4")
 
 
 def test_routes_by_model_name_to_each_slot(
-    cluster: Cluster, gateway: GatewayProcess, start_server: StartServer
-):
-    coder = start_server(
-        llamamodel(name="coder", model={"name": "coder:7b", "path": "c.gguf"}, parameters={"threads": 1})
+    kube: Kube, operator: OperatorProcess, gateway: GatewayProcess
+) -> None:
+    kube.apply(
+        lm("coder", model={"name": "coder:7b", "path": TINY_MODEL}, gpu={"gpuId": 0}),
+        lm("phi-4", gpu={"gpuId": 1}),
+        lm("big", node="gpu-node-1", model={"name": "big:70b", "path": TINY_MODEL}, image=NEVER_READY_IMAGE),
     )
-    phi = start_server(llamamodel(name="phi-4", gpu={"gpuId": 1}, parameters={"threads": 1}))
-    serve(cluster, "coder", "coder:7b", coder.url)
-    serve(cluster, "phi-4", "phi-4:latest", phi.url)
-    serve(cluster, "loading", "big:70b", "http://127.0.0.1:9", phase="Loading")  # not Ready: not routed
+    for name in ("coder", "phi-4"):
+        kube.wait_phase(name, "Ready", timeout=READY_SECONDS)
+    assert kube.status("big")["phase"] in {"Pending", "Loading", "Failed"}  # never Ready: not routed
 
     client = ollama.Client(host=gateway.url)
     eventually(lambda: names(client) == {"coder:7b", "phi-4:latest"}, timeout=30, what="both models listed")
@@ -126,30 +118,37 @@ def test_routes_by_model_name_to_each_slot(
 
 
 def test_follows_models_that_leave_and_come_back(
-    cluster: Cluster, gateway: GatewayProcess, start_server: StartServer
-):
-    server = start_server(llamamodel(name="phi-4", parameters={"threads": 1}))
-    serve(cluster, "phi-4", "phi-4:latest", server.url)
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, gateway: GatewayProcess
+) -> None:
+    assert cluster.control_plane is not None
+    kube.apply(lm("phi-4"))
+    kube.wait_phase("phi-4", "Ready", timeout=READY_SECONDS)
     client = ollama.Client(host=gateway.url)
     eventually(lambda: names(client) == {"phi-4:latest"}, timeout=30)
-    serve(cluster, "phi-4", "phi-4:latest", server.url, phase="Loading")
+
+    kube.kubectl("delete", "pod", kube.one_pod("phi-4")["metadata"]["name"], "--wait=false")
     eventually(lambda: names(client) == set(), what="a model that is not Ready to leave")
-    cluster.emulator.delete(LLAMAMODELS, "default", "phi-4")
-    serve(cluster, "phi-4", "phi-4:latest", server.url)
+    kube.wait_phase("phi-4", "Ready", timeout=READY_SECONDS)  # its Pod made again
     eventually(lambda: names(client) == {"phi-4:latest"}, what="the model to come back")
-    calls = [r for r in cluster.emulator.audit_log if r.user_agent.startswith("llamacontroller-gateway")]
-    resources = {(r.verb, r.resource) for r in calls if r.resource}  # besides /version at start-up
-    assert resources <= {("list", "llamamodels"), ("watch", "llamamodels")}
+
+    kube.kubectl("delete", "lm", "phi-4", "--wait=false")
+    eventually(lambda: names(client) == set(), what="a deleted model to leave")
+    calls = requests_of(cluster.control_plane.audit_events(gateway.audit_mark), GATEWAY_USER)
+    resources = {(e["verb"], e["objectRef"]["resource"]) for e in calls if e.get("objectRef")}
+    assert resources == {("list", "llamamodels"), ("watch", "llamamodels")}  # besides /version at start
 
 
-def test_api_keys_from_the_secret_guard_the_gateway(
-    cluster: Cluster, tmp_path: Path, start_server: StartServer
-):
-    server = start_server(llamamodel(name="phi-4", parameters={"threads": 1}))
-    serve(cluster, "phi-4", "phi-4:latest", server.url)
-    gateway = GatewayProcess(cluster, tmp_path / "keyed.log", keys="first-key\nsecond-key\n")
+def test_api_keys_guard_the_gateway(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    kube.apply(lm("phi-4"))
+    kubeconfig = account_kubeconfig(cluster, GATEWAY_ACCOUNT, tmp_path / "gateway.kubeconfig")
+    gateway = GatewayProcess(
+        cluster, kubeconfig, tmp_path / "keyed.log", port=11435, keys="first-key\nsecond-key\n"
+    )
+    gateway.start_listening()
     try:
-        eventually(lambda: _answers(gateway.url), what="the gateway to listen")
+        kube.wait_phase("phi-4", "Ready", timeout=READY_SECONDS)
         with pytest.raises(ollama.ResponseError) as refused:
             ollama.Client(host=gateway.url).list()
         assert refused.value.status_code == 401
@@ -159,40 +158,29 @@ def test_api_keys_from_the_secret_guard_the_gateway(
             openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong").models.list()
     finally:
         gateway.stop()
-    assert "second-key" not in (tmp_path / "keyed.log").read_text()
+    assert "second-key" not in gateway.log()
 
 
 def test_metadata_of_a_file_the_gateway_cannot_read_comes_from_the_slot_adapter(
-    cluster: Cluster, gateway: GatewayProcess, tmp_path: Path, demo_model: Path, llama_server_binary: Path
-):
-    """The gateway does not mount the models: the slot's adapter reads the file and reports its
-    GGUF facts and sha256, so the gateway answers what the adapter answers."""
-    model_file = tmp_path / "slot-model.gguf"
-    shutil.copyfile(demo_model, model_file)
-    sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
-    port = free_port()
-    body = llamamodel(name="phi-4", parameters={"threads": 1})
-    args = local_args(body, port, model_file)
-    server = LlamaServerProcess(llama_server_binary, args, "127.0.0.1", port, tmp_path / "server.log")
-    adapter = AdapterProcess(server.url, tmp_path / "adapter.log")
-    try:
-        server.start()
-        server.wait_healthy()
-        adapter.start()
-        adapter.wait_ready()
-        eventually(lambda: _tags(adapter.url)[0]["digest"] == sha256, what="the adapter's sha256")
-        model_file.unlink()  # now only the adapter (which has read it) knows the file: as in a cluster
-        serve(cluster, "phi-4", "phi-4:latest", server.url, api_url=adapter.url)
-        eventually(lambda: _tags(gateway.url), timeout=30, what="the model listed")
-        assert _tags(gateway.url) == _tags(adapter.url)  # digest, size, modified_at, details
-        shown = {"model": "phi-4"}
-        via_gateway = httpx.post(f"{gateway.url}/api/show", json=shown, timeout=10).json()
-        assert via_gateway == httpx.post(f"{adapter.url}/api/show", json=shown, timeout=10).json()
-        assert via_gateway["details"]["quantization_level"] == "F32"  # from the GGUF header
-    finally:
-        adapter.stop()
-        server.stop()
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, gateway: GatewayProcess
+) -> None:
+    """The gateway does not mount the models (here /models is an empty folder): the slot's adapter
+    reads the file and reports its GGUF facts and sha256, so the gateway answers what it answers."""
+    assert cluster.options.models_dir is not None
+    sha256 = hashlib.sha256((cluster.options.models_dir / TINY_MODEL).read_bytes()).hexdigest()
+    kube.apply(lm("phi-4"))
+    kube.wait_phase("phi-4", "Ready", timeout=READY_SECONDS)
+    pod_ip = kube.one_pod("phi-4")["status"]["podIP"]
+    adapter = f"http://{pod_ip}:11434"
+    assert tags(adapter)[0]["digest"] == sha256
+    eventually(lambda: tags(gateway.url), timeout=30, what="the model listed")
+    assert tags(gateway.url) == tags(adapter)  # digest, size, modified_at, details
+    shown = {"model": "phi-4"}
+    via_gateway = httpx.post(f"{gateway.url}/api/show", json=shown, timeout=10).json()
+    assert via_gateway == httpx.post(f"{adapter}/api/show", json=shown, timeout=10).json()
+    assert via_gateway["details"]["quantization_level"] == "F32"  # from the GGUF header
 
 
-def _tags(url: str) -> list[dict]:
-    return httpx.get(f"{url}/api/tags", timeout=10).json()["models"]
+def tags(url: str) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = httpx.get(f"{url}/api/tags", timeout=10).json()["models"]
+    return models

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llamacontroller.config import OperatorConfig, load_config
 from tests.support.paths import REPO
+
+TINY_MODEL = "tiny.gguf"  # the tiny model's file in a cluster's models folder (tests/conftest.py)
 
 
 def repo_config(**overrides: Any) -> OperatorConfig:
@@ -22,3 +27,35 @@ def llamamodel(name: str = "phi-4", uid: str = "uid-phi-4", namespace: str = "de
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "generation": 1},
         "spec": body_spec,
     }
+
+
+def lm(name: str, node: str = "node-a", **spec: Any) -> dict[str, Any]:
+    """A LlamaModel to apply to a cluster (its namespace is the one it is applied in), serving the
+    tiny model unless ``model`` says otherwise."""
+    return {
+        "apiVersion": "llamacontroller.io/v1alpha1",
+        "kind": "LlamaModel",
+        "metadata": {"name": name},
+        "spec": {"model": {"path": TINY_MODEL}, "nodeName": node, **spec},
+    }
+
+
+def arg(pod: dict[str, Any], flag: str, container: int = 0) -> str:
+    """The value of one llama-server flag in a Pod's arguments."""
+    args: list[str] = pod["spec"]["containers"][container]["args"]
+    return args[args.index(flag) + 1]
+
+
+def cluster_settings(**overrides: Any) -> dict[str, Any]:
+    """The operator's settings on a test cluster: the built-in ones (config/operator.yaml), with
+    servers kept light (one thread each: the test nodes are one small machine), then ``overrides``."""
+    settings: dict[str, Any] = OperatorConfig().model_dump(mode="json", by_alias=True, exclude_none=True)
+    settings["defaults"]["threads"] = 1
+    return settings | overrides
+
+
+def write_settings(folder: Path, **overrides: Any) -> Path:
+    """``cluster_settings(**overrides)`` as a settings file for ``--config``."""
+    path = folder / "operator.yaml"
+    path.write_text(yaml.safe_dump(cluster_settings(**overrides)))
+    return path
