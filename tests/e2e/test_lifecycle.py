@@ -126,7 +126,7 @@ def test_a_load_past_its_budget_is_reported(cluster: Cluster, operator: Operator
     assert pod["spec"]["containers"][0]["startupProbe"]["failureThreshold"] * 5 >= 60
     kubelet_writes(cluster, pod, "Running", state={"running": {"startedAt": "2020-01-01T00:00:00Z"}})
     status = phase_is(cluster, "slow", "Failed", "StartupTimeout")
-    assert "past its startup budget of 60 s (spec.startupTimeoutSeconds)" in status["message"]
+    assert "longer than its startup budget of 60 s (spec.startupTimeoutSeconds)" in status["message"]
 
 
 def test_a_pod_deleted_from_outside_is_recreated_and_keeps_its_slot(
@@ -200,5 +200,5 @@ def test_time_alone_reports_a_load_past_its_budget(cluster: Cluster, operator: O
     phase_is(cluster, "slow", "Loading")
     events_before = len(cluster.emulator.events(resource="pods", name=pod["metadata"]["name"]))
     status = phase_is(cluster, "slow", "Failed", "StartupTimeout")
-    assert "past its startup budget of 2 s" in status["message"]
+    assert "longer than its startup budget of 2 s" in status["message"]
     assert len(cluster.emulator.events(resource="pods", name=pod["metadata"]["name"])) == events_before
