@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
+LEASES = "/apis/coordination.k8s.io/v1"
 
 
 class ApiError(RuntimeError):
@@ -202,6 +203,20 @@ class KubeApi:
         return await self._call(
             "PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True
         )
+
+    # Leases (one operator acts at a time: kube/leader.py)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}", missing_ok=True)
+
+    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The created Lease; None when another process created it first (409)."""
+        return await self._call("POST", f"{LEASES}/namespaces/{namespace}/leases", body=lease, exists_ok=True)
+
+    async def replace_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The Lease as written; None when another process wrote it since it was read (409)."""
+        path = f"{LEASES}/namespaces/{namespace}/leases/{lease['metadata']['name']}"
+        return await self._call("PUT", path, body=lease, exists_ok=True)
 
     # Events
 

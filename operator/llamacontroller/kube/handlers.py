@@ -2,32 +2,55 @@
 
 No kopf handler watches a resource: the Operator's informers do (kube/operator.py), so kopf writes
 nothing to LlamaModels (no bookkeeping annotations, no finalizers) and each reconcile reads from
-memory.
+memory. With leader election on, the operator acts only while it holds the Lease (kube/leader.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.leader import Leadership, own_namespace
 from llamacontroller.kube.operator import Operator
 
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
-    memo.operator = Operator(KubeApi.from_environment(), memo.config, memo.namespaces)
+    api = KubeApi.from_environment()
+    memo.operator = Operator(api, memo.config, memo.namespaces)
+    election = memo.config.leader_election
+    if election.enabled:
+        leadership = Leadership(
+            api,
+            election.namespace or own_namespace(),
+            election.lease_name,
+            duration=election.lease_duration_seconds,
+            renew=election.renew_seconds,
+        )
+        await leadership.acquire()
+        memo.leadership = asyncio.create_task(leadership.keep(lambda: _lost(memo)))
     await memo.operator.start()
+
+
+def _lost(memo: kopf.Memo) -> None:
+    """Someone else may act now: stop acting at once, and end the process (exit code 1)."""
+    memo.lost.set()
+    asyncio.get_running_loop().create_task(memo.operator.stop())
+    memo.stop_flag.set()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "leadership", None) is not None:
+        memo.leadership.cancel()
     await memo.operator.stop()
     await memo.operator.api.close()
 
 
 @kopf.on.probe(id="synced")
 def synced(memo: kopf.Memo, **_: Any) -> bool:
-    """The liveness endpoint's answer: whether the caches hold the cluster."""
+    """The liveness endpoint's answer: whether the caches hold the cluster (False while standing by)."""
     return bool(memo.operator.synced)
