@@ -48,7 +48,7 @@ NODES = (
     TestNode("quad", gpus=4),
     TestNode("passive", passive=True),
 )
-INSTALLED_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+INSTALLED_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from llamacontroller.errors import UserError
 from llamacontroller.logs import LogFormat, configure_logging, quiet_libraries
 
 EXIT_USER_ERROR = 2
+EXIT_LOST_LEASE = 1  # another operator may act now: this one stopped, to be restarted and stand by
 EXIT_INTERRUPTED = 130
 
 CONFIG_HELP = "settings (YAML) over the built-in ones, e.g. config/operator.yaml"
@@ -61,14 +63,16 @@ def _operator(args: argparse.Namespace) -> int:
     quiet_libraries()
     asyncio.run(_check_cluster(KubeApi.from_environment()))
     namespaces = args.namespace or None
+    stop_flag, lost = threading.Event(), threading.Event()
     kopf.run(
-        standalone=True,
+        standalone=True,  # no kopf peering: the Lease of leaderElection says who acts
         clusterwide=namespaces is None,
         namespaces=namespaces or (),
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(config=config, namespaces=namespaces),
+        stop_flag=stop_flag,
+        memo=kopf.Memo(config=config, namespaces=namespaces, stop_flag=stop_flag, lost=lost),
     )
-    return 0
+    return EXIT_LOST_LEASE if lost.is_set() else 0
 
 
 async def _check_cluster(api: Any) -> None:

@@ -95,6 +95,23 @@ class LocalSettings(CamelModel):
     max_restart_attempts: int = Field(default=5, ge=0)
 
 
+class LeaderElection(CamelModel):
+    """One operator acts at a time, the holder of a Lease; others stand by and take over when it
+    stops renewing (at most ``leaseDurationSeconds`` after its last renewal)."""
+
+    enabled: bool = True
+    lease_name: str = "llamacontroller-operator"
+    namespace: str | None = None  # the operator's own (its ServiceAccount's), else `default`
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    renew_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_within_the_lease(self) -> LeaderElection:
+        if self.renew_seconds >= self.lease_duration_seconds:
+            raise ValueError("leaderElection: renewSeconds must be shorter than leaseDurationSeconds")
+        return self
+
+
 class OperatorConfig(CamelModel):
     """Everything the operator needs besides the LlamaModels themselves."""
 
@@ -128,6 +145,7 @@ class OperatorConfig(CamelModel):
     local: LocalSettings = Field(default_factory=LocalSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     api_keys: ApiKeys = Field(default_factory=ApiKeys)
+    leader_election: LeaderElection = Field(default_factory=LeaderElection)
 
     @field_validator("default_node")
     @classmethod
@@ -146,7 +164,7 @@ class OperatorConfig(CamelModel):
 
 # Groups of settings whose fields a file overrides one by one; any other setting it names replaces
 # the default whole (a file's `ports` is the whole slot table, its `modelsVolume` the whole source).
-MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys")
+MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys", "leaderElection")
 
 
 def with_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -49,11 +49,13 @@ Grant = tuple[str, str, str]  # (apiGroup, resource or resource/subresource, ver
 
 @dataclass(frozen=True)
 class Component:
-    """A process of LlamaController that calls the Kubernetes API: its ServiceAccount and ClusterRole."""
+    """A process of LlamaController that calls the Kubernetes API: its ServiceAccount, its ClusterRole
+    and, for what it does in its own namespace only, a Role there."""
 
     name: str  # `llamacontroller <name>`, in the Deployment llamacontroller-<name>
     account: str
     role: str
+    namespaced_role: str | None = None
 
     @property
     def user(self) -> str:
@@ -61,7 +63,7 @@ class Component:
 
 
 COMPONENTS = (
-    Component("operator", OPERATOR_ACCOUNT, "llamacontroller-operator"),
+    Component("operator", OPERATOR_ACCOUNT, "llamacontroller-operator", "llamacontroller-operator-lease"),
     Component("gateway", GATEWAY_ACCOUNT, "llamacontroller-gateway"),
 )
 
@@ -239,6 +241,10 @@ def test_every_api_call_is_granted_and_every_grant_is_used(
                 path = e["requestURI"].split("?")[0]
                 assert DISCOVERY.match(path), f"{component.name}: not discovery: {e['verb']} {path}"
         grants = granted(one(manifests, "ClusterRole", component.role))
+        if component.namespaced_role:
+            grants |= granted(one(manifests, "Role", component.namespaced_role))
+            elsewhere = [e for e in calls if e.get("objectRef", {}).get("resource") == "leases"]
+            assert all(e["objectRef"]["namespace"] == DEPLOY_NAMESPACE for e in elsewhere), elsewhere
         needed = used | (admission if component.name == "operator" else set())
         problems += [
             f"{component.name}: {g} is used but not granted by {component.role}"
@@ -310,18 +316,27 @@ def test_each_component_runs_as_the_service_account_bound_to_its_role(
 ) -> None:
     bindings = [d for d in manifests if d["kind"] in {"ClusterRoleBinding", "RoleBinding"}]
     roles = [d["metadata"]["name"] for d in manifests if d["kind"] in {"ClusterRole", "Role"}]
-    assert sorted(roles) == sorted(c.role for c in COMPONENTS), "every role belongs to a component"
+    assert sorted(roles) == sorted(r for c in COMPONENTS for r in (c.role, c.namespaced_role) if r), (
+        "every role belongs to a component"
+    )
     for component in COMPONENTS:
-        (binding,) = [b for b in bindings if b["roleRef"]["name"] == component.role]
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": component.role,
-        }
-        (subject,) = binding["subjects"]
-        assert subject == {"kind": "ServiceAccount", "name": component.account, "namespace": NAMESPACE}
-        # The SA has this one binding: nothing else widens what the component may do.
-        others = [b for b in bindings if b is not binding and subject in b["subjects"]]
+        kinds = {component.role: "ClusterRole"} | (
+            {component.namespaced_role: "Role"} if component.namespaced_role else {}
+        )
+        mine = [b for b in bindings if b["roleRef"]["name"] in kinds]
+        assert sorted(b["roleRef"]["name"] for b in mine) == sorted(kinds)
+        for binding in mine:
+            name = binding["roleRef"]["name"]
+            assert binding["roleRef"] == {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": kinds[name],
+                "name": name,
+            }
+            (subject,) = binding["subjects"]
+            assert subject == {"kind": "ServiceAccount", "name": component.account, "namespace": NAMESPACE}
+        # The SA has these bindings only: nothing else widens what the component may do.
+        subject = mine[0]["subjects"][0]
+        others = [b for b in bindings if b not in mine and subject in b["subjects"]]
         assert not others, others
         deployment = one(manifests, "Deployment", f"llamacontroller-{component.name}")
         pod = deployment["spec"]["template"]["spec"]

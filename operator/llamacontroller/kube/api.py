@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
+LEASES = "/apis/coordination.k8s.io/v1"
 
 
 class ApiError(RuntimeError):
@@ -163,38 +164,27 @@ class KubeApi:
         answer: dict[str, Any] = response.json()
         return answer
 
-    # LlamaModels
+    # Reading: lists and watches (kube/informer.py keeps what they say)
 
-    async def get_llamamodel(self, namespace: str, name: str) -> dict[str, Any] | None:
-        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}"
-        return await self._call("GET", path, missing_ok=True)
+    async def list_objects(self, path: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+        """The objects of a collection and the list's resourceVersion, to watch from."""
+        result = await self._call("GET", path, params=params) or {}
+        return items_of(result), result.get("metadata", {}).get("resourceVersion", "")
 
-    async def list_llamamodels(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
-        result = await self._call("GET", path)
-        return items_of(result)
-
-    async def list_llamamodels_at(self, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
-        """The LlamaModels and the list's resourceVersion, to watch from."""
-        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
-        result = await self._call("GET", path) or {}
-        return result.get("items", []), result.get("metadata", {}).get("resourceVersion", "")
-
-    async def watch_llamamodels(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int = 300
+    async def watch_objects(
+        self, path: str, resource_version: str, params: dict[str, str], timeout_seconds: int = 300
     ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events after `resource_version` until the server ends the stream.
-
-        An expired resourceVersion comes as an ERROR event (code 410): the caller lists again."""
-        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}" if namespace else f"{LLAMAMODELS}/{PLURAL}"
-        params = {
+        """Watch events after `resource_version` until the server ends the stream (bookmarks keep
+        the version fresh). An expired version comes as an ERROR event (410): the caller lists again."""
+        query = params | {
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
         timeout = httpx.Timeout(30.0, read=timeout_seconds + 30.0)
-        async with self.client.stream("GET", path, params=params, timeout=timeout) as response:
+        log.debug("WATCH %s from %s", path, resource_version)
+        async with self.client.stream("GET", path, params=query, timeout=timeout) as response:
             if response.status_code >= 400:
                 await response.aread()
                 raise ApiError(response.status_code, response.reason_phrase, response.text)
@@ -202,16 +192,31 @@ class KubeApi:
                 if line.strip():
                     yield json.loads(line)
 
-    async def patch_llamamodel_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource: the operator never writes to spec."""
+    # LlamaModels
+
+    async def patch_llamamodel_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource (the operator never writes to spec); the object as it
+        is now, None if it is gone."""
         path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}/status"
-        await self._call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True)
+        return await self._call(
+            "PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True
+        )
 
-    # Nodes
+    # Leases (one operator acts at a time: kube/leader.py)
 
-    async def get_node(self, name: str) -> dict[str, Any] | None:
-        """Read-only: the node's labels tell its GPU count."""
-        return await self._call("GET", f"/api/v1/nodes/{name}", missing_ok=True)
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}", missing_ok=True)
+
+    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The created Lease; None when another process created it first (409)."""
+        return await self._call("POST", f"{LEASES}/namespaces/{namespace}/leases", body=lease, exists_ok=True)
+
+    async def replace_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The Lease as written; None when another process wrote it since it was read (409)."""
+        path = f"{LEASES}/namespaces/{namespace}/leases/{lease['metadata']['name']}"
+        return await self._call("PUT", path, body=lease, exists_ok=True)
 
     # Events
 
@@ -244,49 +249,45 @@ class KubeApi:
 
     # Pods
 
-    async def list_pods(self, label_selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
-        result = await self._call("GET", path, params={"labelSelector": label_selector})
-        return items_of(result)
-
-    async def create_pod(self, pod: dict[str, Any]) -> None:
-        """Idempotent for the same owner: a Pod of the same (hash-derived) name and owner UID is the
-        same server. One of the same name but another owner (a predecessor of the same name, still
-        terminating) is a conflict (409), never a success."""
+    async def create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """The created Pod. Idempotent for the same owner: a Pod of the same (hash-derived) name and
+        owner UID is the same server (returned as it is). One of the same name but another owner
+        (a predecessor of the same name, still terminating) is a conflict (409), never a success."""
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods"
-        if await self._call("POST", path, body=pod, exists_ok=True) is not None:
-            return
+        created = await self._call("POST", path, body=pod, exists_ok=True)
+        if created is not None:
+            return created
         found = await self._call("GET", path, params={"fieldSelector": f"metadata.name={meta['name']}"})
-        existing = ((found or {}).get("items") or [{}])[0]  # a list: the role grants no get on Pods
+        existing = (items_of(found) or [{}])[0]  # a list: the role grants no get on Pods
         owner = existing.get("metadata", {}).get("labels", {}).get(LABEL_OWNER_UID)
         if owner != meta["labels"][LABEL_OWNER_UID]:
             raise ApiError(
                 409, "AlreadyExists", f"pod {meta['name']} exists and belongs to another owner ({owner})"
             )
+        return existing
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", missing_ok=True)
+    async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Pod as it is now (terminating), or None when it is gone already."""
+        answer = await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", missing_ok=True)
+        return answer if answer is not None and answer.get("kind") == "Pod" else None
 
     # Services
 
-    async def list_services(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        path = f"/api/v1/namespaces/{namespace}/services"
-        result = await self._call("GET", path, params={"labelSelector": label_selector})
-        return items_of(result)
-
-    async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> None:
-        """Create the slot's Service, or bring an existing one (a previous holder's) to the wanted
-        shape: selector and ports replaced whole (a merge patch could not drop a stale key),
-        labels and annotations added to."""
+    async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
+        """Create the slot's Service, or bring an existing one (a previous holder's, or one made by
+        hand) to the wanted shape: selector and ports replaced whole (a merge patch could not drop a
+        stale key), labels and annotations added to. The Service as it is now."""
         meta = service["metadata"]
         if existing is None:
             created = await self._call(
                 "POST", f"/api/v1/namespaces/{meta['namespace']}/services", body=service, exists_ok=True
             )
             if created is not None:
-                return
-            existing = await self.get_service(meta["namespace"], meta["name"]) or {"metadata": {}}
+                return created
+            path = f"/api/v1/namespaces/{meta['namespace']}/services"
+            found = await self._call("GET", path, params={"fieldSelector": f"metadata.name={meta['name']}"})
+            existing = (items_of(found) or [{"metadata": {}}])[0]
         have = existing["metadata"]
         patch = [
             {"op": "add", "path": "/spec/selector", "value": service["spec"]["selector"]},
@@ -300,10 +301,9 @@ class KubeApi:
             {"op": "add", "path": "/metadata/ownerReferences", "value": meta.get("ownerReferences", [])},
         ]
         path = f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}"
-        await self._call("PATCH", path, body=patch, content_type=JSON_PATCH)
-
-    async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call("GET", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)
+        patched = await self._call("PATCH", path, body=patch, content_type=JSON_PATCH)
+        assert patched is not None
+        return patched
 
     async def delete_service(self, namespace: str, name: str) -> None:
         await self._call("DELETE", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)

@@ -1,80 +1,66 @@
-"""kopf wiring: each handler turns an event into a call of the Reconciler, nothing more."""
+"""kopf wiring: kopf runs the process (signals, liveness, logging); the Operator does the work.
+
+No kopf handler watches a resource: the Operator's informers do (kube/operator.py), so kopf writes
+nothing to LlamaModels (no bookkeeping annotations, no finalizers) and each reconcile reads from
+memory. With leader election on, the operator acts only while it holds the Lease (kube/leader.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from typing import Any
 
 import kopf
 
 from llamacontroller.kube.api import KubeApi
-from llamacontroller.kube.reconciler import Reconciler
-from llamacontroller.render import names
-from llamacontroller.resource import GROUP, PLURAL, VERSION
-
-OWN_CHILDREN = {names.LABEL_MANAGED_BY: names.MANAGER}
+from llamacontroller.kube.leader import Leadership, own_namespace
+from llamacontroller.kube.operator import Operator
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping goes to our own annotations; its per-handler events only when they fail.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.DOMAIN)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.DOMAIN, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{names.DOMAIN}/finalizer"  # unused: no handler needs one
-    settings.posting.loggers = True  # handler failures reach `kubectl describe`, not only the log
-    settings.posting.level = logging.WARNING
-    memo.reconciler = Reconciler(KubeApi.from_environment(), memo.config, memo.namespaces)
-    # A safety net: the cluster is the truth, so look at everything again now and then, even
-    # without events. One task for the operator, not a kopf timer per object: kopf puts a finalizer
-    # on objects with timers, and a LlamaModel could then not be deleted while the operator is down.
-    memo.resync = asyncio.create_task(memo.reconciler.resync_forever(memo.config.resync_seconds))
+    # kopf serves no resource here, so it needs neither CRDs nor namespaces: no scanning (and no
+    # list/watch of them to grant). A LlamaModel CRD created after the operator started is found by
+    # the informers, which list again until it answers.
+    settings.scanning.disabled = True
+    api = KubeApi.from_environment()
+    memo.operator = Operator(api, memo.config, memo.namespaces)
+    election = memo.config.leader_election
+    if election.enabled:
+        leadership = Leadership(
+            api,
+            election.namespace or own_namespace(),
+            election.lease_name,
+            duration=election.lease_duration_seconds,
+            renew=election.renew_seconds,
+        )
+        await leadership.acquire()
+        memo.leadership = leadership
+        memo.keeping = asyncio.create_task(leadership.keep(lambda: _lost(memo)))
+    await memo.operator.start()
+
+
+def _lost(memo: kopf.Memo) -> None:
+    """Someone else may act now: stop acting at once, and end the process (exit code 1)."""
+    memo.lost.set()
+    asyncio.get_running_loop().create_task(memo.operator.stop())
+    memo.stop_flag.set()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await memo.resync
-    await memo.reconciler.close()
-    await memo.reconciler.api.close()
+    await memo.operator.stop()  # nothing acts any more: the Lease can go
+    if getattr(memo, "keeping", None) is not None:
+        memo.keeping.cancel()
+        if not memo.lost.is_set():
+            await memo.leadership.release()
+    await memo.operator.api.close()
+    # After a signal, kopf's waiter on the stop flag is still pending, and kopf gives such tasks
+    # 5 s before it cancels them: the flag set here ends it at once.
+    memo.stop_flag.set()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=2)
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=2)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=2)
-async def llamamodel_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    if namespace is not None:  # LlamaModels are namespaced: always
-        await memo.reconciler.reconcile(namespace, name)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def llamamodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A deleted LlamaModel leaves the queue (a holder's Pod going away is seen on its own)."""
-    node = ((event.get("object") or {}).get("status") or {}).get("node")
-    if event.get("type") == "DELETED" and node:
-        memo.reconciler.wake(node)
-
-
-@kopf.on.event("", "v1", "pods", labels=OWN_CHILDREN)
-async def server_pod_event(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    await _child_changed(event, meta, memo)
-
-
-@kopf.on.event("", "v1", "services", labels=OWN_CHILDREN)
-async def slot_service_event(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    await _child_changed(event, meta, memo)
-
-
-async def _child_changed(event: kopf.RawEvent, meta: kopf.Meta, memo: kopf.Memo) -> None:
-    """A child moved: its holder re-reads it; a child gone may free a slot for those waiting."""
-    holder = meta.annotations.get(names.ANNOTATION_HOLDER, "")
-    if "/" in holder:
-        namespace, name = holder.split("/", 1)
-        await memo.reconciler.reconcile(namespace, name)
-    node = meta.annotations.get(names.ANNOTATION_NODE)
-    if event.get("type") == "DELETED" and node:
-        memo.reconciler.wake(node)
+@kopf.on.probe(id="synced")
+def synced(memo: kopf.Memo, **_: Any) -> bool:
+    """The liveness endpoint's answer: whether the caches hold the cluster (False while standing by)."""
+    return bool(memo.operator.synced)

@@ -4,20 +4,17 @@ with the Ready ones (never an API call per request)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from llamacontroller.kube.api import ApiError, KubeApi
-from llamacontroller.resource import Phase
+from llamacontroller.kube.api import LLAMAMODELS, KubeApi
+from llamacontroller.kube.cache import collection, strip_llamamodel
+from llamacontroller.kube.informer import Change, Informer
+from llamacontroller.resource import PLURAL, Phase
 from llamacontroller.serving.catalog.routing import Route
 
 if TYPE_CHECKING:
     from llamacontroller.serving.catalog.routing import RoutingCatalog
-
-log = logging.getLogger(__name__)
-
-RETRY_SECONDS = 2.0
 
 
 def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, list[Route]]:
@@ -34,47 +31,23 @@ def routes_from(llamamodels: Iterable[dict[str, Any]]) -> dict[str, list[Route]]
 
 
 class LlamaModelWatch:
-    """Keeps a catalog's routes in line with the LlamaModels of some namespaces (None: all)."""
+    """Keeps a catalog's routes in line with the LlamaModels of some namespaces (None: all): an
+    Informer of LlamaModels per namespace, whose every change publishes the routes anew."""
 
     def __init__(self, api: KubeApi, catalog: RoutingCatalog, namespaces: list[str] | None = None) -> None:
-        self.api = api
         self.catalog = catalog
-        self.namespaces = namespaces
-        self._objects: dict[str | None, dict[str, dict[str, Any]]] = {}
-        self.synced = asyncio.Event()
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        self.informers = [
+            Informer(api, collection(LLAMAMODELS, PLURAL, scope), self._publish, strip=strip_llamamodel)
+            for scope in scopes
+        ]
 
-    def _publish(self) -> None:
-        self.catalog.set_routes(routes_from(o for objs in self._objects.values() for o in objs.values()))
+    @property
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    def _publish(self, _: Change) -> None:
+        self.catalog.set_routes(routes_from(lm for i in self.informers for lm in i.store.values()))
 
     async def run(self) -> None:
-        namespaces: list[str | None] = [*self.namespaces] if self.namespaces else [None]
-        await asyncio.gather(*(self._follow(namespace) for namespace in namespaces))
-
-    async def _follow(self, namespace: str | None) -> None:
-        """List, then watch from the list's resourceVersion; list again when the watch expires."""
-        while True:
-            try:
-                items, version = await self.api.list_llamamodels_at(namespace)
-                self._objects[namespace] = {lm["metadata"]["uid"]: lm for lm in items}
-                self._publish()
-                self.synced.set()
-                while version:
-                    version = await self._watch(namespace, version)
-            except (ApiError, OSError, ValueError) as exc:
-                log.warning("watching LlamaModels failed (%s); retrying in %.0f s", exc, RETRY_SECONDS)
-            await asyncio.sleep(RETRY_SECONDS)
-
-    async def _watch(self, namespace: str | None, version: str) -> str:
-        """Apply events; the version to resume from, or '' when a fresh list is needed."""
-        objects = self._objects[namespace]
-        async for event in self.api.watch_llamamodels(namespace, version):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                return ""  # 410 Gone: the history moved on; list again
-            version = obj.get("metadata", {}).get("resourceVersion", version)
-            if kind == "DELETED":
-                objects.pop(obj["metadata"]["uid"], None)
-            elif kind in {"ADDED", "MODIFIED"}:
-                objects[obj["metadata"]["uid"]] = obj
-            self._publish()
-        return version
+        await asyncio.gather(*(informer.run() for informer in self.informers))

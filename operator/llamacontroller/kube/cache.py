@@ -1,0 +1,216 @@
+"""The operator's view of the cluster, in memory: its LlamaModels, its server Pods, its slot
+Services and the Nodes, each kept current by an Informer, with the indexes the decisions ask.
+
+A reconcile reads from here and makes no API read in the steady state. Objects are stripped to
+what the decisions read (``strip_*``); Pods and Services are only the operator's own (by label).
+Every change is also said to ``on_change``, so the operator can reconcile whoever it concerns.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from llamacontroller.kube.api import LLAMAMODELS, KubeApi
+from llamacontroller.kube.informer import Change, Informer, Object
+from llamacontroller.render import names
+from llamacontroller.resource import PLURAL
+
+OWN = f"{names.LABEL_MANAGED_BY}={names.MANAGER}"
+# Kept of a LlamaModel's annotations: none are read, and some tools write large ones.
+KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp")
+
+
+def _metadata(obj: Object, *extra: str) -> dict[str, Any]:
+    meta = obj.get("metadata", {})
+    return {key: meta[key] for key in (*KEPT_METADATA, *extra) if key in meta}
+
+
+def strip_llamamodel(obj: Object) -> Object:
+    stripped = {key: obj[key] for key in ("apiVersion", "kind", "spec", "status") if key in obj}
+    return stripped | {"metadata": _metadata(obj, "deletionTimestamp")}
+
+
+def strip_pod(obj: Object) -> Object:
+    status = obj.get("status", {})
+    containers = [
+        {key: c[key] for key in ("name", "state", "lastState", "restartCount", "ready") if key in c}
+        for c in status.get("containerStatuses") or []
+    ]
+    kept = {key: status[key] for key in ("phase", "reason", "message", "conditions") if key in status}
+    return {
+        "metadata": _metadata(obj, "labels", "annotations", "deletionTimestamp"),
+        "spec": {"nodeName": obj.get("spec", {}).get("nodeName")},
+        "status": kept | ({"containerStatuses": containers} if containers else {}),
+    }
+
+
+def strip_service(obj: Object) -> Object:
+    spec = obj.get("spec", {})
+    return {
+        "metadata": _metadata(obj, "labels", "annotations", "ownerReferences"),
+        "spec": {"selector": spec.get("selector"), "ports": spec.get("ports")},
+    }
+
+
+def strip_node(obj: Object, gpu_count_label: str) -> Object:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    ready = [c for c in obj.get("status", {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return {
+        "metadata": _metadata(obj) | {"labels": {k: v for k, v in labels.items() if k == gpu_count_label}},
+        "status": {"conditions": ready},
+    }
+
+
+def collection(prefix: str, plural: str, scope: str | None) -> str:
+    """A collection's URL: in one namespace, or in all (``scope`` None)."""
+    return f"{prefix}/namespaces/{scope}/{plural}" if scope else f"{prefix}/{plural}"
+
+
+class Index:
+    """Objects by a key they carry (one object may have several keys), kept current from changes."""
+
+    def __init__(self, keys: Callable[[Object], Iterable[str]]) -> None:
+        self.keys = keys
+        self._by_key: dict[str, dict[str, Object]] = defaultdict(dict)
+
+    def update(self, change: Change) -> None:
+        if change.old is not None:
+            uid = change.old["metadata"]["uid"]
+            for key in self.keys(change.old):
+                self._by_key[key].pop(uid, None)
+                if not self._by_key[key]:
+                    del self._by_key[key]
+        if change.new is not None:
+            uid = change.new["metadata"]["uid"]
+            for key in self.keys(change.new):
+                self._by_key[key][uid] = change.new
+
+    def get(self, key: str) -> list[Object]:
+        return list(self._by_key.get(key, {}).values())
+
+
+def _label(obj: Object, label: str) -> list[str]:
+    value = obj["metadata"].get("labels", {}).get(label)
+    return [value] if value else []
+
+
+def _annotation(obj: Object, annotation: str) -> list[str]:
+    value = obj["metadata"].get("annotations", {}).get(annotation)
+    return [value] if value else []
+
+
+def _namespaced_name(obj: Object) -> list[str]:
+    return [f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"]
+
+
+def _status_node(obj: Object) -> list[str]:
+    node = (obj.get("status") or {}).get("node")
+    return [node] if node else []
+
+
+class ClusterCache:
+    """What the operator sees; ``on_change(kind, change)`` hears every change once it is held."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        namespaces: list[str] | None,
+        gpu_count_label: str,
+        on_change: Callable[[str, Change], None],
+    ) -> None:
+        self.on_change = on_change
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+
+        self.llamamodels = [
+            Informer(
+                api, collection(LLAMAMODELS, PLURAL, scope), self._heard("llamamodel"), strip=strip_llamamodel
+            )
+            for scope in scopes
+        ]
+        self.pods = [
+            Informer(
+                api,
+                collection("/api/v1", "pods", scope),
+                self._heard("pod"),
+                label_selector=OWN,
+                strip=strip_pod,
+            )
+            for scope in scopes
+        ]
+        self.services = [
+            Informer(
+                api,
+                collection("/api/v1", "services", scope),
+                self._heard("service"),
+                label_selector=OWN,
+                strip=strip_service,
+            )
+            for scope in scopes
+        ]
+        self.nodes = Informer(
+            api, "/api/v1/nodes", self._heard("node"), strip=lambda node: strip_node(node, gpu_count_label)
+        )
+        self._llamamodel_by_name = Index(_namespaced_name)
+        self._llamamodels_by_status_node = Index(_status_node)
+        self._pods_by_owner = Index(lambda pod: _label(pod, names.LABEL_OWNER_UID))
+        self._pods_by_node = Index(lambda pod: _annotation(pod, names.ANNOTATION_NODE))
+        self._services_by_owner = Index(lambda service: _label(service, names.LABEL_OWNER_UID))
+        self._services_by_name = Index(_namespaced_name)
+        self._nodes_by_name = Index(lambda node: [node["metadata"]["name"]])
+        self.indexes: dict[str, list[Index]] = {
+            "llamamodel": [self._llamamodel_by_name, self._llamamodels_by_status_node],
+            "pod": [self._pods_by_owner, self._pods_by_node],
+            "service": [self._services_by_owner, self._services_by_name],
+            "node": [self._nodes_by_name],
+        }
+
+    def _heard(self, kind: str) -> Callable[[Change], None]:
+        def heard(change: Change) -> None:
+            for index in self.indexes[kind]:
+                index.update(change)
+            self.on_change(kind, change)
+
+        return heard
+
+    @property
+    def informers(self) -> list[Informer]:
+        return [*self.llamamodels, *self.pods, *self.services, self.nodes]
+
+    def informer_of(self, kind: str, namespace: str | None) -> Informer:
+        """Where the operator's own write of an object goes in."""
+        informers = {"pod": self.pods, "service": self.services, "llamamodel": self.llamamodels}[kind]
+        if len(informers) == 1:
+            return informers[0]
+        return next(i for i in informers if f"/namespaces/{namespace}/" in i.path)
+
+    # The questions the decisions ask
+
+    def llamamodel(self, namespace: str, name: str) -> Object | None:
+        found = self._llamamodel_by_name.get(f"{namespace}/{name}")
+        return found[0] if found else None
+
+    def all_llamamodels(self) -> list[Object]:
+        return [lm for informer in self.llamamodels for lm in informer.store.values()]
+
+    def llamamodels_on(self, node: str) -> list[Object]:
+        """The LlamaModels whose status names the node: its holders by status, and its queue."""
+        return self._llamamodels_by_status_node.get(node)
+
+    def pods_of(self, owner_uid: str) -> list[Object]:
+        return self._pods_by_owner.get(owner_uid)
+
+    def pods_on(self, node: str) -> list[Object]:
+        return self._pods_by_node.get(node)
+
+    def services_of(self, owner_uid: str) -> list[Object]:
+        return self._services_by_owner.get(owner_uid)
+
+    def service(self, namespace: str, name: str) -> Object | None:
+        found = self._services_by_name.get(f"{namespace}/{name}")
+        return found[0] if found else None
+
+    def node(self, name: str) -> Object | None:
+        found = self._nodes_by_name.get(name)
+        return found[0] if found else None

@@ -1,0 +1,127 @@
+"""The operator at run time: the cluster cache, the work queue, and who gets reconciled when what
+changes.
+
+- A LlamaModel that changes is reconciled; one deleted frees its place in its node's queue.
+- A server Pod or slot Service that changes makes its holder reconciled; a Pod gone frees its
+  slot, so the waiters of its node are reconciled, oldest first.
+- A Node whose readiness or GPU count changes makes every LlamaModel on it reconciled.
+- Every `resyncSeconds`, every LlamaModel is looked at again, from the cache (no API read).
+
+No decision is taken before every informer holds its first list: a restarted operator sees the
+whole ledger before it grants a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from llamacontroller.config import OperatorConfig
+from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.cache import ClusterCache
+from llamacontroller.kube.informer import Change, Object
+from llamacontroller.kube.reconciler import Reconciler
+from llamacontroller.kube.workqueue import WorkQueue
+from llamacontroller.render import names
+
+log = logging.getLogger(__name__)
+
+WORKERS = 16  # reconciles at once: different nodes proceed in parallel, one node's in turn
+
+
+def key_of(obj: Object) -> str:
+    return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+
+
+def _status_node(obj: Object | None) -> str | None:
+    return ((obj or {}).get("status") or {}).get("node")
+
+
+def _node_facts(node: Object | None) -> object:
+    """What of a Node the decisions read: its readiness and its labels (the GPU count)."""
+    if node is None:
+        return None
+    ready = [c.get("status") for c in node["status"]["conditions"]]
+    return ready, node["metadata"].get("labels")
+
+
+class Operator:
+    def __init__(self, api: KubeApi, config: OperatorConfig, namespaces: list[str] | None = None) -> None:
+        self.api = api
+        self.config = config
+        self.cache = ClusterCache(api, namespaces, config.gpu_count_label, self._changed)
+        self.reconciler = Reconciler(api, self.cache, config)
+        self.queue = WorkQueue(self._work, WORKERS)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.cache.informers)
+
+    async def start(self) -> None:
+        """Returns once the cache holds the cluster and the workers run."""
+        self._tasks = [asyncio.create_task(i.run(), name=f"informer {i.path}") for i in self.cache.informers]
+        await asyncio.gather(*(informer.synced.wait() for informer in self.cache.informers))
+        log.info(
+            "Watching %d LlamaModels, %d server Pods", len(self.cache.all_llamamodels()), self._pod_count()
+        )
+        self.queue.start()
+        for lm in self.cache.all_llamamodels():
+            self.queue.add(key_of(lm))
+        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _pod_count(self) -> int:
+        return sum(len(informer.store) for informer in self.cache.pods)
+
+    async def _work(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        decision, left = await self.reconciler.reconcile(namespace, name)
+        log.debug("Reconciled %s: %s", key, decision.report.reason if decision else "gone")
+        if left:
+            self.wake(left)
+
+    def wake(self, node: str) -> None:
+        """A slot on `node` may have freed: its waiters try, oldest first."""
+        for waiter in self.reconciler.waiters_of(node):
+            self.queue.add(waiter)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for lm in self.cache.all_llamamodels():
+                self.queue.add(key_of(lm))
+
+    def _changed(self, kind: str, change: Change) -> None:
+        if not self.synced:
+            return  # the first lists: every LlamaModel is reconciled once they are all held
+        obj = change.new or change.old
+        assert obj is not None
+        if kind == "llamamodel":
+            if change.new is not None:
+                self.queue.add(key_of(change.new))
+            gone = change.new is None or change.new["metadata"].get("deletionTimestamp")
+            if gone and _status_node(change.old):
+                self.wake(str(_status_node(change.old)))
+        elif kind in ("pod", "service"):
+            holder = obj["metadata"].get("annotations", {}).get(names.ANNOTATION_HOLDER, "")
+            if "/" in holder:
+                self.queue.add(holder)
+            node = obj["metadata"].get("annotations", {}).get(names.ANNOTATION_NODE)
+            if kind == "pod" and change.new is None and node:
+                self.wake(node)
+        elif kind == "node" and _node_facts(change.old) != _node_facts(change.new):
+            name = obj["metadata"]["name"]
+            for pod in self.cache.pods_on(name):
+                holder = pod["metadata"].get("annotations", {}).get(names.ANNOTATION_HOLDER, "")
+                if "/" in holder:
+                    self.queue.add(holder)
+            for lm in self.cache.llamamodels_on(name):
+                self.queue.add(key_of(lm))
