@@ -129,26 +129,21 @@ class ClusterCache:
             )
             for scope in scopes
         ]
-        self.pods = [
-            Informer(
-                api,
-                collection("/api/v1", "pods", scope),
-                self._heard("pod"),
-                label_selector=OWN,
-                strip=strip_pod,
-            )
-            for scope in scopes
-        ]
-        self.services = [
-            Informer(
-                api,
-                collection("/api/v1", "services", scope),
-                self._heard("service"),
-                label_selector=OWN,
-                strip=strip_service,
-            )
-            for scope in scopes
-        ]
+
+        def owned(resource: str, kind: str, strip: Callable[[Object], Object]) -> list[Informer]:
+            return [
+                Informer(
+                    api,
+                    collection("/api/v1", resource, scope),
+                    self._heard(kind),
+                    label_selector=OWN,
+                    strip=strip,
+                )
+                for scope in scopes
+            ]
+
+        self.pods = owned("pods", "pod", strip_pod)
+        self.services = owned("services", "service", strip_service)
         self.nodes = Informer(
             api, "/api/v1/nodes", self._heard("node"), strip=lambda node: strip_node(node, gpu_count_label)
         )

@@ -201,12 +201,12 @@ def serve(app: App, host: str, port: int, what: str, *, access_log: bool = True)
     ``what`` is logged once the port is bound: the line says the process serves, not that it tries."""
     app.access_log = ACCESS_LOG if access_log else None
     sock = listening_socket(host, port)
-    log.info("%s on %s:%d", what, host, port)
     # uvicorn stops gracefully on these, then raises the signal again for the handler it replaced:
     # this one ends the process normally (exit 0, as a stop is no error), also when the signal
-    # comes before uvicorn took over.
+    # comes before uvicorn took over, right after the line below.
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _stopped)
+    log.info("%s on %s:%d", what, host, port)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(make_server(app).serve([sock]))
 
