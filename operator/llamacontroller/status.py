@@ -88,9 +88,14 @@ def _sidecars(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in statuses if c.get("name") != SERVER_CONTAINER]
 
 
+def _parse_time(stamp: str | None) -> datetime:
+    """A Kubernetes timestamp (RFC 3339, ``Z`` for UTC); ValueError when there is none."""
+    return datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))
+
+
 def _seconds_since(stamp: str | None, now: datetime) -> float | None:
     try:
-        return (now - datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))).total_seconds()
+        return (now - _parse_time(stamp)).total_seconds()
     except ValueError:
         return None  # no (readable) time: judge by state alone
 
@@ -120,6 +125,24 @@ def _ended(container: dict[str, Any]) -> dict[str, Any] | None:
 def last_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
     """llama-server's latest exit (the status's lastTermination)."""
     return _ended(_container(pod))
+
+
+def _outlived_startup(container: dict[str, Any], startup_budget: int) -> str | None:
+    """What the kubelet's startup probe did, if the container's last run ended after its whole budget
+    without ever becoming ready: the probe's failures (``failureThreshold`` is the budget over the
+    period) end it then, so a slow load is seen as this restart, not as a long run."""
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    began, ended = last.get("startedAt"), last.get("finishedAt")
+    try:
+        ran = (_parse_time(ended) - _parse_time(began)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    if ran < startup_budget:
+        return None
+    return (
+        f"its start at {began} was not ready by {ended}, past its startup budget of {startup_budget} s "
+        f"(spec.startupTimeoutSeconds)"
+    )
 
 
 def _crash_story(container: dict[str, Any]) -> str:
@@ -218,6 +241,13 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int, node: Node
         detail = pod["status"].get("message") or terminated.get("message") or ""
         message = f"pod {name} failed: {reason}" + (f": {tail(detail)}" if detail else "")
         return Report(phase=Phase.FAILED, reason=reason, message=message)
+    outlived = None if server.get("ready") else _outlived_startup(server, startup_budget)
+    if outlived is not None:
+        return Report(
+            phase=Phase.FAILED,
+            reason="StartupTimeout",
+            message=f"llama-server in pod {name} was restarted by the kubelet: {outlived}",
+        )
     if waiting.get("reason") in FAILING_WAIT_REASONS:
         reason = waiting["reason"]
         detail = f": {waiting['message']}" if waiting.get("message") else ""

@@ -202,3 +202,40 @@ def test_long_termination_messages_keep_their_end():
     pod = _pod("Running", state={"terminated": {"exitCode": 1, "reason": "Error", "message": message}})
     kept = observe_pod(pod).fields["lastTermination"]["message"]
     assert kept.endswith("line 99") and "line 10\n" not in kept
+
+
+def _restarted_after(seconds: int, state: dict) -> dict:
+    pod = _pod("Running", state=state)
+    pod["status"]["containerStatuses"][0].update(
+        restartCount=1,
+        lastState={
+            "terminated": {
+                "exitCode": 137,
+                "reason": "Error",
+                "startedAt": "2026-01-01T11:50:00Z",
+                "finishedAt": f"2026-01-01T11:5{seconds // 60}:{seconds % 60:02d}Z",
+            }
+        },
+    )
+    return pod
+
+
+def test_a_load_ended_by_the_startup_probe_is_a_startup_timeout_after_the_restart():
+    """The probe's failureThreshold spans the budget, so the kubelet ends a slow load right when its
+    budget runs out: the restart that follows, running or backing off, says so."""
+    running_again = _restarted_after(62, {"running": {"startedAt": "2026-01-01T11:59:50Z"}})
+    backing_off = _restarted_after(62, {"waiting": {"reason": "CrashLoopBackOff"}})
+    for pod in (running_again, backing_off):
+        report = observe_pod(pod, budget=60)
+        assert (report.phase, report.reason) == (Phase.FAILED, "StartupTimeout")
+        assert report.message.endswith(
+            "was restarted by the kubelet: its start at 2026-01-01T11:50:00Z was not ready by "
+            "2026-01-01T11:51:02Z, past its startup budget of 60 s (spec.startupTimeoutSeconds)"
+        )
+
+
+def test_a_crash_within_the_budget_is_a_crash_not_a_slow_load():
+    backing_off = _restarted_after(20, {"waiting": {"reason": "CrashLoopBackOff"}})
+    assert observe_pod(backing_off, budget=60).reason == "CrashLoopBackOff"
+    running_again = _restarted_after(20, {"running": {"startedAt": "2026-01-01T11:59:50Z"}})
+    assert observe_pod(running_again, budget=60).phase is Phase.LOADING

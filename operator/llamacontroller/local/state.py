@@ -65,7 +65,7 @@ def uptime(since: float | None, now: float | None = None) -> str:
 
 
 def status_table(state: dict[str, Any], now: float | None = None) -> str:
-    """The seed's per-GPU view: slot, port, model, phase, pid, uptime, restarts, then who waits."""
+    """The per-GPU view of `status`: slot, port, model, phase, pid, uptime, restarts, then who waits."""
     rows = [("SLOT", "PORT", "MODEL", "PHASE", "PID", "UPTIME", "RESTARTS")]
     for s in state.get("servers", []):
         rows.append(
