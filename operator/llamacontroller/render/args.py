@@ -110,6 +110,12 @@ def flash_attn_flag(plan: ServerPlan) -> list[str]:
     return _option("--flash-attn", plan.parameters.flash_attn)
 
 
+def cache_type_flags(plan: ServerPlan) -> list[str]:
+    return _option("--cache-type-k", plan.parameters.cache_type_k) + _option(
+        "--cache-type-v", plan.parameters.cache_type_v
+    )
+
+
 def embeddings_flag(plan: ServerPlan) -> list[str]:
     return ["--embeddings"] if plan.parameters.embeddings else []
 
@@ -143,6 +149,7 @@ FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
     batch_size_flag,
     parallel_flag,
     flash_attn_flag,
+    cache_type_flags,
     embeddings_flag,
     pooling_flag,
     metrics_flag,
