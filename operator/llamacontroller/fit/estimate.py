@@ -27,12 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import get_args
 
+from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.fit.allocator import CPU_ALIGNMENT, GPU_ALIGNMENT, buffer_size
 from llamacontroller.fit.graph import HOST, Ubatch, ubatch_graph
 from llamacontroller.fit.model import EstimateError, ModelFacts
 from llamacontroller.gguf_header import GGML_TYPE_NUMBERS, row_bytes
-from llamacontroller.resource import ServerParameters
+from llamacontroller.render.args import plan_server
+from llamacontroller.resource import CacheType, LlamaModel, ServerParameters
+from llamacontroller.slots import Placement
 
 MiB = 1 << 20
 # What a CUDA process holds on a GPU beyond llama.cpp's buffers (its context, cuBLAS's workspace).
@@ -159,7 +163,7 @@ def _padded(value: int, to: int) -> int:
 
 
 def _cache_row(kind: str, width: int, which: str) -> int:
-    number = GGML_TYPE_NUMBERS.get(kind.upper())
+    number = GGML_TYPE_NUMBERS.get(kind.upper()) if kind in get_args(CacheType) else None
     size = None if number is None else row_bytes(number, width)
     if size is None:
         raise EstimateError(f"--cache-type-{which} {kind}: not a KV cache type llama-server takes")
@@ -251,4 +255,38 @@ def estimate(
         layers_on_gpus=sum(1 for device in devices if device != HOST),
         ubatch=ubatch,
         notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class SlotEstimate:
+    """A LlamaModel's estimate on its slot: the node's index of each GPU its server sees."""
+
+    placement: Placement
+    gpu_indices: tuple[int, ...]
+    estimate: Estimate
+
+
+def slot_estimate(
+    lm: LlamaModel,
+    placement: Placement,
+    config: OperatorConfig,
+    facts: ModelFacts,
+    gpu_count: int,
+    overhead: int = GPU_OVERHEAD,
+) -> SlotEstimate:
+    """The estimate of the server rendered for ``lm`` on ``placement``: its settings, and the GPUs
+    it sees with its split over them (the whole node with allVisible, whose ratio-0 GPUs get the
+    overhead: llama.cpp initialises every GPU it sees)."""
+    plan = plan_server(lm, placement, config)
+    view = plan.gpus
+    if view.visible is not None:
+        indices = view.visible
+    elif config.gpu_strategy is GpuStrategy.ALL_VISIBLE:
+        indices = tuple(range(gpu_count))
+    else:  # the device plugin's GPUs: the slot's count of them
+        indices = tuple(sorted(placement.gpus))
+    ratios = view.ratios if len(view.ratios) == len(indices) else (1.0,) * len(indices)
+    return SlotEstimate(
+        placement, indices, estimate(facts, server_settings(plan.parameters), ratios, overhead)
     )
