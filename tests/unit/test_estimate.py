@@ -28,10 +28,9 @@ H = HOST
 
 @pytest.fixture(scope="module")
 def facts(tmp_path_factory: pytest.TempPathFactory) -> ModelFacts:
-    """The demo model with 6 layers and grouped-query attention: 64 wide, 4 heads of 16, 2 KV heads."""
-    path = write_demo_model(
-        tmp_path_factory.mktemp("m") / "m.gguf", shape=DemoShape(block_count=6, head_count_kv=2)
-    )
+    """The demo model with 6 layers and grouped-query attention: 64 wide, 2 heads of 32, 1 KV head."""
+    shape = DemoShape(block_count=6, head_count=2, head_count_kv=1)
+    path = write_demo_model(tmp_path_factory.mktemp("m") / "m.gguf", shape=shape)
     return model_facts(read_header(path))
 
 
@@ -55,13 +54,8 @@ def test_layers_go_to_the_devices_of_their_share(n_gpu_layers: int, split: tuple
 
 
 def test_the_facts_of_a_header(facts: ModelFacts):
-    assert (facts.n_layer, facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_k) == (
-        6,
-        64,
-        4,
-        2,
-        16,
-    )
+    dims = (facts.n_layer, facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_k)
+    assert dims == (6, 64, 2, 1, 32)
     assert facts.n_embd_k_gqa(0) == facts.n_embd_v_gqa(5) == 32
     # per layer: norms 2 x 64, q and o 64x64, k and v 32x64, gate/up/down 3 x 64x128, all f32
     assert facts.layer_bytes[0] == 4 * (2 * 64 + 2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128)
@@ -131,9 +125,12 @@ def test_extra_args_win_over_the_typed_parameters():
         server_settings(ServerParameters(extra_args=["-c", "lots"]))
 
 
-def test_a_cache_type_llama_server_does_not_take(facts: ModelFacts):
+def test_a_cache_type_llama_server_does_not_take(facts: ModelFacts, tmp_path: Path):
     with pytest.raises(EstimateError, match="--cache-type-k q3_k: not a KV cache type"):
         estimate(facts, ServerSettings(cache_type_k="q3_k"), ())
+    small_heads = model_facts(read_header(write_demo_model(tmp_path / "m.gguf")))  # heads of 16
+    with pytest.raises(EstimateError, match="q8_0: its blocks of 32 do not divide the model's heads of 16"):
+        estimate(small_heads, ServerSettings(cache_type_v="q8_0"), ())
 
 
 def test_a_slot_estimate_names_the_node_gpus_the_server_sees(facts: ModelFacts):

@@ -33,7 +33,7 @@ from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.fit.allocator import CPU_ALIGNMENT, GPU_ALIGNMENT, buffer_size
 from llamacontroller.fit.graph import HOST, Ubatch, ubatch_graph
 from llamacontroller.fit.model import EstimateError, ModelFacts
-from llamacontroller.gguf_header import GGML_TYPE_NUMBERS, row_bytes
+from llamacontroller.gguf_header import GGML_TYPE_NUMBERS, GGML_TYPES, row_bytes
 from llamacontroller.render.args import plan_server
 from llamacontroller.resource import CacheType, LlamaModel, ServerParameters
 from llamacontroller.slots import Placement
@@ -162,11 +162,18 @@ def _padded(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
-def _cache_row(kind: str, width: int, which: str) -> int:
+def _cache_row(kind: str, width: int, head: int, which: str) -> int:
+    """Bytes of one cell of one layer's keys (or values) in the cache type; llama.cpp refuses a
+    type whose blocks do not divide a head (llama.cpp: llama_init_from_model)."""
     number = GGML_TYPE_NUMBERS.get(kind.upper()) if kind in get_args(CacheType) else None
     size = None if number is None else row_bytes(number, width)
-    if size is None:
+    if number is None or size is None:
         raise EstimateError(f"--cache-type-{which} {kind}: not a KV cache type llama-server takes")
+    block = GGML_TYPES[number].block_size
+    if head % block:
+        raise EstimateError(
+            f"--cache-type-{which} {kind}: its blocks of {block} do not divide the model's heads of {head}"
+        )
     return size
 
 
@@ -226,8 +233,8 @@ def estimate(
             gpus[device] = grown
 
     for layer in range(facts.n_layer):
-        k_row = _cache_row(settings.cache_type_k, facts.n_embd_k_gqa(layer), "k")
-        v_row = _cache_row(settings.cache_type_v, facts.n_embd_v_gqa(layer), "v")
+        k_row = _cache_row(settings.cache_type_k, facts.n_embd_k_gqa(layer), facts.head_k, "k")
+        v_row = _cache_row(settings.cache_type_v, facts.n_embd_v_gqa(layer), facts.head_v, "v")
         add(devices[layer], weights=facts.layer_bytes[layer], kv_cache=n_ctx * (k_row + v_row))
     output_device = devices[facts.n_layer]
     shared = facts.tied_output and output_device == HOST  # the embeddings already held there
