@@ -134,3 +134,9 @@ def test_an_embedding_model_gets_the_embeddings_and_pooling_flags():
     args = _args(parameters={"embeddings": True, "pooling": "mean"})
     assert "--embeddings" in args and _value(args, "--pooling") == "mean"
     assert "--embeddings" not in _args() and "--pooling" not in _args()
+
+
+def test_cache_types_render_as_their_flags():
+    args = _args(parameters={"cacheTypeK": "q8_0", "cacheTypeV": "q4_0"})
+    assert (_value(args, "--cache-type-k"), _value(args, "--cache-type-v")) == ("q8_0", "q4_0")
+    assert "--cache-type-k" not in _args() and "--cache-type-v" not in _args()
