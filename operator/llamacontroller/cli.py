@@ -104,6 +104,46 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from llamacontroller.fit.estimate import MiB, slot_estimate
+    from llamacontroller.fit.model import EstimateError, model_facts
+    from llamacontroller.fit.report import as_json, as_table
+    from llamacontroller.gguf_header import GGUFError, read_header
+    from llamacontroller.resource import InvalidSpec, parse_llamamodel
+    from llamacontroller.slots import PlacementError, place
+
+    config = load_config(args.config)
+    documents = read_documents(args.file)
+    if len(documents) != 1:
+        raise UserError(f"{args.file}: {len(documents)} LlamaModels in it: estimate takes one")
+    doc = documents[0]
+    meta = doc.setdefault("metadata", {})
+    meta.setdefault("namespace", args.namespace)
+    who = f"{meta['namespace']}/{meta.get('name', '?')}"
+    try:
+        header = read_header(args.model)
+    except OSError as exc:
+        raise UserError(f"--model {args.model}: {exc.strerror or exc}") from exc
+    except GGUFError as exc:
+        raise UserError(f"--model {exc}") from exc
+    try:
+        lm = parse_llamamodel(doc)
+        node_config = config.model_copy(update={"default_node": config.default_node or "this-node"})
+        gpu_count = args.gpus or config.gpus_per_node
+        placement = place(lm, node_config, gpu_count)
+        facts = model_facts(header)
+        slot = slot_estimate(lm, placement, node_config, facts, gpu_count, int(args.overhead_mib * MiB))
+    except (InvalidSpec, PlacementError, EstimateError) as exc:
+        raise UserError(f"LlamaModel {who}: {exc}") from exc
+    if args.output == "json":
+        print(json.dumps(as_json(who, args.model, slot), indent=2))
+    else:
+        print(as_table(who, args.model, slot, facts.n_layer))
+    return 0
+
+
 def _crd(args: argparse.Namespace) -> int:
     from llamacontroller.crd import crd_yaml
 
@@ -240,6 +280,18 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--config", help=CONFIG_HELP)
     render.add_argument("--namespace", "-n", default="default", help="namespace when the file names none")
     render.set_defaults(run=_render)
+
+    estimate = command("estimate", "what a LlamaModel's server needs on each GPU of its slot")
+    estimate.add_argument("-f", "--file", required=True, help="LlamaModel YAML ('-' for stdin)")
+    estimate.add_argument("--model", required=True, help="the GGUF file it serves (only its header is read)")
+    estimate.add_argument("--config", help=CONFIG_HELP)
+    estimate.add_argument("--namespace", "-n", default="default", help="namespace when the file names none")
+    estimate.add_argument("--gpus", type=int, default=None, help="the node's GPU count (else gpusPerNode)")
+    estimate.add_argument(
+        "--overhead-mib", type=float, default=512, help="per GPU, beyond llama.cpp's buffers (CUDA context)"
+    )
+    estimate.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    estimate.set_defaults(run=_estimate)
 
     crd = command("crd", "print the LlamaModel CRD generated from the models")
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")

@@ -29,13 +29,18 @@ DEFAULT_PORTS = {"gpu0": 8081, "gpu1": 8088, "both": 8081, "gpu2": 8082, "gpu3":
 class GpuStrategy(StrEnum):
     """How a server gets its GPUs.
 
-    pinned: every GPU of the node is visible to the container and --tensor-split pins the layers to
-    the slot's GPUs (the operator's slot ledger is the only GPU accounting; the default).
+    pinned: the container sees only the slot's GPUs (NVIDIA_VISIBLE_DEVICES names their indices) and
+    the arguments split the model over those (one GPU: --split-mode none); the operator's slot ledger
+    is the only GPU accounting (the default).
+    allVisible: every GPU of the node is visible and a one-hot --tensor-split (1,0 / 0,1) keeps the
+    layers on the slot's GPUs, for nodes where a container's visible GPUs cannot be set. llama.cpp
+    still creates a context and buffers on a GPU whose ratio is 0.
     devicePlugin: the Pod requests nvidia.com/gpu (1 for a single slot, the node's count for the
     whole node) and the NVIDIA device plugin hands it its own devices (no split for a single GPU).
     """
 
     PINNED = "pinned"
+    ALL_VISIBLE = "allVisible"
     DEVICE_PLUGIN = "devicePlugin"
 
 

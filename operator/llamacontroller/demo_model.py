@@ -14,6 +14,7 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gguf
 import numpy as np
@@ -27,6 +28,32 @@ HEAD_COUNT = 4
 HEAD_COUNT_KV = 4
 FEED_FORWARD_LENGTH = 128
 RMS_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class DemoShape:
+    """The dimensions of the demo model. The default is the tiny model of the fast tests; larger
+    ones (wider, deeper, grouped-query attention) are real llama models of any size, for what
+    depends on the shape: memory estimates checked against llama-server, quantization."""
+
+    embedding_length: int = EMBEDDING_LENGTH
+    block_count: int = BLOCK_COUNT
+    head_count: int = HEAD_COUNT
+    head_count_kv: int = HEAD_COUNT_KV
+    feed_forward_length: int = FEED_FORWARD_LENGTH
+    context_length: int = CONTEXT_LENGTH
+    # ggml type of the matrices (the norms stay F32): F32, F16, Q8_0, Q4_0, ... (gguf's quantizers)
+    weight_type: str = "F32"
+
+    @property
+    def quantization(self) -> gguf.GGMLQuantizationType:
+        return gguf.GGMLQuantizationType[self.weight_type]
+
+    @property
+    def file_type(self) -> gguf.LlamaFileType:
+        """What `general.file_type` says of such a file: the type of most of its weights."""
+        return gguf.LlamaFileType[f"MOSTLY_{self.weight_type}" if self.weight_type != "F32" else "ALL_F32"]
+
 
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -97,13 +124,14 @@ def build_vocabulary() -> Vocabulary:
     return vocab
 
 
-def build_tensors(vocab: Vocabulary, seed: int) -> dict[str, np.ndarray]:
+def build_tensors(vocab: Vocabulary, seed: int, shape: DemoShape = DemoShape()) -> dict[str, np.ndarray]:
     """Seeded random float32 weights, in llama's tensor names and numpy (rows, columns) layout.
 
     Only readable (normal) tokens get non-zero output-head rows, see ``BIAS_FEATURE``.
     """
     rng = np.random.default_rng(seed)
-    n_embd, n_ff = EMBEDDING_LENGTH, FEED_FORWARD_LENGTH
+    n_embd, n_ff = shape.embedding_length, shape.feed_forward_length
+    n_embd_kv = n_embd // shape.head_count * shape.head_count_kv
 
     def normal(rows: int, cols: int, std: float) -> np.ndarray:
         return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
@@ -114,14 +142,14 @@ def build_tensors(vocab: Vocabulary, seed: int) -> dict[str, np.ndarray]:
     embd = normal(len(vocab), n_embd, 1.0)
     embd[:, 0] = BIAS_FEATURE
     tensors = {"token_embd.weight": embd}
-    for block in range(BLOCK_COUNT):
+    for block in range(shape.block_count):
         attn_out, ffn_down = normal(n_embd, n_embd, n_embd**-0.5), normal(n_embd, n_ff, n_ff**-0.5)
         attn_out[0] = ffn_down[0] = 0.0  # keep the bias feature constant through the residual stream
         tensors |= {
             f"blk.{block}.attn_norm.weight": ones(),
             f"blk.{block}.attn_q.weight": normal(n_embd, n_embd, n_embd**-0.5),
-            f"blk.{block}.attn_k.weight": normal(n_embd, n_embd, n_embd**-0.5),
-            f"blk.{block}.attn_v.weight": normal(n_embd, n_embd, n_embd**-0.5),
+            f"blk.{block}.attn_k.weight": normal(n_embd_kv, n_embd, n_embd**-0.5),
+            f"blk.{block}.attn_v.weight": normal(n_embd_kv, n_embd, n_embd**-0.5),
             f"blk.{block}.attn_output.weight": attn_out,
             f"blk.{block}.ffn_norm.weight": ones(),
             f"blk.{block}.ffn_gate.weight": normal(n_ff, n_embd, n_embd**-0.5),
@@ -135,18 +163,20 @@ def build_tensors(vocab: Vocabulary, seed: int) -> dict[str, np.ndarray]:
     return tensors
 
 
-def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, chat_template: str) -> None:
+def add_metadata(
+    writer: gguf.GGUFWriter, vocab: Vocabulary, chat_template: str, shape: DemoShape = DemoShape()
+) -> None:
     """The keys llama.cpp reads from a converted llama model (the architecture key comes from the writer)."""
     writer.add_name(MODEL_NAME)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(shape.file_type)
     writer.add_vocab_size(len(vocab))
-    writer.add_context_length(CONTEXT_LENGTH)
-    writer.add_embedding_length(EMBEDDING_LENGTH)
-    writer.add_block_count(BLOCK_COUNT)
-    writer.add_feed_forward_length(FEED_FORWARD_LENGTH)
-    writer.add_head_count(HEAD_COUNT)
-    writer.add_head_count_kv(HEAD_COUNT_KV)
-    writer.add_rope_dimension_count(EMBEDDING_LENGTH // HEAD_COUNT)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.embedding_length)
+    writer.add_block_count(shape.block_count)
+    writer.add_feed_forward_length(shape.feed_forward_length)
+    writer.add_head_count(shape.head_count)
+    writer.add_head_count_kv(shape.head_count_kv)
+    writer.add_rope_dimension_count(shape.embedding_length // shape.head_count)
     writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
     writer.add_tokenizer_model("llama")
     writer.add_token_list([text for text, _, _ in vocab])
@@ -164,17 +194,26 @@ def add_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, chat_template: str)
 
 
 def write_demo_model(
-    path: pathlib.Path, *, seed: int = 0, chat_template: str = CHAT_TEMPLATE
+    path: pathlib.Path,
+    *,
+    seed: int = 0,
+    chat_template: str = CHAT_TEMPLATE,
+    shape: DemoShape = DemoShape(),
 ) -> pathlib.Path:
     """Write the demo model to ``path`` and return it; the same seed always gives the same bytes.
 
-    ``chat_template``: the Jinja template embedded in the file (tests try other families' ways)."""
+    ``chat_template``: the Jinja template embedded in the file (tests try other families' ways);
+    ``shape``: its dimensions (the tiny model's by default)."""
     vocab = build_vocabulary()
 
     def fill(writer: gguf.GGUFWriter) -> None:
-        add_metadata(writer, vocab, chat_template)
-        for name, tensor in build_tensors(vocab, seed).items():
-            writer.add_tensor(name, tensor)
+        add_metadata(writer, vocab, chat_template, shape)
+        for name, tensor in build_tensors(vocab, seed, shape).items():
+            if tensor.ndim == 1 or shape.quantization is gguf.GGMLQuantizationType.F32:
+                writer.add_tensor(name, tensor)
+            else:
+                quantized = gguf.quants.quantize(tensor, shape.quantization)
+                writer.add_tensor(name, quantized, raw_dtype=shape.quantization)
 
     return _write_gguf(path, ARCHITECTURE, fill)
 

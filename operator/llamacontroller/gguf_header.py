@@ -19,6 +19,10 @@ Strings are decoded as UTF-8, a malformed byte replaced by U+FFFD (as JSON answe
 A malformed, truncated or hostile file raises ``GGUFError`` (a ValueError) naming the file and the
 byte offset: every count and length is checked against the bytes left in the file before anything
 is read or allocated, and what one header may build and walk is bounded.
+
+Each tensor's size follows from its info alone: ggml stores a tensor's rows in blocks of a type's
+block size (1 for F32, 32 for Q8_0, 256 for the K-quants), each block of a fixed byte count
+(``GGML_TYPES``; ggml.c's type traits), so ``TensorInfo.nbytes`` is known without reading data.
 """
 
 from __future__ import annotations
@@ -84,6 +88,64 @@ TYPES = tuple(ValueType)
 Value: TypeAlias = "bool | int | float | str | list[Value] | None"
 
 
+@dataclass(frozen=True, slots=True)
+class GGMLType:
+    """How ggml stores one tensor type: elements per block, bytes per block."""
+
+    name: str
+    block_size: int
+    type_size: int
+
+
+# ggml.h's enum ggml_type, with each type's block layout (ggml.c's type_traits).
+GGML_TYPES: dict[int, GGMLType] = {
+    number: GGMLType(name, block, size)
+    for number, name, block, size in (
+        (0, "F32", 1, 4),
+        (1, "F16", 1, 2),
+        (2, "Q4_0", 32, 18),
+        (3, "Q4_1", 32, 20),
+        (6, "Q5_0", 32, 22),
+        (7, "Q5_1", 32, 24),
+        (8, "Q8_0", 32, 34),
+        (9, "Q8_1", 32, 40),
+        (10, "Q2_K", 256, 84),
+        (11, "Q3_K", 256, 110),
+        (12, "Q4_K", 256, 144),
+        (13, "Q5_K", 256, 176),
+        (14, "Q6_K", 256, 210),
+        (15, "Q8_K", 256, 292),
+        (16, "IQ2_XXS", 256, 66),
+        (17, "IQ2_XS", 256, 74),
+        (18, "IQ3_XXS", 256, 98),
+        (19, "IQ1_S", 256, 50),
+        (20, "IQ4_NL", 32, 18),
+        (21, "IQ3_S", 256, 110),
+        (22, "IQ2_S", 256, 82),
+        (23, "IQ4_XS", 256, 136),
+        (24, "I8", 1, 1),
+        (25, "I16", 1, 2),
+        (26, "I32", 1, 4),
+        (27, "I64", 1, 8),
+        (28, "F64", 1, 8),
+        (29, "IQ1_M", 256, 56),
+        (30, "BF16", 1, 2),
+        (34, "TQ1_0", 256, 54),
+        (35, "TQ2_0", 256, 66),
+        (39, "MXFP4", 32, 17),
+        (40, "NVFP4", 64, 36),
+        (41, "Q1_0", 128, 18),
+    )
+}
+GGML_TYPE_NUMBERS = {kind.name: number for number, kind in GGML_TYPES.items()}
+
+
+def row_bytes(ggml_type: int, elements: int) -> int | None:
+    """Bytes of a row of ``elements`` of a type (ggml_row_size); None for a type we do not know."""
+    kind = GGML_TYPES.get(ggml_type)
+    return None if kind is None else elements // kind.block_size * kind.type_size
+
+
 class GGUFError(ValueError):
     """A file that is not a GGUF file we can read: malformed, truncated, hostile or unsupported."""
 
@@ -114,6 +176,20 @@ class TensorInfo:
     shape: tuple[int, ...]  # in ggml's order: the row length first (ne[0], ne[1], ...)
     ggml_type: int  # ggml.h's enum ggml_type: 0 F32, 1 F16, 8 Q8_0, 12 Q4_K, ...
     offset: int  # from the start of the data section (GGUFHeader.data_offset)
+
+    @property
+    def type_name(self) -> str:
+        kind = GGML_TYPES.get(self.ggml_type)
+        return kind.name if kind else f"type {self.ggml_type}"
+
+    @property
+    def nbytes(self) -> int | None:
+        """The bytes of its data (ggml_nbytes of a contiguous tensor); None for an unknown type."""
+        rows = 1
+        for dim in self.shape[1:]:
+            rows *= dim
+        row = row_bytes(self.ggml_type, self.shape[0] if self.shape else 1)
+        return None if row is None else row * rows
 
 
 @dataclass(frozen=True)

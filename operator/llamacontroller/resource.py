@@ -155,6 +155,10 @@ class GpuPlacement(CamelModel):
         return self
 
 
+# The KV cache types llama-server takes (--cache-type-k/-v).
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+
+
 class ServerParameters(CamelModel):
     """llama-server parameters; unset ones take the operator's defaults (config/operator.yaml)."""
 
@@ -173,6 +177,13 @@ class ServerParameters(CamelModel):
     batch_size: int | None = Field(default=None, ge=1, description="--batch-size.")
     parallel: int | None = Field(default=None, ge=1, description="--parallel: concurrent request slots.")
     flash_attn: Literal["on", "off", "auto"] | None = Field(default=None, description="--flash-attn.")
+    cache_type_k: CacheType | None = Field(
+        default=None, description="--cache-type-k: the KV cache's type for keys (f16 by default)."
+    )
+    cache_type_v: CacheType | None = Field(
+        default=None,
+        description="--cache-type-v: the KV cache's type for values; a quantized one needs flash attention.",
+    )
     embeddings: bool | None = Field(
         default=None,
         description="--embeddings: serve /v1/embeddings (and Ollama's /api/embed); for embedding models.",

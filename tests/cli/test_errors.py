@@ -34,13 +34,6 @@ class Run:
     stderr: str
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """An empty working folder: nothing of the checkout is found by accident."""
-    (tmp_path / "work").mkdir()
-    return tmp_path / "work"
-
-
 def llamacontroller(folder: Path, *args: str, env: dict[str, str] | None = None) -> Run:
     result = subprocess.run(
         [sys.executable, "-m", "llamacontroller.cli", *args],

@@ -22,6 +22,7 @@ from llamacontroller.crd import crd_yaml
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.real_model import SMOLLM2, real_model_path
 from tests.ports import free_port
+from tests.support.builders import visible_gpus
 from tests.support.paths import REPO
 from tests.support.polling import eventually
 
@@ -105,7 +106,8 @@ def test_crd_and_render(installed: Path, folder: Path, environment: dict[str, st
     )
     pod, service = yaml.safe_load_all(run(installed, folder, environment, "render", "-f", "lm.yaml").stdout)
     args = pod["spec"]["containers"][0]["args"]
-    assert args[args.index("--tensor-split") + 1] == "0,1" and args[args.index("--port") + 1] == "8088"
+    assert args[args.index("--split-mode") + 1] == "none" and args[args.index("--port") + 1] == "8088"
+    assert visible_gpus(pod) == "1"
     assert service["metadata"]["name"] == "llama-gpu-node-1-gpu1"
 
 

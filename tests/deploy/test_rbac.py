@@ -28,7 +28,7 @@ from llamacontroller.config import load_config
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 from tests.cluster.cluster import LocalCluster
-from tests.support.builders import arg, lm
+from tests.support.builders import arg, lm, visible_gpus
 from tests.support.components import (
     DEPLOY_NAMESPACE,
     GATEWAY_ACCOUNT,
@@ -168,7 +168,7 @@ def scenario(kube: Kube, config: Path) -> None:
 
     # A 4-GPU node (its label read from the Node): GPU 3, then a move to GPU 2 deletes the old Service.
     kube.apply(lm("wide", node="quad", gpu={"mode": "single", "gpuId": 3}))
-    eventually(lambda: arg(kube.one_pod("wide"), "--tensor-split") == "0,0,0,1", what="gpu3")
+    eventually(lambda: visible_gpus(kube.one_pod("wide")) == "3", what="gpu3")
     kube.apply(lm("wide", node="quad", gpu={"mode": "single", "gpuId": 2}))
 
     def moved() -> bool:
@@ -178,7 +178,7 @@ def scenario(kube: Kube, config: Path) -> None:
             "llama-quad-gpu2" in names
             and "llama-quad-gpu3" not in names
             and len(pods) == 1
-            and arg(pods[0], "--tensor-split") == "0,0,1,0"
+            and visible_gpus(pods[0]) == "2"
         )
 
     eventually(moved, what="the move to gpu2")

@@ -18,7 +18,7 @@ import yaml
 
 from llamacontroller.local.binary import find_llama_server
 from tests.cluster.cluster import LocalCluster
-from tests.support.builders import TINY_MODEL, lm
+from tests.support.builders import TINY_MODEL, lm, visible_gpus
 from tests.support.components import GATEWAY_ACCOUNT, GATEWAY_USER, GatewayProcess, OperatorProcess
 from tests.support.components import service_account_kubeconfig as account_kubeconfig
 from tests.support.kube import NEVER_READY_IMAGE, Kube, pod_processes, requests_of
@@ -61,7 +61,7 @@ def test_the_whole_story(
         lambda: {tuple(argv) for argv in pod_processes(cluster, pod)} == expected,
         what="both containers running",
     )
-    assert server["args"][server["args"].index("--tensor-split") + 1] == "0,1"
+    assert server["args"][server["args"].index("--split-mode") + 1] == "none" and visible_gpus(pod) == "1"
 
     status = kube.wait_phase("phi-4", "Ready", "ServerReady", timeout=READY_SECONDS)
     assert status["endpoint"] == f"http://llama-gpu-node-2-gpu1.{kube.namespace}.svc:8088"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.cluster import LocalCluster
-from tests.support.builders import arg, lm, write_settings
+from tests.support.builders import arg, lm, visible_gpus, write_settings
 from tests.support.components import OperatorProcess
 from tests.support.kube import LABEL_MODEL, LLAMAMODELS, SLOW_STOP_IMAGE, Change, Kube, gpu_conflicts
 from tests.support.polling import eventually
@@ -69,7 +69,7 @@ def test_a_move_unloads_first_and_waits_like_a_new_object(kube: Kube, operator: 
 def test_a_four_gpu_node_offers_gpu2_and_all(kube: Kube, operator: OperatorProcess) -> None:
     kube.apply(lm("third", node="quad", gpu={"gpuId": 2}))
     pod = eventually(lambda: kube.one_pod("third"))
-    assert (arg(pod, "--tensor-split"), arg(pod, "--port")) == ("0,0,1,0", "8082")
+    assert (visible_gpus(pod), arg(pod, "--port")) == ("2", "8082")
     kube.apply(lm("whole", node="quad", gpu={"mode": "both"}))
     status = kube.wait_phase("whole", "Waiting", "SlotTaken")
     assert status["message"] == f"all on quad is held by {kube.namespace}/third (gpu2)"

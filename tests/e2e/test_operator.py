@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.cluster.cluster import LocalCluster
-from tests.support.builders import arg, lm
+from tests.support.builders import arg, gpu_flags, lm, visible_gpus
 from tests.support.components import OPERATOR_ACCOUNT, OPERATOR_USER, OperatorProcess
 from tests.support.components import service_account_kubeconfig as account_kubeconfig
 from tests.support.kube import Kube, new_namespace, refused_by_rbac, remove_namespace, requests_of
@@ -112,21 +112,29 @@ def test_a_good_spec_next_to_each_rule_is_accepted(kube: Kube) -> None:
 
 
 @pytest.mark.parametrize(
-    ("example", "slot", "port", "split", "service"),
+    ("example", "slot", "port", "gpus", "split", "service"),
     [
-        ("gpu0", "gpu0", 8081, "1,0", "llama-gpu-node-1-gpu0"),
-        ("gpu1", "gpu1", 8088, "0,1", "llama-gpu-node-1-gpu1"),
-        ("both", "both", 8081, "0.6,0.4", "llama-gpu-node-2-both"),
+        ("gpu0", "gpu0", 8081, "0", "--split-mode none --main-gpu 0", "llama-gpu-node-1-gpu0"),
+        ("gpu1", "gpu1", 8088, "1", "--split-mode none --main-gpu 0", "llama-gpu-node-1-gpu1"),
+        ("both", "both", 8081, "0,1", "--split-mode layer --tensor-split 0.6,0.4", "llama-gpu-node-2-both"),
     ],
 )
 def test_an_example_gets_its_pod_on_its_node_a_service_and_a_status(
-    kube: Kube, operator: OperatorProcess, example: str, slot: str, port: int, split: str, service: str
+    kube: Kube,
+    operator: OperatorProcess,
+    example: str,
+    slot: str,
+    port: int,
+    gpus: str,
+    split: str,
+    service: str,
 ) -> None:
     kube.kubectl("apply", "-f", str(REPO / "examples" / f"{example}.yaml"))
     name, node = EXAMPLES[example]["metadata"]["name"], EXAMPLES[example]["spec"]["nodeName"]
     pod = eventually(lambda: kube.one_pod(name)["spec"].get("nodeName") and kube.one_pod(name), what="bound")
     assert pod["spec"]["nodeName"] == node  # the scheduler followed the node affinity
-    assert (arg(pod, "--port"), arg(pod, "--tensor-split")) == (str(port), split)
+    assert arg(pod, "--port") == str(port)
+    assert (visible_gpus(pod), gpu_flags(pod["spec"]["containers"][0]["args"])) == (gpus, split)
     assert pod["spec"]["containers"][0]["ports"][0]["containerPort"] == port
     owner = pod["metadata"]["ownerReferences"][0]
     assert owner["uid"] == kube.llamamodel(name)["metadata"]["uid"]  # type: ignore[index]

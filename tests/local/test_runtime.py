@@ -39,7 +39,9 @@ def test_two_slots_serve_side_by_side_and_both_waits(local: Local):
     assert state["waiting"] == {"default/c": "both on local is held by default/a (gpu0), default/b (gpu1)"}
     cmdline = Path(f"/proc/{local.servers()['gpu1']['pid']}/cmdline").read_text()
     args = " ".join(cmdline.split("\0"))
-    assert "--tensor-split 0,1" in args and f"--port {local.ports['gpu1']}" in args
+    assert "--split-mode none --main-gpu 0" in args and f"--port {local.ports['gpu1']}" in args
+    environ = Path(f"/proc/{local.servers()['gpu1']['pid']}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=1" in environ  # it sees GPU 1 only, as the Pod's container would
 
     table = local.cli("status").stdout
     assert table.splitlines()[0].split() == ["SLOT", "PORT", "MODEL", "PHASE", "PID", "UPTIME", "RESTARTS"]

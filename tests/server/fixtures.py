@@ -13,7 +13,7 @@ from llamacontroller.demo_model import write_demo_model, write_demo_projector
 from llamacontroller.local.binary import find_llama_server
 from llamacontroller.local.server import LlamaServerProcess
 from tests.ports import free_port
-from tests.support.servers import HOST, local_args
+from tests.support.servers import HOST, local_args, local_env
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +40,17 @@ def start_server(
     tmp_path: Path, demo_model: Path, demo_projector: Path, llama_server_binary: Path
 ) -> Iterator[StartServer]:
     """Start llama-server with the Pod's args (host, port, model files made local: the demo model,
-    and its projector where the LlamaModel names one); stop it by pid."""
+    and its projector where the LlamaModel names one) and the GPU environment the local runtime
+    gives it; stop it by pid."""
     started: list[LlamaServerProcess] = []
 
     def start(body: dict, config: OperatorConfig | None = None, wait: bool = True) -> LlamaServerProcess:
         port = free_port()
         projector = demo_projector if body["spec"]["model"].get("projector") else None
         args = local_args(body, port, demo_model, projector, config)
-        server = LlamaServerProcess(llama_server_binary, args, HOST, port, tmp_path / f"server-{port}.log")
+        log = tmp_path / f"server-{port}.log"
+        env = local_env(body, config)
+        server = LlamaServerProcess(llama_server_binary, args, HOST, port, log, env=env)
         started.append(server)
         server.start()
         if wait:

@@ -8,9 +8,10 @@ import httpx
 import pytest
 import yaml
 
+from llamacontroller.config import GpuStrategy
 from llamacontroller.local.server import ServerFailed
 from tests.server.fixtures import StartServer
-from tests.support.builders import llamamodel
+from tests.support.builders import llamamodel, repo_config
 from tests.support.paths import REPO
 
 # -t 1: with two threads on a two-core machine, requests sometimes stall.
@@ -51,10 +52,20 @@ def assert_serves(url: str, alias: str) -> None:
     assert answer["usage"]["completion_tokens"] == 8
 
 
+@pytest.mark.parametrize("strategy", list(GpuStrategy), ids=[s.value for s in GpuStrategy])
 @pytest.mark.parametrize("gpu", PLACEMENTS.values(), ids=PLACEMENTS.keys())
-def test_each_slot_starts_and_serves(start_server: StartServer, gpu: dict):
-    server = start_server(llamamodel(gpu=gpu, parameters=ONE_THREAD))
+def test_each_slot_starts_and_serves(start_server: StartServer, gpu: dict, strategy: GpuStrategy):
+    """Every strategy's GPU flags (--split-mode, --main-gpu, --tensor-split) on every slot are
+    accepted by the real binary (this CPU build checks their syntax; placing on GPUs needs a GPU)."""
+    server = start_server(llamamodel(gpu=gpu, parameters=ONE_THREAD), repo_config(gpu_strategy=strategy))
     assert_serves(server.url, "phi-4:latest")
+
+
+def test_a_malformed_split_mode_is_refused_by_the_binary(start_server: StartServer):
+    """The control for the test above: the binary does check --split-mode's value."""
+    with pytest.raises(ServerFailed) as failure:
+        start_server(llamamodel(parameters=ONE_THREAD | {"extraArgs": ["--split-mode", "rows"]}))
+    assert "--split-mode" in str(failure.value)
 
 
 @pytest.mark.parametrize("parameters", PARAMETER_SETS.values(), ids=PARAMETER_SETS.keys())

@@ -46,6 +46,20 @@ def arg(pod: dict[str, Any], flag: str, container: int = 0) -> str:
     return args[args.index(flag) + 1]
 
 
+GPU_FLAGS = ("--split-mode", "--main-gpu", "--tensor-split")
+
+
+def gpu_flags(args: list[str]) -> str:
+    """The flags of llama-server's arguments that place it on its GPUs, with their values."""
+    return " ".join(a for i, a in enumerate(args) if a in GPU_FLAGS or (i and args[i - 1] in GPU_FLAGS))
+
+
+def visible_gpus(pod: dict[str, Any], container: int = 0) -> str | None:
+    """The GPUs a Pod's server container is given to see (NVIDIA_VISIBLE_DEVICES), if it names them."""
+    env = pod["spec"]["containers"][container].get("env") or []
+    return next((var["value"] for var in env if var["name"] == "NVIDIA_VISIBLE_DEVICES"), None)
+
+
 def cluster_settings(**overrides: Any) -> dict[str, Any]:
     """The operator's settings on a test cluster: the built-in ones (config/operator.yaml), with
     servers kept light (one thread each: the test nodes are one small machine), then ``overrides``."""

@@ -8,6 +8,7 @@ from typing import Any
 from llamacontroller.config import OperatorConfig
 from llamacontroller.render.args import on_this_machine, server_args
 from llamacontroller.render.children import render_children
+from llamacontroller.render.gpus import process_env
 from llamacontroller.resource import parse_llamamodel
 from tests.support.builders import repo_config
 
@@ -31,3 +32,8 @@ def local_args(
     children = render_children(parse_llamamodel(body), config or repo_config())
     projector = str(projector_file) if projector_file else None
     return server_args(on_this_machine(children.server, HOST, port, str(model_file), projector))
+
+
+def local_env(body: dict[str, Any], config: OperatorConfig | None = None) -> dict[str, str]:
+    """The GPU environment of the same server as a process here (what the local runtime sets)."""
+    return process_env(render_children(parse_llamamodel(body), config or repo_config()).server.gpus)

@@ -1,13 +1,15 @@
+import pytest
+
 from llamacontroller.render.args import on_this_machine, plan_server, server_args
 from llamacontroller.resource import parse_llamamodel
 from llamacontroller.slots import place
-from tests.support.builders import llamamodel, repo_config
+from tests.support.builders import gpu_flags, llamamodel, repo_config
 
 
-def _args(**spec):
-    config = repo_config()
+def _args(strategy: str = "pinned", gpu_count: int | None = None, **spec):
+    config = repo_config(gpu_strategy=strategy)
     lm = parse_llamamodel(llamamodel(**spec))
-    return server_args(plan_server(lm, place(lm, config), config))
+    return server_args(plan_server(lm, place(lm, config, gpu_count), config))
 
 
 def _value(args: list[str], flag: str) -> str:
@@ -16,14 +18,44 @@ def _value(args: list[str], flag: str) -> str:
 
 def test_required_flags_come_first_in_a_stable_order():
     args = _args(gpu={"gpuId": 1})
-    assert args[:10] == [
+    assert args[:12] == [
         "--model", "/models/phi-4.gguf",
         "--host", "0.0.0.0",
         "--port", "8088",
-        "--tensor-split", "0,1",
+        "--split-mode", "none",
+        "--main-gpu", "0",
         "--alias", "phi-4:latest",
     ]  # fmt: skip
     assert "--metrics" in args
+
+
+@pytest.mark.parametrize(
+    ("strategy", "gpu_count", "gpu", "flags"),
+    [
+        # pinned: the server sees the slot's GPUs only, and splits over those
+        ("pinned", 2, {"gpuId": 0}, "--split-mode none --main-gpu 0"),
+        ("pinned", 2, {"gpuId": 1}, "--split-mode none --main-gpu 0"),
+        ("pinned", 4, {"gpuId": 3}, "--split-mode none --main-gpu 0"),
+        ("pinned", 2, {"mode": "both"}, "--split-mode layer --tensor-split 0.5,0.5"),
+        (
+            "pinned",
+            2,
+            {"mode": "both", "tensorSplit": "0.7,0.3"},
+            "--split-mode layer --tensor-split 0.7,0.3",
+        ),
+        ("pinned", 4, {"mode": "both"}, "--split-mode layer --tensor-split 0.25,0.25,0.25,0.25"),
+        # allVisible: every GPU is seen, a node-wide one-hot split keeps the layers on the slot's
+        ("allVisible", 2, {"gpuId": 0}, "--tensor-split 1,0"),
+        ("allVisible", 2, {"gpuId": 1}, "--tensor-split 0,1"),
+        ("allVisible", 4, {"gpuId": 2}, "--tensor-split 0,0,1,0"),
+        ("allVisible", 2, {"mode": "both"}, "--tensor-split 0.5,0.5"),
+        # devicePlugin: the plugin's single device needs no split; the whole node keeps its own
+        ("devicePlugin", 2, {"gpuId": 1}, ""),
+        ("devicePlugin", 2, {"mode": "both", "tensorSplit": "0.6,0.4"}, "--tensor-split 0.6,0.4"),
+    ],
+)
+def test_gpu_flags_per_strategy_and_slot(strategy: str, gpu_count: int, gpu: dict, flags: str):
+    assert gpu_flags(_args(strategy, gpu_count, gpu=gpu)) == flags
 
 
 def test_config_defaults_fill_unset_parameters():
@@ -102,3 +134,9 @@ def test_an_embedding_model_gets_the_embeddings_and_pooling_flags():
     args = _args(parameters={"embeddings": True, "pooling": "mean"})
     assert "--embeddings" in args and _value(args, "--pooling") == "mean"
     assert "--embeddings" not in _args() and "--pooling" not in _args()
+
+
+def test_cache_types_render_as_their_flags():
+    args = _args(parameters={"cacheTypeK": "q8_0", "cacheTypeV": "q4_0"})
+    assert (_value(args, "--cache-type-k"), _value(args, "--cache-type-v")) == ("q8_0", "q4_0")
+    assert "--cache-type-k" not in _args() and "--cache-type-v" not in _args()

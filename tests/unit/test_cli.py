@@ -15,8 +15,9 @@ def test_render_prints_the_pod_and_service(capsys):
     pod, service = yaml.safe_load_all(capsys.readouterr().out)
     assert (pod["kind"], service["kind"]) == ("Pod", "Service")
     assert pod["metadata"]["namespace"] == "default"
-    args = pod["spec"]["containers"][0]["args"]
-    assert args[args.index("--tensor-split") + 1] == "0,1"
+    server = pod["spec"]["containers"][0]
+    assert server["args"][server["args"].index("--split-mode") + 1] == "none"
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "1"} in server["env"]
     assert service["metadata"]["name"] == "llama-gpu-node-1-gpu1"
 
 

@@ -116,3 +116,19 @@ def test_only_readable_tokens_have_output_head_rows(reader: gguf.GGUFReader) -> 
     assert output.shape == (len(types), 64)
     assert not output[~readable].any()
     assert np.abs(output[readable]).sum(axis=1).min() > 0
+
+
+def test_other_shapes_and_weight_types(tmp_path: pathlib.Path) -> None:
+    shape = demo_model.DemoShape(
+        embedding_length=128, block_count=3, head_count=4, head_count_kv=2, feed_forward_length=256,
+        weight_type="Q8_0",
+    )  # fmt: skip
+    reader = gguf.GGUFReader(demo_model.write_demo_model(tmp_path / "q.gguf", shape=shape))
+    assert field(reader, "llama.block_count") == 3
+    assert field(reader, "llama.attention.head_count_kv") == 2
+    assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+    tensors = {t.name: t for t in reader.tensors}
+    assert len(tensors) == 3 + 9 * 3
+    assert list(tensors["blk.2.attn_k.weight"].shape) == [128, 64]  # 2 KV heads of 32
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    assert tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32

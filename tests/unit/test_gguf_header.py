@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from llamacontroller import gguf_header
+from llamacontroller.demo_model import DemoShape, write_demo_model
 from llamacontroller.gguf_header import (
     CHUNK,
     MAX_ARRAY,
@@ -74,6 +75,7 @@ def assert_same_as_gguf(path: Path, max_array: int = EVERYTHING) -> GGUFHeader:
         (t.name, tuple(int(d) for d in t.field.parts[3]), int(t.tensor_type), t.data_offset)
         for t in reader.tensors
     ]
+    assert [t.nbytes for t in ours.tensors] == [int(t.n_bytes) for t in reader.tensors]
     assert ours.alignment == reader.alignment
     assert ours.data_offset == reader.data_offset
     assert ours.size == path.stat().st_size
@@ -231,6 +233,30 @@ def test_a_big_endian_file(tmp_path: Path):
     header = assert_same_as_gguf(path)
     assert header.byte_order == "big"
     assert header.kv["t.uint64"] == 2**64 - 1
+
+
+def test_ggml_types_are_the_gguf_packages():
+    assert {
+        gguf.GGMLQuantizationType(number): (kind.block_size, kind.type_size)
+        for number, kind in gguf_header.GGML_TYPES.items()
+    } == gguf.GGML_QUANT_SIZES
+    assert all(gguf.GGMLQuantizationType(n).name == kind.name for n, kind in gguf_header.GGML_TYPES.items())
+
+
+@pytest.mark.parametrize("weight_type", ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0"])
+def test_tensor_sizes_of_quantized_files_come_from_the_header(tmp_path: Path, weight_type: str):
+    path = write_demo_model(tmp_path / "q.gguf", shape=DemoShape(weight_type=weight_type))
+    header = assert_same_as_gguf(path)
+    matrices = [t for t in header.tensors if len(t.shape) == 2]
+    assert {t.type_name for t in matrices} == {weight_type}
+    last = max(header.tensors, key=lambda t: t.offset)
+    end = header.data_offset + last.offset + (last.nbytes or 0)
+    assert -(-end // header.alignment) * header.alignment == header.size  # the last data ends the file
+
+
+def test_an_unknown_tensor_type_has_no_size():
+    info = gguf_header.TensorInfo("x", (64, 2), 99, 0)
+    assert (info.nbytes, info.type_name) == (None, "type 99")
 
 
 def test_the_real_model_as_gguf_reads_it():

@@ -25,7 +25,21 @@ def test_local_args_are_the_pods_with_host_port_and_model_made_local():
     server = plan([_body("a", gpuId=1)], CONFIG, MODELS, {}).servers["gpu1"]
     args = list(server.args)
     assert args[:6] == ["--model", "/srv/models/phi-4.gguf", "--host", "127.0.0.1", "--port", "8088"]
-    assert args[args.index("--tensor-split") + 1] == "0,1"
+    assert args[args.index("--split-mode") + 1] == "none" and "--tensor-split" not in args
+
+
+def test_a_local_server_sees_its_slots_gpus_as_the_pod_does():
+    servers = plan([_body("a", gpuId=1)], CONFIG, MODELS, {}).servers
+    assert dict(servers["gpu1"].env) == {"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    whole = plan([_body("b", mode="both")], CONFIG, MODELS, {}).servers["both"]
+    assert dict(whole.env)["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_with_every_gpu_visible_a_local_server_keeps_this_machines_view():
+    config = repo_config(gpu_strategy="allVisible")
+    server = plan([_body("a", gpuId=1)], config, MODELS, {}).servers["gpu1"]
+    assert server.env == ()
+    assert server.args[server.args.index("--tensor-split") + 1] == "0,1"
 
 
 def test_a_projector_is_found_in_the_models_directory_too():

@@ -16,17 +16,30 @@ GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
-def _render_example(path: Path) -> list[dict]:
+def _render_example(path: Path, strategy: str = "pinned") -> list[dict]:
     body = yaml.safe_load(path.read_text())
     body["metadata"].update(namespace="default", uid="00000000-0000-4000-8000-000000000001")
-    children = render_children(parse_llamamodel(body), repo_config())
+    children = render_children(parse_llamamodel(body), repo_config(gpu_strategy=strategy))
     return [children.pod, children.service]
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_examples_render_as_golden(example: Path, update_golden: bool):
-    rendered = yaml.safe_dump_all(_render_example(example), sort_keys=False)
-    golden = GOLDEN / f"{example.stem}.yaml"
+# Each example with the default strategy; the side-by-side pair and the whole node with the others.
+GOLDEN_CASES = [(p, "pinned") for p in EXAMPLES] + [
+    (REPO / "examples" / f"{stem}.yaml", strategy)
+    for stem in ("gpu1", "both")
+    for strategy in ("allVisible", "devicePlugin")
+]
+
+
+@pytest.mark.parametrize(
+    ("example", "strategy"),
+    GOLDEN_CASES,
+    ids=[p.stem if s == "pinned" else f"{p.stem}.{s}" for p, s in GOLDEN_CASES],
+)
+def test_examples_render_as_golden(example: Path, strategy: str, update_golden: bool):
+    rendered = yaml.safe_dump_all(_render_example(example, strategy), sort_keys=False)
+    suffix = "" if strategy == "pinned" else f".{strategy}"
+    golden = GOLDEN / f"{example.stem}{suffix}.yaml"
     if update_golden:
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(rendered)
@@ -66,6 +79,41 @@ def test_models_volume_is_read_only():
     pod = _children().pod
     assert pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] is True
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+
+
+def _server_env(strategy: str, gpu: dict) -> dict[str, str]:
+    config = repo_config(gpu_strategy=strategy)
+    container = render_children(parse_llamamodel(llamamodel(gpu=gpu)), config).pod["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "gpu", "visible"),
+    [
+        ("pinned", {"gpuId": 0}, "0"),
+        ("pinned", {"gpuId": 1}, "1"),
+        ("pinned", {"mode": "both"}, "0,1"),
+        ("allVisible", {"gpuId": 1}, "all"),
+        ("allVisible", {"mode": "both"}, "all"),
+        ("devicePlugin", {"gpuId": 1}, None),
+        ("devicePlugin", {"mode": "both"}, None),
+    ],
+)
+def test_the_container_sees_the_gpus_its_strategy_gives(strategy: str, gpu: dict, visible: str | None):
+    env = _server_env(strategy, gpu)
+    assert env.get("NVIDIA_VISIBLE_DEVICES") == visible
+    assert ("NVIDIA_DRIVER_CAPABILITIES" in env) is (strategy != "devicePlugin")
+
+
+def test_pinned_sets_the_visible_gpus_even_when_gpu_env_names_none():
+    config = repo_config(gpu_env={"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
+    container = render_children(parse_llamamodel(llamamodel(gpu={"gpuId": 1})), config).pod["spec"][
+        "containers"
+    ][0]
+    assert container["env"] == [
+        {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"},
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "1"},
+    ]
 
 
 def test_user_env_wins_over_gpu_env():

@@ -15,6 +15,7 @@ from llamacontroller.config import OperatorConfig
 from llamacontroller.ledger import server_hash
 from llamacontroller.render.args import on_this_machine, server_args
 from llamacontroller.render.children import render_children
+from llamacontroller.render.gpus import process_env
 from llamacontroller.resource import InvalidSpec, LlamaModel, parse_llamamodel
 from llamacontroller.slots import (
     Claim,
@@ -40,6 +41,7 @@ class LocalServer:
     gpus: frozenset[int]
     port: int
     args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # the GPUs it sees, as the Pod's container would
     server_hash: str  # identifies the rendered server: a change means a switch
     files: tuple[str, ...] = field(default=(), compare=False)  # the model (and projector) it reads
     readiness_probe: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -79,6 +81,7 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
         gpus=placement.gpus,
         port=placement.port,
         args=tuple(args),
+        env=tuple(process_env(children.server.gpus).items()),
         server_hash=server_hash(children.pod) or "",
         files=tuple(f for f in (model_file, projector_file) if f),
         readiness_probe=container["readinessProbe"],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -26,9 +27,18 @@ class ServerFailed(RuntimeError):
 
 
 class LlamaServerProcess:
-    def __init__(self, binary: Path, args: Sequence[str], host: str, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        args: Sequence[str],
+        host: str,
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.binary = binary
         self.args = list(args)
+        self.env = dict(env or {})  # over this process's own environment
         self.url = f"http://{host}:{port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -47,6 +57,7 @@ class LlamaServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
                 start_new_session=True,  # Ctrl-C of a terminal reaches us, not the servers directly
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )

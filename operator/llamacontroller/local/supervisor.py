@@ -51,7 +51,12 @@ class Supervisor:
 
     def start(self, server: LocalServer) -> Supervised:
         process = LlamaServerProcess(
-            self.binary, server.args, LOCAL_HOST, server.port, self.log_path(server.slot)
+            self.binary,
+            server.args,
+            LOCAL_HOST,
+            server.port,
+            self.log_path(server.slot),
+            env=dict(server.env),
         )
         process.start()
         log.info(

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from llamacontroller.config import GpuStrategy, OperatorConfig
+from llamacontroller.config import OperatorConfig
+from llamacontroller.render.gpus import GpuView, gpu_view
 from llamacontroller.resource import LlamaModel, ServerParameters
 from llamacontroller.slots import Placement
 
@@ -23,7 +24,7 @@ class ServerPlan:
     model_file: str
     host: str
     port: int
-    tensor_split: str | None  # None: the server sees only its own GPUs (device plugin, one GPU)
+    gpus: GpuView  # the GPUs it sees and its split over them
     alias: str
     parameters: ServerParameters
     projector_file: str | None = None  # a multimodal model's mmproj
@@ -42,17 +43,11 @@ def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) ->
         model_file=f"{mount}/{lm.spec.model.path}",
         host=POD_HOST,
         port=placement.port,
-        tensor_split=_tensor_split(placement, config),
+        gpus=gpu_view(placement, config.gpu_strategy),
         alias=lm.model_name,
         parameters=merged_parameters(lm, config),
         projector_file=f"{mount}/{projector}" if projector else None,
     )
-
-
-def _tensor_split(placement: Placement, config: OperatorConfig) -> str | None:
-    """With the device plugin a single-GPU server sees one device: a split would name absent ones."""
-    single = len(placement.gpus) == 1
-    return None if config.gpu_strategy is GpuStrategy.DEVICE_PLUGIN and single else placement.tensor_split
 
 
 def _option(flag: str, value: object | None) -> list[str]:
@@ -75,8 +70,16 @@ def port_flag(plan: ServerPlan) -> list[str]:
     return ["--port", str(plan.port)]
 
 
+def split_mode_flag(plan: ServerPlan) -> list[str]:
+    return _option("--split-mode", plan.gpus.split_mode)
+
+
+def main_gpu_flag(plan: ServerPlan) -> list[str]:
+    return _option("--main-gpu", plan.gpus.main_gpu)
+
+
 def tensor_split_flag(plan: ServerPlan) -> list[str]:
-    return _option("--tensor-split", plan.tensor_split)
+    return _option("--tensor-split", plan.gpus.tensor_split)
 
 
 def alias_flag(plan: ServerPlan) -> list[str]:
@@ -107,6 +110,12 @@ def flash_attn_flag(plan: ServerPlan) -> list[str]:
     return _option("--flash-attn", plan.parameters.flash_attn)
 
 
+def cache_type_flags(plan: ServerPlan) -> list[str]:
+    return _option("--cache-type-k", plan.parameters.cache_type_k) + _option(
+        "--cache-type-v", plan.parameters.cache_type_v
+    )
+
+
 def embeddings_flag(plan: ServerPlan) -> list[str]:
     return ["--embeddings"] if plan.parameters.embeddings else []
 
@@ -130,6 +139,8 @@ FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
     projector_flag,
     host_flag,
     port_flag,
+    split_mode_flag,
+    main_gpu_flag,
     tensor_split_flag,
     alias_flag,
     ctx_size_flag,
@@ -138,6 +149,7 @@ FLAGS: tuple[Callable[[ServerPlan], list[str]], ...] = (
     batch_size_flag,
     parallel_flag,
     flash_attn_flag,
+    cache_type_flags,
     embeddings_flag,
     pooling_flag,
     metrics_flag,

@@ -7,7 +7,8 @@ from typing import Any
 
 from llamacontroller.config import GpuStrategy, OperatorConfig
 from llamacontroller.render import names
-from llamacontroller.render.args import plan_server, server_args
+from llamacontroller.render.args import ServerPlan, plan_server, server_args
+from llamacontroller.render.gpus import container_env
 from llamacontroller.resource import API_VERSION, KIND, LlamaModel
 from llamacontroller.slots import Placement
 
@@ -69,11 +70,13 @@ def child_metadata(lm: LlamaModel, placement: Placement, name: str) -> dict[str,
     return metadata
 
 
-def _env(lm: LlamaModel, config: OperatorConfig) -> list[dict[str, Any]]:
-    """The GPU environment (pinned strategy only), then the LlamaModel's own variables (which win)."""
+def _env(lm: LlamaModel, server: ServerPlan, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The GPU environment (not with the device plugin, which sets the container's GPUs itself)
+    with the server's visible GPUs, then the LlamaModel's own variables (which win)."""
     own = [var.model_dump(by_alias=True, exclude_none=True) for var in lm.spec.env or []]
     own_names = {var["name"] for var in own}
-    gpu_env = config.gpu_env if config.gpu_strategy is GpuStrategy.PINNED else {}
+    plugin = config.gpu_strategy is GpuStrategy.DEVICE_PLUGIN
+    gpu_env = {} if plugin else container_env(server.gpus, config.gpu_env)
     base = [{"name": k, "value": v} for k, v in gpu_env.items() if k not in own_names]
     return base + own
 
@@ -95,13 +98,14 @@ def _node_affinity(node: str) -> dict[str, Any]:
 
 def render_container(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
     resources = _resources(lm, placement, config)
+    server = plan_server(lm, placement, config)
     container: dict[str, Any] = {
         "name": names.SERVER_NAME,
         "image": lm.spec.image or config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "args": server_args(plan_server(lm, placement, config)),
+        "args": server_args(server),
         "ports": [{"name": PORT_NAME, "containerPort": placement.port, "protocol": "TCP"}],
-        "env": _env(lm, config),
+        "env": _env(lm, server, config),
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": config.models_volume.mount_path, "readOnly": True}
         ],
