@@ -16,6 +16,7 @@ client sees only the whole answer: ``request_duration_seconds``).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -111,32 +112,44 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        # prometheus_client's labels() costs more than the update itself: each series is looked
+        # up once, then kept (the labels are bounded, and so are these)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once."""
+        key = (metric._name, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def started(self, request: Request) -> None:
         self.in_flight.inc()
 
     def finished(self, request: Request, router: Router, seconds: float) -> None:
         self.in_flight.dec()
+        child = self.child
         model = request.model
         route = router.pattern(request.path) or OTHER_ROUTE
         code = CLIENT_CLOSED_REQUEST if request.client_gone or not request.status else request.status
-        self.requests.labels(model, route, str(code)).inc()
-        self.duration.labels(model, route).observe(seconds)
+        child(self.requests, model, route, str(code)).inc()
+        child(self.duration, model, route).observe(seconds)
         if request.client_gone:
-            self.disconnects.labels(model, route).inc()
+            child(self.disconnects, model, route).inc()
         if request.upstream_failure:
-            self.upstream_errors.labels(model, request.upstream_failure).inc()
+            child(self.upstream_errors, model, request.upstream_failure).inc()
         tokens = request.tokens
         if tokens is None and request.tail:
             tokens = tokens_in(request.tail)
         if tokens is not None:
-            prompt, generated = tokens
-            self.prompt_tokens.labels(model, route).inc(prompt)
-            self.generated_tokens.labels(model, route).inc(generated)
+            child(self.prompt_tokens, model, route).inc(tokens[0])
+            child(self.generated_tokens, model, route).inc(tokens[1])
         if request.first_write:
-            self.ttft.labels(model, route).observe(request.first_write - request.arrived)
+            child(self.ttft, model, route).observe(request.first_write - request.arrived)
             if tokens is not None and tokens[1] > 1:
                 per_token = (request.last_write - request.first_write) / (tokens[1] - 1)
-                self.tpot.labels(model, route).observe(per_token)
+                child(self.tpot, model, route).observe(per_token)
 
     def exposition(self) -> Response:
         return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
