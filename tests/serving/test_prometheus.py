@@ -15,7 +15,7 @@ from llamacontroller.local.gateway import GatewayThread
 from llamacontroller.serving.catalog.routing import Route
 from tests.ports import free_port
 from tests.support.polling import eventually
-from tests.support.prometheus import Prometheus, promtool_check_metrics
+from tests.support.prometheus import Prometheus, dashboard_queries, promtool_check_metrics
 from tests.support.stacks import ALIAS, MODEL, Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,3 +88,7 @@ def test_prometheus_scrapes_the_gateway_the_adapter_and_llama_server(
         assert 0 < scalar(prometheus, ttft) < 60
     # llama-server's own, through its --metrics: both stacks' tokens passed through it
     assert scalar(prometheus, 'llamacpp:tokens_predicted_total{job="llama-server"}') >= 30
+    # the dashboard's queries run (those of the operator's metrics find nothing here)
+    answered = {query: prometheus.query(query) for query in dashboard_queries()}
+    in_flight = answered["sum by (job) (llamacontroller_requests_in_flight)"]
+    assert sorted(series["metric"]["job"] for series in in_flight) == ["adapter", "gateway"]

@@ -3,6 +3,7 @@ every second, and its HTTP API for PromQL; promtool for the rest."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -14,8 +15,24 @@ import yaml
 
 from llamacontroller.local.server import stop_process
 from tests.ports import free_port
+from tests.support.paths import REPO
 
 SCRAPE_INTERVAL = "1s"
+DASHBOARD = REPO / "deploy" / "components" / "monitoring" / "grafana-dashboard.json"
+# Grafana's variables, as Grafana replaces them before Prometheus sees a query
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "${datasource}": ""}
+
+
+def dashboard_queries() -> list[str]:
+    """Every query of the Grafana dashboard, with Grafana's variables replaced as Grafana does."""
+    queries = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            queries.append(expr)
+    return queries
 
 
 def tool(name: str) -> str:
