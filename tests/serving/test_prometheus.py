@@ -16,7 +16,7 @@ from llamacontroller.serving.catalog.routing import Route
 from tests.ports import free_port
 from tests.support.polling import eventually
 from tests.support.prometheus import Prometheus, dashboard_queries, promtool_check_metrics
-from tests.support.stacks import ALIAS, MODEL, Stack
+from tests.support.stacks import ALIAS, MODEL, AdapterProcess, Stack, Stacks
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,9 +35,19 @@ def gateway(chat_stack: Stack) -> Iterator[GatewayThread]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, chat_stack: Stack, gateway: GatewayThread) -> Iterator[Prometheus]:
+def adapter(stacks: Stacks, chat_stack: Stack) -> AdapterProcess:
+    """An adapter of its own in front of the shared llama-server: its counts are this test's."""
+    adapter = stacks.adapter(chat_stack.upstream)
+    adapter.wait_ready()
+    return adapter
+
+
+@pytest.fixture
+def prometheus(
+    tmp_path: Path, chat_stack: Stack, adapter: AdapterProcess, gateway: GatewayThread
+) -> Iterator[Prometheus]:
     jobs = {
-        "adapter": [hostport(chat_stack.url)],
+        "adapter": [hostport(adapter.url)],
         "gateway": [hostport(gateway.url)],
         "llama-server": [hostport(chat_stack.upstream)],
     }
@@ -54,16 +64,16 @@ def scalar(prometheus: Prometheus, expr: str) -> float:
 
 
 def test_prometheus_scrapes_the_gateway_the_adapter_and_llama_server(
-    prometheus: Prometheus, gateway: GatewayThread, chat_stack: Stack
+    prometheus: Prometheus, gateway: GatewayThread, adapter: AdapterProcess, chat_stack: Stack
 ):
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 5}}
-    for url in (gateway.url, chat_stack.url):
+    for url in (gateway.url, adapter.url):
         for _ in range(3):
             with httpx.stream("POST", f"{url}/api/chat", json=chat, timeout=60) as streamed:
                 assert streamed.status_code == 200
                 streamed.read()
         assert httpx.post(f"{url}/api/show", json={"model": "nobody"}, timeout=10).status_code == 404
-    for url in (gateway.url, chat_stack.url):
+    for url in (gateway.url, adapter.url):
         promtool_check_metrics(httpx.get(f"{url}/metrics", timeout=10).text)
     # llama.cpp's own names break two of promtool's conventions (llamacpp:*, where colons are meant
     # for recording rules; a counter without _total): it parses, and nothing else is found
