@@ -33,7 +33,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # passes --config with the ConfigMap built from config/operator.yaml.
 WORKDIR /app
 USER 10001:10001
-# 8080: the operator's liveness endpoint (kopf); 11434: the gateway's and the adapter's API.
+# 8080: the operator's /healthz and /metrics; 11434: the gateway's and the adapter's API (and /metrics).
 EXPOSE 8080 11434
 ENTRYPOINT ["llamacontroller"]
 CMD ["--help"]

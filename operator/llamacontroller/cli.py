@@ -68,9 +68,10 @@ def _operator(args: argparse.Namespace) -> int:
         standalone=True,  # no kopf peering: the Lease of leaderElection says who acts
         clusterwide=namespaces is None,
         namespaces=namespaces or (),
-        liveness_endpoint=args.liveness,
-        stop_flag=stop_flag,
-        memo=kopf.Memo(config=config, namespaces=namespaces, stop_flag=stop_flag, lost=lost),
+        stop_flag=stop_flag,  # /healthz and /metrics: ours, at --liveness (kube/endpoint.py)
+        memo=kopf.Memo(
+            config=config, namespaces=namespaces, stop_flag=stop_flag, lost=lost, liveness=args.liveness
+        ),
     )
     return EXIT_LOST_LEASE if lost.is_set() else 0
 
@@ -272,7 +273,11 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
     op.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (the default)")
     op.add_argument("--config", help=CONFIG_HELP)
-    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument(
+        "--liveness",
+        default=None,
+        help="health endpoint, e.g. http://0.0.0.0:8080/healthz; /metrics is served beside it",
+    )
     op.set_defaults(run=_operator)
 
     render = command("render", "print the Pod and Service a LlamaModel becomes")

@@ -115,7 +115,7 @@ def test_one_operator_at_a_time(manifests: list[dict[str, Any]]):
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
 
 
-def test_the_operator_runs_with_the_mounted_config_and_kopfs_liveness_endpoint(
+def test_the_operator_runs_with_the_mounted_config_and_its_health_endpoint(
     manifests: list[dict[str, Any]],
 ):
     container = pod_spec(manifests, "llamacontroller-operator")["containers"][0]

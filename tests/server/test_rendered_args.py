@@ -50,6 +50,9 @@ def assert_serves(url: str, alias: str) -> None:
     assert answer["choices"][0]["message"]["content"]
     assert answer["model"] == alias
     assert answer["usage"]["completion_tokens"] == 8
+    # --metrics, rendered for every server: llama.cpp's own metrics on the port the slot's Service has
+    metrics = httpx.get(f"{url}/metrics", timeout=5)
+    assert metrics.status_code == 200 and "\nllamacpp:tokens_predicted_total " in metrics.text
 
 
 @pytest.mark.parametrize("strategy", list(GpuStrategy), ids=[s.value for s in GpuStrategy])

@@ -79,8 +79,8 @@ class ComponentProcess:
 
 
 class OperatorProcess(ComponentProcess):
-    """`llamacontroller operator` with the operator's ServiceAccount; ``wait_ready`` waits for kopf's
-    liveness endpoint (it answers once the operator has started)."""
+    """`llamacontroller operator` with the operator's ServiceAccount; ``wait_ready`` waits for its
+    health endpoint (it answers once the operator has started; /metrics is beside it)."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, config: Path, extra: Sequence[str] = ()) -> None:
         self.liveness = f"http://127.0.0.1:{free_port()}/healthz"

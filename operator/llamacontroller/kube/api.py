@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from llamacontroller.errors import UserError
+from llamacontroller.kube.metrics import ApiObserver, metered_hooks
 from llamacontroller.render.names import LABEL_OWNER_UID
 from llamacontroller.resource import GROUP, PLURAL, VERSION
 
@@ -102,11 +103,15 @@ class KubeApi:
         self.client = client
 
     @classmethod
-    def from_environment(cls, user_agent: str = "llamacontroller") -> KubeApi:
+    def from_environment(
+        cls, user_agent: str = "llamacontroller", observe: ApiObserver | None = None
+    ) -> KubeApi:
+        """``observe``: told of every call (verb, resource, status, seconds), for the metrics."""
         configuration = _credentials()
         client = httpx.AsyncClient(
             base_url=configuration.host,
             verify=_ssl_context(configuration),
+            event_hooks=metered_hooks(observe) if observe is not None else None,
             auth=_Auth(configuration),
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             timeout=httpx.Timeout(30.0),

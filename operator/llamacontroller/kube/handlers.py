@@ -1,4 +1,5 @@
-"""kopf wiring: kopf runs the process (signals, liveness, logging); the Operator does the work.
+"""kopf wiring: kopf runs the process (signals, logging); the Operator does the work, and serves
+``/healthz`` and ``/metrics`` on the ``--liveness`` address (kube/endpoint.py).
 
 No kopf handler watches a resource: the Operator's informers do (kube/operator.py), so kopf writes
 nothing to LlamaModels (no bookkeeping annotations, no finalizers) and each reconcile reads from
@@ -13,7 +14,9 @@ from typing import Any
 import kopf
 
 from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.endpoint import Endpoint
 from llamacontroller.kube.leader import Leadership, own_namespace
+from llamacontroller.kube.metrics import OperatorMetrics
 from llamacontroller.kube.operator import Operator
 
 
@@ -23,8 +26,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # list/watch of them to grant). A LlamaModel CRD created after the operator started is found by
     # the informers, which list again until it answers.
     settings.scanning.disabled = True
-    api = KubeApi.from_environment()
-    memo.operator = Operator(api, memo.config, memo.namespaces)
+    memo.metrics = OperatorMetrics()
+    api = KubeApi.from_environment(observe=memo.metrics.api_call)
+    memo.operator = Operator(api, memo.config, memo.namespaces, memo.metrics)
     election = memo.config.leader_election
     if election.enabled:
         leadership = Leadership(
@@ -38,6 +42,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.leadership = leadership
         memo.keeping = asyncio.create_task(leadership.keep(lambda: _lost(memo)))
     await memo.operator.start()
+    if memo.liveness:  # answers once the operator runs, as kopf's liveness endpoint did
+        memo.endpoint = Endpoint(memo.liveness, memo.metrics, lambda: memo.operator.synced)
+        await memo.endpoint.start()
 
 
 def _lost(memo: kopf.Memo) -> None:
@@ -50,6 +57,8 @@ def _lost(memo: kopf.Memo) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.operator.stop()  # nothing acts any more: the Lease can go
+    if getattr(memo, "endpoint", None) is not None:
+        await memo.endpoint.stop()
     if getattr(memo, "keeping", None) is not None:
         memo.keeping.cancel()
         if not memo.lost.is_set():
@@ -58,9 +67,3 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     # After a signal, kopf's waiter on the stop flag is still pending, and kopf gives such tasks
     # 5 s before it cancels them: the flag set here ends it at once.
     memo.stop_flag.set()
-
-
-@kopf.on.probe(id="synced")
-def synced(memo: kopf.Memo, **_: Any) -> bool:
-    """The liveness endpoint's answer: whether the caches hold the cluster (False while standing by)."""
-    return bool(memo.operator.synced)

@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import UTC, datetime
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.kube.api import KubeApi
 from llamacontroller.kube.cache import ClusterCache
 from llamacontroller.kube.informer import Change, Object
+from llamacontroller.kube.metrics import OperatorMetrics
 from llamacontroller.kube.reconciler import Reconciler
 from llamacontroller.kube.workqueue import WorkQueue
 from llamacontroller.render import names
+from llamacontroller.resource import Phase
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,35 @@ def _node_facts(node: Object | None) -> object:
     return ready, node["metadata"].get("labels")
 
 
+def _generation(obj: Object | None) -> int:
+    return int(((obj or {}).get("metadata") or {}).get("generation") or 0)
+
+
+def _ready_at_generation(obj: Object | None) -> bool:
+    """Its status says Ready for its current spec."""
+    status = (obj or {}).get("status") or {}
+    return status.get("phase") == Phase.READY and status.get("observedGeneration") == _generation(obj)
+
+
 class Operator:
-    def __init__(self, api: KubeApi, config: OperatorConfig, namespaces: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        namespaces: list[str] | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.api = api
+        self.metrics = metrics
+        # when this operator saw each LlamaModel's spec change (a generation), for apply-to-Ready
+        self._applied: dict[str, tuple[int, datetime]] = {}
         self.config = config
         self.cache = ClusterCache(api, namespaces, config.gpu_count_label, self._changed)
         self.reconciler = Reconciler(api, self.cache, config)
         self.queue = WorkQueue(self._work, WORKERS)
         self._tasks: list[asyncio.Task[None]] = []
+        if metrics is not None:
+            metrics.watch_cluster(self.cache.all_llamamodels)
 
     @property
     def synced(self) -> bool:
@@ -83,10 +108,41 @@ class Operator:
 
     async def _work(self, key: str) -> None:
         namespace, name = key.split("/", 1)
-        decision, left = await self.reconciler.reconcile(namespace, name)
+        before = self.cache.llamamodel(namespace, name)
+        started = time.monotonic()
+        try:
+            decision, left = await self.reconciler.reconcile(namespace, name)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.reconciled("error", None, time.monotonic() - started)
+            raise
+        if self.metrics is not None:
+            reason = decision.report.reason if decision else None
+            self.metrics.reconciled("ok" if decision else "gone", reason, time.monotonic() - started)
+            if (
+                decision is not None
+                and decision.report.phase is Phase.READY
+                and not _ready_at_generation(before)
+            ):
+                self._observe_ready(key, before)
         log.debug("Reconciled %s: %s", key, decision.report.reason if decision else "gone")
         if left:
             self.wake(left)
+
+    def _observe_ready(self, key: str, body: Object | None) -> None:
+        """Ready now: the time since its spec changed (as this operator saw it), or since its
+        creation for a first spec."""
+        assert self.metrics is not None
+        generation = _generation(body)
+        seen = self._applied.pop(key, None)
+        if seen is not None and seen[0] == generation:
+            applied: datetime | None = seen[1]
+        elif generation <= 1 and body is not None and body["metadata"].get("creationTimestamp"):
+            applied = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        else:
+            applied = None  # changed before this operator ran: when is not known
+        if applied is not None:
+            self.metrics.ready(applied, datetime.now(UTC))
 
     def wake(self, node: str) -> None:
         """A slot on `node` may have freed: its waiters try, oldest first."""
@@ -107,6 +163,10 @@ class Operator:
         if kind == "llamamodel":
             if change.new is not None:
                 self.queue.add(key_of(change.new))
+                if change.old is not None and _generation(change.new) != _generation(change.old):
+                    self._applied[key_of(change.new)] = (_generation(change.new), datetime.now(UTC))
+            else:
+                self._applied.pop(key_of(obj), None)
             gone = change.new is None or change.new["metadata"].get("deletionTimestamp")
             if gone and _status_node(change.old):
                 self.wake(str(_status_node(change.old)))

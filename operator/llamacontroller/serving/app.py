@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from llamacontroller.serving.auth import require_keys
 from llamacontroller.serving.catalog.target import CATALOG, Catalog
+from llamacontroller.serving.metrics import METRICS, METRICS_PATH, ServingMetrics, metrics_handler
 from llamacontroller.serving.ollama import routes as ollama_routes
 from llamacontroller.serving.openai import routes as openai_routes
 from llamacontroller.serving.web.asgi import App, Middleware
@@ -22,12 +23,17 @@ BODY_BUDGET = 96 << 20  # every request being read or answered at once
 
 
 def build_app(catalog: Catalog, api_keys: frozenset[str] = frozenset()) -> App:
-    """Errors in each API's shape; API keys required when there are any."""
+    """Errors in each API's shape; API keys required when there are any; metrics of its own on
+    ``/metrics`` (``app.state[METRICS]``)."""
     middlewares: list[Middleware] = [error_middleware]
     if api_keys:
         middlewares.append(require_keys(api_keys))
     app = App(middlewares, max_body=MAX_BODY, body_budget=BODY_BUDGET)
     app.state[CATALOG] = catalog
+    metrics = ServingMetrics()
+    app.state[METRICS] = metrics
+    app.observer = metrics
     ollama_routes.add_routes(app.router)
     openai_routes.add_routes(app.router)
+    app.router.add("GET", METRICS_PATH, metrics_handler(metrics))
     return app

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llamacontroller.errors import UserError
 from llamacontroller.serving.errors import HttpError
+from llamacontroller.serving.metrics import METRICS_PATH
 from llamacontroller.serving.web.asgi import Middleware
 from llamacontroller.serving.web.middleware import is_openai
 from llamacontroller.serving.web.request import Request
@@ -21,8 +22,10 @@ from llamacontroller.serving.web.response import Answer
 from llamacontroller.serving.web.router import Handler
 
 DEFAULT_ENV = "LLAMACONTROLLER_API_KEYS"
-# GET/HEAD / answers "Ollama is running" to health checks and to the CLI's first probe.
-OPEN_PATHS = frozenset({"/"})
+# GET/HEAD / answers "Ollama is running" to health checks and to the CLI's first probe; /metrics
+# is scraped by Prometheus without a key (counts and the catalog's model names, no request content:
+# docs/clients.md).
+OPEN_PATHS = frozenset({"/", METRICS_PATH})
 
 
 def load_api_keys(

@@ -6,7 +6,10 @@ called: Ollama's ``{"error": "message"}`` or OpenAI's ``{"error": {message, type
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llamacontroller.serving.web.request import Request
 
 # OpenAI's error type for each status we answer with; the Ollama shape has no type.
 OPENAI_TYPES = {
@@ -54,6 +57,14 @@ class UpstreamUnavailable(HttpError):
 
     def __init__(self, message: str) -> None:
         super().__init__(502, message, kind="server_error", code="upstream_unavailable")
+
+
+def note_failure(request: Request, error: HttpError) -> None:
+    """For the metrics: the request failed because llama-server did."""
+    if isinstance(error, UpstreamUnavailable):
+        request.upstream_failure = "unavailable"
+    elif isinstance(error, UpstreamError):
+        request.upstream_failure = "error"
 
 
 def ollama_body(error: HttpError) -> dict[str, Any]:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CATALOG = "catalog"  # the app.state key of the app's catalog
+UNKNOWN_MODEL = "unknown"  # the metrics' model label for a model no target serves
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ class Catalog(Protocol):
 def catalog_of(request: Request) -> Catalog:
     catalog: Catalog = request.app.state[CATALOG]
     return catalog
+
+
+async def resolve(request: Request, model: str | None) -> Target:
+    """The target of ``model`` for this request, whose metrics then carry the catalog's name for
+    it (``unknown`` when there is none): never the client's spelling, so the label stays bounded."""
+    try:
+        target = await catalog_of(request).resolve(model)
+    except HttpError:
+        request.model = UNKNOWN_MODEL
+        raise
+    request.model = target.name
+    return target
 
 
 class SingleModelCatalog:

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from llamacontroller.serving.catalog.target import Target, catalog_of
+from llamacontroller.serving.catalog.target import Target, resolve
 from llamacontroller.serving.errors import HttpError, UpstreamError
 from llamacontroller.serving.ollama.requests import EmbeddingsRequest, EmbedRequest
 from llamacontroller.serving.ollama.translate import embeddings_of, fit_dimensions
@@ -70,15 +70,17 @@ async def fit(upstream: Upstream, text: str, tokens: int) -> str:
 async def embed(request: Request) -> Response:
     started = time.monotonic_ns()
     ask = EmbedRequest.parse(request.json_object())
-    target = await catalog_of(request).resolve(ask.model)
+    target = await resolve(request, ask.model)
     answer = await upstream_embeddings(ask.model, target, ask.inputs, ask.truncate) if ask.inputs else {}
+    prompt_tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+    request.tokens = (prompt_tokens, 0)
     return json_response(
         {
             "model": ask.model,
             "embeddings": [fit_dimensions(v, ask.dimensions) for v in embeddings_of(answer)],
             "total_duration": time.monotonic_ns() - started,
             "load_duration": 0,
-            "prompt_eval_count": int((answer.get("usage") or {}).get("prompt_tokens") or 0),
+            "prompt_eval_count": prompt_tokens,
         }
     )
 
@@ -86,8 +88,9 @@ async def embed(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     """The legacy route: one prompt, one vector (no truncation, as in Ollama)."""
     ask = EmbeddingsRequest.parse(request.json_object())
-    target = await catalog_of(request).resolve(ask.model)
+    target = await resolve(request, ask.model)
     if not ask.prompt:
         return json_response({"embedding": []})
     answer = await upstream_embeddings(ask.model, target, [ask.prompt], truncate=False)
+    request.tokens = (int((answer.get("usage") or {}).get("prompt_tokens") or 0), 0)
     return json_response({"embedding": embeddings_of(answer)[0]})

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from llamacontroller.serving.catalog.metadata import parses_answers
-from llamacontroller.serving.catalog.target import Target, catalog_of
+from llamacontroller.serving.catalog.target import Target, resolve
 from llamacontroller.serving.errors import HttpError, UpstreamUnavailable
 from llamacontroller.serving.ollama import chunks, translate
 from llamacontroller.serving.ollama.chunks import Chunk
@@ -58,7 +58,7 @@ async def relay(request: Request, upstream: Upstream, plan: Plan, fold: Fold, st
     async with upstream.events(path, body) as batches:
         if not stream:
             found = [chunk async for batch in batches for event in batch for chunk in feed(event)]
-            return json_response(fold(found, await plan.finish()))
+            return json_response(fold(found, note_tokens(request, await plan.finish())))
         out = NdjsonWriter(request)
         await out.start()
         try:
@@ -69,10 +69,16 @@ async def relay(request: Request, upstream: Upstream, plan: Plan, fold: Fold, st
                         lines += feed(event)
                 finally:  # an error event: what came before it still goes out, then the error
                     await out.write_all(lines)
-            await out.write(await plan.finish())
+            await out.write(note_tokens(request, await plan.finish()))
         except HttpError as exc:
             await out.error(exc)
         return await out.finish()
+
+
+def note_tokens(request: Request, final: Chunk) -> Chunk:
+    """The final chunk, its token counts (from llama-server's timings) noted for the metrics."""
+    request.tokens = (final.get("prompt_eval_count", 0), final.get("eval_count", 0))
+    return final
 
 
 class PromptTokens:
@@ -161,7 +167,7 @@ async def chat(request: Request) -> Answer:
 
 async def answer(request: Request, ask: Ask, started: int, plan_for: Planner[Ask], fold: Fold) -> Answer:
     """Load the model for a request with nothing to answer, else plan the upstream call and relay it."""
-    target = await catalog_of(request).resolve(ask.model)
+    target = await resolve(request, ask.model)
     if ask.loads_only:
         return await load_or_unload(ask.model, target, ask.keep_alive, chat=isinstance(ask, ChatRequest))
     if ask.has_images:

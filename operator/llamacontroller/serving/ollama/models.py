@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llamacontroller.serving.catalog.metadata import ModelMetadata
-from llamacontroller.serving.catalog.target import available, catalog_of
+from llamacontroller.serving.catalog.target import available, catalog_of, resolve
 from llamacontroller.serving.codec import dumps
 from llamacontroller.serving.errors import HttpError
 from llamacontroller.serving.ollama.ndjson import NDJSON
@@ -52,7 +52,7 @@ async def ps(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     ask = ModelRequest.parse(request.json_object())
-    target = await catalog_of(request).resolve(ask.model)
+    target = await resolve(request, ask.model)
     md = await target.metadata.get()
     return json_response(
         {
@@ -71,7 +71,7 @@ async def show(request: Request) -> Response:
 async def pull(request: Request) -> Response:
     """Nothing to download: success for a served model, 404 for any other."""
     ask = ModelRequest.parse(request.json_object())
-    await catalog_of(request).resolve(ask.model)
+    await resolve(request, ask.model)
     if not ask.stream:
         return json_response({"status": "success"})
     lines = [{"status": "pulling manifest"}, {"status": "success"}]

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from llamacontroller.serving.codec import dumps
-from llamacontroller.serving.errors import HttpError, ollama_body
+from llamacontroller.serving.errors import HttpError, note_failure, ollama_body
 from llamacontroller.serving.web.request import Request
 from llamacontroller.serving.web.response import StreamedResponse
 
@@ -34,6 +34,7 @@ class NdjsonWriter:
     async def error(self, error: HttpError) -> None:
         """A failure after the stream started: status 200 is gone, the last line says it."""
         log.warning("%s %s failed mid-stream: %s", self.request.method, self.request.path, error.message)
+        note_failure(self.request, error)
         await self.write(ollama_body(error))
 
     async def finish(self) -> StreamedResponse:

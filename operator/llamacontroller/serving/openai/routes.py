@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamacontroller.serving.catalog.target import Target, available, catalog_of
+from llamacontroller.serving.catalog.target import Target, available, catalog_of, resolve
 from llamacontroller.serving.codec import dumps
 from llamacontroller.serving.errors import HttpError, UpstreamUnavailable, openai_body
+from llamacontroller.serving.metrics import TAIL
 from llamacontroller.serving.upstream.llama_server import UpstreamResponse
 from llamacontroller.serving.web.request import Request
 from llamacontroller.serving.web.response import Answer, Response, StreamedResponse, json_response
@@ -32,7 +33,7 @@ async def target_of(request: Request) -> tuple[Target, bool]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise HttpError(400, "'model' must be a string", param="model")
-    return await catalog_of(request).resolve(model), body.get("stream") is True
+    return await resolve(request, model), body.get("stream") is True
 
 
 def passthrough(path: str) -> Handler:
@@ -42,6 +43,7 @@ def passthrough(path: str) -> Handler:
             if stream:
                 return await relay_sse(request, upstream)
             content = await upstream.aread()
+            request.tail = content[-TAIL:]  # its usage, for the metrics
             return Response(content, upstream.status_code)
 
     return handler
@@ -56,8 +58,10 @@ async def relay_sse(request: Request, upstream: UpstreamResponse) -> StreamedRes
     try:
         async for chunk in upstream.aiter_raw():
             await response.write(chunk)
-            tail = (tail + chunk)[-2:]
+            request.tail = (request.tail + chunk)[-TAIL:]  # its last event has the usage
+            tail = request.tail[-2:]
     except UpstreamUnavailable as exc:
+        request.upstream_failure = "unavailable"
         error = openai_body(exc)
         separator = b"" if tail == EVENT_END else EVENT_END
         await response.write(separator + b"data: " + dumps(error) + EVENT_END)
@@ -74,7 +78,7 @@ async def models(request: Request) -> Response:
 
 
 async def model(request: Request) -> Response:
-    target = await catalog_of(request).resolve(request.match_info["model"])
+    target = await resolve(request, request.match_info["model"])
     md = await target.metadata.get()
     return json_response(model_entry(target.name, md.created))
 

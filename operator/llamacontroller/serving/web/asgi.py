@@ -13,7 +13,8 @@ that chose it: docs/decisions/serving-stack.md). What the API needs of a web fra
   stops generating): ASGI only reports the disconnect to whoever awaits ``receive``, so a watcher
   does while the handler runs;
 - the lifespan enters the app's contexts (clients, background tasks) and leaves them on shutdown;
-- one access-log line per request, without headers (API keys travel in them).
+- one access-log line per request, without headers (API keys travel in them);
+- an observer (the metrics, ``serving/metrics.py``) is told when each request starts and ends.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from llamacontroller.serving.errors import HttpError
 from llamacontroller.serving.web.request import ClientGone, Receive, Request, Scope, Send
@@ -37,6 +38,14 @@ BODY_TIMEOUT = 60.0  # seconds a request's body may take to arrive whole
 
 Middleware = Callable[[Request, Handler], Awaitable[Answer]]
 Lifecycle = Callable[["App"], contextlib.AbstractAsyncContextManager[None]]
+
+
+class Observer(Protocol):
+    """Told of every request: when it arrives, and when it is done (answered, refused or gone)."""
+
+    def started(self, request: Request) -> None: ...
+
+    def finished(self, request: Request, router: Router, seconds: float) -> None: ...
 
 
 class App:
@@ -59,6 +68,7 @@ class App:
         self.body_timeout = body_timeout
         self.in_memory = 0  # bytes of request bodies held now
         self.access_log = access_log
+        self.observer: Observer | None = None
         self.handler: Handler = self._dispatch
         for middleware in reversed(list(middlewares)):
             self.handler = _wrap(middleware, self.handler)
@@ -80,8 +90,11 @@ class App:
         return await handler(request)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.monotonic()
         request = Request(self, scope, receive, send)
+        started = request.arrived
+        observer = self.observer
+        if observer is not None:
+            observer.started(request)
         try:
             answer = await self.handler(request)
             if isinstance(answer, Response) and not request.status:
@@ -91,7 +104,7 @@ class App:
             elif not request.done:
                 log.error("%s %s: the answer ended before it was complete", request.method, request.path)
         except ClientGone:
-            pass
+            request.client_gone = True
         except asyncio.CancelledError:
             if not request.client_gone:
                 raise  # not the client's disconnect: the server is stopping
@@ -103,6 +116,9 @@ class App:
             if request.watcher is not None:
                 request.watcher.cancel()
             self.in_memory -= request.in_memory
+            seconds = time.monotonic() - started
+            if observer is not None:
+                observer.finished(request, self.router, seconds)
         if self.access_log is not None:
             self.access_log.info(
                 '%s "%s %s" %d %.0fms',
@@ -110,7 +126,7 @@ class App:
                 request.method,
                 request.path,
                 request.status or CLIENT_CLOSED_REQUEST,
-                (time.monotonic() - started) * 1e3,
+                seconds * 1e3,
             )
 
     def _hold(self, request: Request, size: int) -> None:

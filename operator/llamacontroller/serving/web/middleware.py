@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from llamacontroller.serving.errors import HttpError, ollama_body, openai_body
+from llamacontroller.serving.errors import HttpError, note_failure, ollama_body, openai_body
 from llamacontroller.serving.web.request import ClientGone, Request
 from llamacontroller.serving.web.response import Answer, Response, json_response
 from llamacontroller.serving.web.router import Handler
@@ -33,6 +33,7 @@ async def error_middleware(request: Request, handler: Handler) -> Answer:
     try:
         return await handler(request)
     except HttpError as exc:
+        note_failure(request, exc)
         return error_response(request, exc)
     except ClientGone:
         raise  # nobody to answer

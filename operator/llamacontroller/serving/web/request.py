@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+NO_MODEL = "none"  # the metrics' model label of a request that names no model (listings, version)
+
+
 class ClientGone(Exception):
     """The client disconnected before its request's body was complete."""
 
@@ -29,18 +33,25 @@ class Request:
     __slots__ = (
         "_send",
         "app",
+        "arrived",
         "body",
         "body_read",
         "client_gone",
         "done",
+        "first_write",
         "in_memory",
+        "last_write",
         "match_info",
         "method",
+        "model",
         "path",
         "receive",
         "remote",
         "scope",
         "status",
+        "tail",
+        "tokens",
+        "upstream_failure",
         "watcher",
     )
 
@@ -60,6 +71,14 @@ class Request:
         self.client_gone = False
         self.watcher: asyncio.Future[None] | None = None  # cancels the handler if the client leaves
         self._send = send
+        # What the metrics (serving/metrics.py) read once the request is done:
+        self.arrived = time.monotonic()
+        self.model = NO_MODEL  # the catalog's name of the model served, once resolved
+        self.first_write = 0.0  # when a streamed answer's first and last bytes went out
+        self.last_write = 0.0
+        self.tokens: tuple[int, int] | None = None  # prompt and generated tokens, from llama-server
+        self.tail = b""  # the end of a relayed OpenAI answer, where its usage is
+        self.upstream_failure: str | None = None  # "error" or "unavailable" when llama-server failed
 
     def headers(self, name: bytes) -> list[str]:
         """Every value of a request header, by its lower-case name."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from llamacontroller.serving.codec import dumps
@@ -45,7 +46,11 @@ class StreamedResponse:
         await self.request.start(self.status, self.headers.items())
 
     async def write(self, data: bytes) -> None:
-        await self.request.write(data)
+        request = self.request
+        request.last_write = time.monotonic()
+        if not request.first_write:
+            request.first_write = request.last_write
+        await request.write(data)
 
     async def finish(self) -> StreamedResponse:
         await self.request.write(b"", last=True)

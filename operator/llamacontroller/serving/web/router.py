@@ -33,6 +33,15 @@ class Router:
         if method == "GET":
             methods.setdefault("HEAD", handler)
 
+    def pattern(self, path: str) -> str | None:
+        """The route that answers ``path``, as added (``/v1/models/{model}``); None if none does."""
+        if path in self.exact:
+            return path
+        for prefix, param, _ in self.prefixed:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return f"{prefix}{{{param}}}"
+        return None
+
     def match(self, request: Request) -> Handler:
         """The handler; 404 for an unknown path (in Ollama's words), 405 for a known one."""
         methods = self.exact.get(request.path)
