@@ -272,7 +272,10 @@ def test_an_impossible_placement_gets_a_clear_status_and_others_are_served(
 ) -> None:
     kube.apply(lm("nowhere", gpu={"mode": "single", "gpuId": 5}))
     status = kube.wait_phase("nowhere", "Failed", "InvalidPlacement")
-    assert status["message"] == "slot gpu5 is not available: node node-a has 2 GPUs (slots: gpu0, gpu1, both)"
+    assert (
+        status["message"]
+        == "spec.gpu.gpuId: slot gpu5 is not available: node node-a has 2 GPUs (slots: gpu0, gpu1, both)"
+    )
     kube.apply(lm("fine"))
     eventually(lambda: kube.one_pod("fine"))
     assert kube.server_pods("nowhere") == []
