@@ -135,6 +135,18 @@ def test_device_plugin_strategy_requests_gpus_instead_of_pinning():
     assert single["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
 
 
+def test_device_plugin_strategy_leaves_the_gpu_request_to_its_limit():
+    """A request of GPUs other than the slot's count would make the API server refuse the Pod."""
+    config = repo_config(gpu_strategy="devicePlugin")
+    resources = {"limits": {"nvidia.com/gpu": 2}, "requests": {"nvidia.com/gpu": 2, "cpu": 1}}
+    body = llamamodel(gpu={"gpuId": 1}, resources=resources)
+    container = render_children(parse_llamamodel(body), config).pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}, "requests": {"cpu": 1}}
+    only_gpus = llamamodel(resources={"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1}})
+    container = render_children(parse_llamamodel(only_gpus), config).pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+
+
 def test_the_adapter_sidecar_fronts_the_slot_on_11434():
     children = _children(gpu={"gpuId": 1})
     adapter = children.pod["spec"]["containers"][1]
