@@ -69,6 +69,32 @@ MAX_EXTRA_ARGS_CHARS = 16384
 MAX_ENV = 64
 MAX_ENV_VALUE_CHARS = 16384
 MAX_RESOURCES = 16
+# llama-server flags that the operator sets from the slot and spec.model, which extraArgs may not
+# change (llama-server takes a flag's last value): where it listens (the Pod's port and probes),
+# which GPUs it uses (the slot's: another split, main GPU, device or split mode could put it on a
+# GPU the ledger gave to another server), the model file and the name clients ask for.
+OWNED_FLAGS = (
+    "--host",
+    "--port",
+    "-ts",
+    "--tensor-split",
+    "-mg",
+    "--main-gpu",
+    "-dev",
+    "--device",
+    "-sm",
+    "--split-mode",
+    "-m",
+    "--model",
+    "-mm",
+    "--mmproj",
+    "-a",
+    "--alias",
+)
+_OWNED = "[" + ", ".join(f"'{flag}'" for flag in OWNED_FLAGS) + "]"
+OWNED_FLAGS_MESSAGE = (
+    "extraArgs may not set what the operator sets from the slot and spec.model: " + ", ".join(OWNED_FLAGS)
+)
 
 
 class CamelModel(BaseModel):
@@ -204,6 +230,13 @@ class ServerParameters(CamelModel):
             "fieldPath": ".extraArgs",
             "reason": "FieldValueInvalid",
         },
+        {
+            "rule": f"!has(self.extraArgs) || self.extraArgs.all(a, !(a in {_OWNED}) && "
+            f"!{_OWNED}.exists(f, a.startsWith(f + '=')))",
+            "message": OWNED_FLAGS_MESSAGE,
+            "fieldPath": ".extraArgs",
+            "reason": "FieldValueForbidden",
+        },
     )
 
     ctx_size: int | None = Field(
@@ -244,6 +277,8 @@ class ServerParameters(CamelModel):
     def _extra_args_fit(cls, args: list[str] | None) -> list[str] | None:
         if args is not None and sum(len(a) for a in args) > MAX_EXTRA_ARGS_CHARS:
             raise ValueError(f"extraArgs may hold {MAX_EXTRA_ARGS_CHARS} characters in all")
+        if any(arg.split("=", 1)[0] in OWNED_FLAGS for arg in args or []):
+            raise ValueError(OWNED_FLAGS_MESSAGE)
         return args
 
 

@@ -224,6 +224,7 @@ def dotted(path: Path) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).removeprefix(".")
 
 
+EXTRA = "spec.parameters.extraArgs"
 APPLY_DEFECTS: list[tuple[str, Path, Any] | tuple[str, Path, Any, str]] = [
     # paths out of the models volume, or no file name at all
     ("a parent path", ("spec", "model", "path"), "../x.gguf"),
@@ -281,6 +282,10 @@ APPLY_DEFECTS: list[tuple[str, Path, Any] | tuple[str, Path, Any, str]] = [
     ("an extraArg too long", ("spec", "parameters", "extraArgs", 0), "a" * (MAX_EXTRA_ARGS_CHARS + 1)),
     ("extraArgs too long together", ("spec", "parameters", "extraArgs"), ["a" * 9000, "b" * 9000]),
     ("a NUL in an extraArg", ("spec", "parameters", "extraArgs", 1), "--alias\x00x"),
+    ("a split of other GPUs in extraArgs", ("spec", "parameters", "extraArgs", 1), "--tensor-split", EXTRA),
+    ("another port in extraArgs", ("spec", "parameters", "extraArgs", 0), "--port=9000", EXTRA),
+    ("a main GPU in extraArgs", ("spec", "parameters", "extraArgs", 1), "-mg", EXTRA),
+    ("another model file in extraArgs", ("spec", "parameters", "extraArgs", 0), "--model", EXTRA),
     ("an extraArg of a number", ("spec", "parameters", "extraArgs", 0), 5),
     ("extraArgs of a string", ("spec", "parameters", "extraArgs"), "--jinja"),
     # what a Pod would refuse: env, resources, image

@@ -154,6 +154,13 @@ POD_REFUSALS = {
         {"parameters": {"extraArgs": ["x" * 9000, "y" * 9000]}},
         "spec.parameters.extraArgs: extraArgs may hold 16384 characters in all",
     ),
+    "a split over other GPUs in extraArgs": (
+        {"parameters": {"extraArgs": ["--jinja", "--tensor-split", "1,1"]}},
+        "spec.parameters.extraArgs: extraArgs may not set what the operator sets from the slot",
+    ),
+    "another port in extraArgs": ({"parameters": {"extraArgs": ["--port=9000"]}}, "may not set"),
+    "a device in extraArgs": ({"parameters": {"extraArgs": ["-dev", "CUDA1"]}}, "may not set"),
+    "another model file in extraArgs": ({"parameters": {"extraArgs": ["-m", "/etc/x.gguf"]}}, "may not set"),
     "a context llama-server cannot read": (
         {"parameters": {"ctxSize": 2**31}},
         "spec.parameters.ctxSize: Input should be less than or equal to 2147483647",
@@ -195,7 +202,18 @@ def test_their_well_formed_neighbours_are_accepted():
                 },
             },
             image="registry.example.com:5000/llama.cpp:server-cuda@sha256:0123abcd",
-            parameters={"ctxSize": 2**31 - 1, "extraArgs": ["--chat-template", "é" * 16000, "--jinja"]},
+            parameters={
+                "ctxSize": 2**31 - 1,
+                "extraArgs": [
+                    "--chat-template",
+                    "é" * 16000,
+                    "--jinja",
+                    "--ctx-size",
+                    "8",
+                    "--models-dir",
+                    "-ts1",
+                ],
+            },
             model={"path": "модели/ü .gguf"},
         )
     )
