@@ -209,8 +209,13 @@ def test_a_switch_deletes_the_old_pod_before_the_new_one_exists(
             lambda: [p for p in kube.server_pods("phi") if p["metadata"]["name"] != old], what="a new pod"
         )
         assert arg(new[0], "--ctx-size") == "8192"
-        changes = [(c.type, c.name) for c in pods.changes]
-    gone, born = changes.index(("DELETED", old)), changes.index(("ADDED", new[0]["metadata"]["name"]))
+        added = ("ADDED", new[0]["metadata"]["name"])
+        # the watch may lag behind the list that showed the new Pod: wait until it has told it too
+        seen = pods.wait_for(
+            "the new pod in the watch", lambda found: added in [(c.type, c.name) for c in found]
+        )
+        changes = [(c.type, c.name) for c in seen]
+    gone, born = changes.index(("DELETED", old)), changes.index(added)
     assert gone < born, changes
     eventually(lambda: kube.status("phi")["podName"] == new[0]["metadata"]["name"])
     assert "Switching" in kube.reasons("phi")
