@@ -45,7 +45,9 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         branches = [b for b in schema["anyOf"] if not _is_null(b)]
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
         if {b.get("type") for b in branches} == {"string", "integer"}:
-            return {**_plain_keys(rest), "x-kubernetes-int-or-string": True}
+            # each branch's bounds apply to its own kind of value (a pattern to strings only)
+            bounds = {k: v for b in branches for k, v in _plain_keys(b).items() if k != "type"}
+            return {**bounds, **_plain_keys(rest), "x-kubernetes-int-or-string": True}
         if len(branches) == 1:
             return _structural({**branches[0], **rest}, defs)
         raise ValueError(f"no structural form for anyOf {schema['anyOf']!r}")
@@ -129,5 +131,12 @@ def crd() -> dict[str, Any]:
 HEADER = "# Generated from the pydantic models by `llamacontroller crd`; do not edit by hand.\n"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a node shared by two places twice, never as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def crd_yaml() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=110)
+    return HEADER + yaml.dump(crd(), Dumper=_Dumper, sort_keys=False, width=110)

@@ -48,6 +48,7 @@ class Observed:
     llamamodels: list[dict[str, Any]] = field(default_factory=list)  # the others, for the waiting queue
     gpu_count: int | None = None  # the node's, from its label; None: the config's gpusPerNode
     node: NodeHealth | None = None  # whether the wanted node's kubelet reports; None: not known
+    node_exists: bool = True  # False: the wanted node is not in the cluster (the cache holds every Node)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def _decide_children(
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
         decision = _follow(current[0], children, config, now, fields, observed.node)
+    elif not observed.node_exists:
+        return Decision(report=_no_such_node(children, fields), delete_services=own_services)
     else:
         decision = _claim_or_wait(body, previous, children, config, observed, now, fields)
         if decision.report.phase is Phase.WAITING:
@@ -118,6 +121,15 @@ def _decide_children(
         apply_service=children.service,
         delete_services=[name for name in own_services if name != service_name],
     )
+
+
+def _no_such_node(children: Children, fields: dict[str, Any]) -> Report:
+    """No server for a node the cluster does not have: its Pod could never be scheduled. The node
+    joining makes the LlamaModel reconciled again (the status names it)."""
+    node = children.placement.node
+    where = "spec.nodeName" if children.lm.spec.node_name else "defaultNode (the operator's config)"
+    message = f"{where}: node {node} is not in the cluster; the server is created once it joins"
+    return Report(phase=Phase.FAILED, reason="NodeNotFound", message=message, fields=fields)
 
 
 def _same_slot(previous: LlamaModelStatus, children: Children) -> bool:

@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     JsonValue,
+    PlainValidator,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from llamacontroller.quantity import (
+    EXTENDED_DOMAIN_MAX,
+    EXTENDED_NAME_MAX,
+    EXTENDED_RESOURCE_PATTERN,
+    INT64_MAX,
+    QUANTITY_MAX_CHARS,
+    QUANTITY_PATTERN,
+    STANDARD_RESOURCES,
+    is_extended,
+    parse_quantity,
+    resource_name_problem,
+)
 
 GROUP = "llamacontroller.io"
 VERSION = "v1alpha1"
@@ -32,10 +47,54 @@ API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_NAME_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
 )
-GGUF_PATH_PATTERN = r"^[^/].*\.gguf$"
+# A file in the models volume: relative, no control characters (a NUL cannot be passed to a process).
+GGUF_PATH_PATTERN = r"^[^/\x00-\x1f\x7f][^\x00-\x1f\x7f]*\.gguf$"
 TENSOR_SPLIT_PATTERN = r"^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)+$"
 NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_PATTERN = NODE_NAME_PATTERN
+# A container image reference: no whitespace at either end (the API server refuses such a Pod), no
+# characters that no registry, name, tag or digest uses.
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+# An environment variable name as Pods take it: printable ASCII other than '='.
+ENV_NAME_PATTERN = r"^[ -<>-~]+$"
+# A configMap or Secret key: [-._a-zA-Z0-9], and neither '.', '..' nor anything starting with '..'.
+CONFIG_KEY_PATTERN = r"^([-_a-zA-Z0-9]|[.][-_a-zA-Z0-9])[-._a-zA-Z0-9]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"  # a NUL cannot reach a process: its argument or variable would end there
+INT32_MAX = 2**31 - 1  # llama-server reads its integer flags as C ints
 DEFAULT_TAG = "latest"
+# What a LlamaModel may pass in extraArgs and env: generous for any real server, and together far
+# under what `kubectl apply` can store (its last-applied annotation holds at most 256 KiB).
+MAX_EXTRA_ARGS = 256
+MAX_EXTRA_ARGS_CHARS = 16384
+MAX_ENV = 64
+MAX_ENV_VALUE_CHARS = 16384
+MAX_RESOURCES = 16
+# llama-server flags that the operator sets from the slot and spec.model, which extraArgs may not
+# change (llama-server takes a flag's last value): where it listens (the Pod's port and probes),
+# which GPUs it uses (the slot's: another split, main GPU, device or split mode could put it on a
+# GPU the ledger gave to another server), the model file and the name clients ask for.
+OWNED_FLAGS = (
+    "--host",
+    "--port",
+    "-ts",
+    "--tensor-split",
+    "-mg",
+    "--main-gpu",
+    "-dev",
+    "--device",
+    "-sm",
+    "--split-mode",
+    "-m",
+    "--model",
+    "-mm",
+    "--mmproj",
+    "-a",
+    "--alias",
+)
+_OWNED = "[" + ", ".join(f"'{flag}'" for flag in OWNED_FLAGS) + "]"
+OWNED_FLAGS_MESSAGE = (
+    "extraArgs may not set what the operator sets from the slot and spec.model: " + ", ".join(OWNED_FLAGS)
+)
 
 
 class CamelModel(BaseModel):
@@ -169,13 +228,32 @@ class ServerParameters(CamelModel):
             "fieldPath": ".pooling",
             "reason": "FieldValueForbidden",
         },
+        {
+            "rule": f"!has(self.extraArgs) || self.extraArgs.map(a, size(a)).sum() <= {MAX_EXTRA_ARGS_CHARS}",
+            "message": f"extraArgs may hold {MAX_EXTRA_ARGS_CHARS} characters in all",
+            "fieldPath": ".extraArgs",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": f"!has(self.extraArgs) || self.extraArgs.all(a, !(a in {_OWNED}) && "
+            f"!{_OWNED}.exists(f, a.startsWith(f + '=')))",
+            "message": OWNED_FLAGS_MESSAGE,
+            "fieldPath": ".extraArgs",
+            "reason": "FieldValueForbidden",
+        },
     )
 
-    ctx_size: int | None = Field(default=None, ge=0, description="--ctx-size: total over parallel slots.")
-    n_gpu_layers: int | None = Field(default=None, ge=0, description="--n-gpu-layers (999: all).")
-    threads: int | None = Field(default=None, ge=1, description="--threads.")
-    batch_size: int | None = Field(default=None, ge=1, description="--batch-size.")
-    parallel: int | None = Field(default=None, ge=1, description="--parallel: concurrent request slots.")
+    ctx_size: int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="--ctx-size: total over parallel slots."
+    )
+    n_gpu_layers: int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="--n-gpu-layers (999: all)."
+    )
+    threads: int | None = Field(default=None, ge=1, le=INT32_MAX, description="--threads.")
+    batch_size: int | None = Field(default=None, ge=1, le=INT32_MAX, description="--batch-size.")
+    parallel: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="--parallel: concurrent request slots."
+    )
     flash_attn: Literal["on", "off", "auto"] | None = Field(default=None, description="--flash-attn.")
     cache_type_k: CacheType | None = Field(
         default=None, description="--cache-type-k: the KV cache's type for keys (f16 by default)."
@@ -191,8 +269,11 @@ class ServerParameters(CamelModel):
     pooling: Literal["none", "mean", "cls", "last", "rank"] | None = Field(
         default=None, description="--pooling: how token embeddings become one (the model's own by default)."
     )
-    extra_args: list[str] | None = Field(
+    extra_args: (
+        list[Annotated[str, Field(max_length=MAX_EXTRA_ARGS_CHARS, pattern=NO_NUL_PATTERN)]] | None
+    ) = Field(
         default=None,
+        max_length=MAX_EXTRA_ARGS,
         description="Passed verbatim after the typed flags; llama-server takes the last value of a flag.",
     )
 
@@ -202,24 +283,224 @@ class ServerParameters(CamelModel):
             raise ValueError("pooling applies to embeddings: set embeddings: true as well")
         return self
 
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_fit(cls, args: list[str] | None) -> list[str] | None:
+        if args is not None and sum(len(a) for a in args) > MAX_EXTRA_ARGS_CHARS:
+            raise ValueError(f"extraArgs may hold {MAX_EXTRA_ARGS_CHARS} characters in all")
+        if any(arg.split("=", 1)[0] in OWNED_FLAGS for arg in args or []):
+            raise ValueError(OWNED_FLAGS_MESSAGE)
+        return args
+
+
+class KeyRef(CamelModel):
+    """A key of a Secret or ConfigMap in the LlamaModel's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = Field(max_length=253, pattern=CONFIG_KEY_PATTERN)
+    optional: bool | None = None
+
+
+class FieldRef(CamelModel):
+    """A field of the server's Pod (the downward API)."""
+
+    field_path: Literal[
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.uid",
+        "spec.nodeName",
+        "spec.serviceAccountName",
+        "status.hostIP",
+        "status.hostIPs",
+        "status.podIP",
+        "status.podIPs",
+    ]
+    api_version: Literal["v1"] | None = None
+
+
+class ResourceFieldRef(CamelModel):
+    """A resource of the server's container (the downward API), in its plain unit."""
+
+    resource: Literal[
+        "limits.cpu",
+        "limits.memory",
+        "limits.ephemeral-storage",
+        "requests.cpu",
+        "requests.memory",
+        "requests.ephemeral-storage",
+    ]
+
+
+ONE_SOURCE = "exactly one of secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef"
+
+
+class EnvVarSource(CamelModel):
+    """Where a variable's value comes from, as in a Pod: one source."""
+
+    model_config = cel_rules(
+        {
+            "rule": "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef),"
+            " has(self.resourceFieldRef)].exists_one(x, x)",
+            "message": f"needs {ONE_SOURCE}",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    secret_key_ref: KeyRef | None = None
+    config_map_key_ref: KeyRef | None = None
+    field_ref: FieldRef | None = None
+    resource_field_ref: ResourceFieldRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        sources = (self.secret_key_ref, self.config_map_key_ref, self.field_ref, self.resource_field_ref)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(f"needs {ONE_SOURCE}")
+        return self
+
 
 class EnvVar(CamelModel):
-    """A container environment variable, as in a Pod."""
+    """A container environment variable, as in a Pod: a value, or where to take it from."""
 
-    name: str = Field(min_length=1)
-    value: str | None = None
-    value_from: dict[str, Any] | None = None
+    model_config = cel_rules(
+        {
+            "rule": "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            "message": "value and valueFrom exclude each other",
+            "fieldPath": ".valueFrom",
+            "reason": "FieldValueForbidden",
+        },
+    )
+
+    name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
+    value: str | None = Field(default=None, max_length=MAX_ENV_VALUE_CHARS, pattern=NO_NUL_PATTERN)
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value_from is not None and self.value:
+            raise ValueError("value and valueFrom exclude each other")
+        return self
+
+
+def _quantity(value: object) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a quantity: a whole number, or a string such as 500m or 8Gi")
+    parse_quantity(value)
+    return value
+
+
+# A quantity as Pods take it: a non-negative integer or a string such as 500m or 8Gi (one message
+# for both kinds; the CRD declares both, with the bounds of each).
+Quantity = Annotated[
+    int | str,
+    PlainValidator(_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "maxLength": QUANTITY_MAX_CHARS, "pattern": QUANTITY_PATTERN},
+            ]
+        }
+    ),
+]
+
+_QUANTITY = "quantity(string({}))"
+_CONTAINER_RESOURCE = (
+    f"k in {list(STANDARD_RESOURCES)} || (k.matches('{EXTENDED_RESOURCE_PATTERN}') && "
+    f"!k.contains('kubernetes.io/') && k.indexOf('/') <= {EXTENDED_DOMAIN_MAX} && "
+    f"size(k) - k.indexOf('/') <= {EXTENDED_NAME_MAX + 1})"
+)
+RESOURCE_NAMES_MESSAGE = (
+    "a container can ask for cpu, memory, ephemeral-storage, or an extended resource such as nvidia.com/gpu"
+)
+EXTENDED_INTEGER_MESSAGE = "an extended resource (such as nvidia.com/gpu) comes in whole units"
+
+
+def _quantities(what: str) -> Any:
+    """A map of resource quantities (limits or requests), with the API server's own rules for them."""
+    return Field(
+        default=None,
+        max_length=MAX_RESOURCES,
+        description=what,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(k, {_CONTAINER_RESOURCE})",
+                    "message": RESOURCE_NAMES_MESSAGE,
+                    "reason": "FieldValueInvalid",
+                },
+                {
+                    "rule": f"self.all(k, !k.contains('/') || {_QUANTITY.format('self[k]')}.isInteger())",
+                    "message": EXTENDED_INTEGER_MESSAGE,
+                    "reason": "FieldValueInvalid",
+                },
+            ]
+        },
+    )
+
+
+_REQUEST, _LIMIT = _QUANTITY.format("self.requests[k]"), _QUANTITY.format("self.limits[k]")
+REQUESTS_MESSAGE = (
+    "a request may not exceed its limit; an extended resource (such as nvidia.com/gpu) requested needs "
+    "a limit, equal to the request"
+)
 
 
 class Resources(CamelModel):
     """Container resources, as in a Pod (requests and limits)."""
 
-    limits: dict[str, int | str] | None = None
-    requests: dict[str, int | str] | None = None
+    model_config = cel_rules(
+        {
+            "rule": "!has(self.requests) || self.requests.all(k, k.contains('/') ? "
+            f"(has(self.limits) && k in self.limits && {_REQUEST}.compareTo({_LIMIT}) == 0) : "
+            f"(!has(self.limits) || !(k in self.limits) || {_REQUEST}.compareTo({_LIMIT}) <= 0))",
+            "message": REQUESTS_MESSAGE,
+            "fieldPath": ".requests",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    limits: dict[str, Quantity] | None = _quantities("The most the server may use, as in a Pod.")
+    requests: dict[str, Quantity] | None = _quantities("What the scheduler reserves, as in a Pod.")
+
+    @field_validator("limits", "requests")
+    @classmethod
+    def _container_quantities(cls, quantities: dict[str, int | str] | None) -> dict[str, int | str] | None:
+        for name, value in (quantities or {}).items():
+            problem = resource_name_problem(name)
+            if problem:
+                raise ValueError(problem)
+            amount = parse_quantity(value)
+            if is_extended(name) and (amount.denominator != 1 or amount > INT64_MAX):
+                raise ValueError(f"{name}: {EXTENDED_INTEGER_MESSAGE}")
+        return quantities
+
+    @model_validator(mode="after")
+    def _requests_fit_limits(self) -> Resources:
+        limits = self.limits or {}
+        for name, value in (self.requests or {}).items():
+            request, limit = parse_quantity(value), limits.get(name)
+            if is_extended(name):
+                fits = limit is not None and request == parse_quantity(limit)
+            else:
+                fits = limit is None or request <= parse_quantity(limit)
+            if not fits:
+                raise ValueError(f"requests.{name}: {REQUESTS_MESSAGE}")
+        return self
 
 
 class LlamaModelSpec(CamelModel):
     """What to serve and where."""
+
+    model_config = cel_rules(
+        {
+            "rule": "!has(self.env) || "
+            f"self.env.map(e, has(e.value) ? size(e.value) : 0).sum() <= {MAX_ENV_VALUE_CHARS}",
+            "message": f"env values may hold {MAX_ENV_VALUE_CHARS} characters in all",
+            "fieldPath": ".env",
+            "reason": "FieldValueInvalid",
+        },
+    )
 
     model: ModelRef
     gpu: GpuPlacement = Field(default_factory=GpuPlacement)
@@ -230,7 +511,9 @@ class LlamaModelSpec(CamelModel):
         description="The node whose GPUs serve the model; the operator's defaultNode when unset.",
     )
     parameters: ServerParameters = Field(default_factory=ServerParameters)
-    image: str | None = Field(default=None, min_length=1, description="Overrides the operator's image.")
+    image: str | None = Field(
+        default=None, max_length=512, pattern=IMAGE_PATTERN, description="Overrides the operator's image."
+    )
     startup_timeout_seconds: int | None = Field(
         default=None,
         ge=1,
@@ -239,7 +522,14 @@ class LlamaModelSpec(CamelModel):
         "(the operator's startupTimeoutSeconds when unset).",
     )
     resources: Resources | None = None
-    env: list[EnvVar] | None = None
+    env: list[EnvVar] | None = Field(default=None, max_length=MAX_ENV)
+
+    @field_validator("env")
+    @classmethod
+    def _env_fits(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        if env is not None and sum(len(var.value or "") for var in env) > MAX_ENV_VALUE_CHARS:
+            raise ValueError(f"env values may hold {MAX_ENV_VALUE_CHARS} characters in all")
+        return env
 
 
 class Phase(StrEnum):
@@ -349,10 +639,12 @@ class InvalidSpec(ValueError):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, in the resource's own field names (spec.gpu.gpuId, not gpu_id)."""
+    """One line per problem, in the resource's own field names as the API server writes them
+    (spec.gpu.gpuId, not gpu_id; spec.env[0].name)."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        where = where.removeprefix(".")
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)

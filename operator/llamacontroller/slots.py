@@ -109,7 +109,8 @@ def place(lm: LlamaModel, config: OperatorConfig, gpu_count: int | None = None) 
             if name not in slot_names(count)
             else "the port table has no port for it"
         )
-        raise PlacementError(f"slot {name} is not available: {reason} (slots: {', '.join(table)})")
+        field = "spec.gpu.mode" if lm.spec.gpu.mode is GpuMode.BOTH else "spec.gpu.gpuId"
+        raise PlacementError(f"{field}: slot {name} is not available: {reason} (slots: {', '.join(table)})")
     if lm.spec.gpu.tensor_split is not None and len(lm.spec.gpu.tensor_split.split(",")) != count:
         ratios = len(lm.spec.gpu.tensor_split.split(","))
         raise PlacementError(f"spec.gpu.tensorSplit has {ratios} ratios; node {node} has {count} GPUs")

@@ -217,8 +217,13 @@ def test_a_switch_deletes_the_old_pod_before_the_new_one_exists(
             lambda: [p for p in kube.server_pods("phi") if p["metadata"]["name"] != old], what="a new pod"
         )
         assert arg(new[0], "--ctx-size") == "8192"
-        changes = [(c.type, c.name) for c in pods.changes]
-    gone, born = changes.index(("DELETED", old)), changes.index(("ADDED", new[0]["metadata"]["name"]))
+        added = ("ADDED", new[0]["metadata"]["name"])
+        # the watch may lag behind the list that showed the new Pod: wait until it has told it too
+        seen = pods.wait_for(
+            "the new pod in the watch", lambda found: added in [(c.type, c.name) for c in found]
+        )
+        changes = [(c.type, c.name) for c in seen]
+    gone, born = changes.index(("DELETED", old)), changes.index(added)
     assert gone < born, changes
     eventually(lambda: kube.status("phi")["podName"] == new[0]["metadata"]["name"])
     assert "Switching" in kube.reasons("phi")
@@ -280,7 +285,10 @@ def test_an_impossible_placement_gets_a_clear_status_and_others_are_served(
 ) -> None:
     kube.apply(lm("nowhere", gpu={"mode": "single", "gpuId": 5}))
     status = kube.wait_phase("nowhere", "Failed", "InvalidPlacement")
-    assert status["message"] == "slot gpu5 is not available: node node-a has 2 GPUs (slots: gpu0, gpu1, both)"
+    assert (
+        status["message"]
+        == "spec.gpu.gpuId: slot gpu5 is not available: node node-a has 2 GPUs (slots: gpu0, gpu1, both)"
+    )
     kube.apply(lm("fine"))
     eventually(lambda: kube.one_pod("fine"))
     assert kube.server_pods("nowhere") == []

@@ -129,6 +129,32 @@ def test_unplaceable_spec_fails_with_reason():
     assert status["slot"] is None and status["podName"] is None
 
 
+def test_a_node_the_cluster_has_not_gets_no_pod_and_the_status_names_the_field():
+    """A Pod bound to a node that does not exist would wait unschedulable for ever, holding nothing
+    a person can see; the status says which field is wrong instead, and keeps the node it names so
+    that the node joining makes the LlamaModel reconciled again."""
+    body = llamamodel()
+    service = _children(body).service
+    decision = decide(body, CONFIG, Observed(pods=[], services=[service], node_pods=[], node_exists=False))
+    assert decision.create_pod is None and decision.apply_service is None
+    assert decision.delete_services == [service["metadata"]["name"]]
+    assert (decision.report.phase, decision.report.reason) == (Phase.FAILED, "NodeNotFound")
+    assert decision.report.message == (
+        "spec.nodeName: node node-a is not in the cluster; the server is created once it joins"
+    )
+    status = status_patch(body, decision, "now")
+    assert status["node"] == "node-a" and status["podName"] is None
+    assert [c["type"] for c in status["conditions"]] == ["Ready"]  # no slot judged, none held
+
+
+def test_a_running_server_is_followed_even_when_its_node_is_gone():
+    pod = _children(llamamodel()).pod
+    decision = decide(
+        llamamodel(), CONFIG, Observed(pods=[pod], services=[], node_pods=[pod], node_exists=False)
+    )
+    assert decision.report.reason != "NodeNotFound" and decision.delete_pods == []
+
+
 def _waiting(name: str, created: str, since: str, slot: str = "gpu0") -> dict:
     body = llamamodel(name=name, uid=f"u-{name}")
     body["metadata"]["creationTimestamp"] = created

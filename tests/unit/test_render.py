@@ -1,15 +1,19 @@
 """Pod and Service rendering, checked against golden YAML (regenerate: pytest --update-golden)."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llamacontroller.render import names
 from llamacontroller.render.children import render_children
 from llamacontroller.render.service import service_matches
 from llamacontroller.resource import parse_llamamodel
 from tests.support.builders import llamamodel, repo_config
+from tests.support.hostile import subdomains
 from tests.support.paths import REPO
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -183,6 +187,18 @@ def test_device_plugin_strategy_requests_gpus_instead_of_pinning():
     assert single["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
 
 
+def test_device_plugin_strategy_leaves_the_gpu_request_to_its_limit():
+    """A request of GPUs other than the slot's count would make the API server refuse the Pod."""
+    config = repo_config(gpu_strategy="devicePlugin")
+    resources = {"limits": {"nvidia.com/gpu": 2}, "requests": {"nvidia.com/gpu": 2, "cpu": 1}}
+    body = llamamodel(gpu={"gpuId": 1}, resources=resources)
+    container = render_children(parse_llamamodel(body), config).pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}, "requests": {"cpu": 1}}
+    only_gpus = llamamodel(resources={"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1}})
+    container = render_children(parse_llamamodel(only_gpus), config).pod["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+
+
 def test_the_adapter_sidecar_fronts_the_slot_on_11434():
     children = _children(gpu={"gpuId": 1})
     adapter = children.pod["spec"]["containers"][1]
@@ -206,3 +222,30 @@ def test_without_the_adapter_the_service_has_one_port():
     children = render_children(parse_llamamodel(llamamodel()), repo_config(adapter={"enabled": False}))
     assert len(children.pod["spec"]["containers"]) == 1
     assert [p["name"] for p in children.service["spec"]["ports"]] == ["http"]
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+NAMES = st.sampled_from([1, 62, 63, 64, 243, 244, 245, 252, 253]) | st.integers(1, 253)
+CONFIG = repo_config()
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(
+    name=NAMES.flatmap(subdomains),
+    node=NAMES.flatmap(subdomains),
+    gpu=st.sampled_from([{"gpuId": 0}, {"gpuId": 1}, {"mode": "both"}]),
+)
+def test_any_valid_names_make_children_with_valid_names_and_labels(name, node, gpu):
+    """A LlamaModel's name may have 253 characters and a node's too, where a label value has at most
+    63 and a Service's name as many: what the children are called must stay valid for any of them."""
+    children = render_children(parse_llamamodel(llamamodel(name=name, nodeName=node, gpu=gpu)), CONFIG)
+    pod, service = children.pod, children.service
+    assert len(pod["metadata"]["name"]) <= 253 and DNS_SUBDOMAIN.fullmatch(pod["metadata"]["name"])
+    service_name = service["metadata"]["name"]
+    assert len(service_name) <= 63 and DNS_1035.fullmatch(service_name), service_name
+    for labels in (pod["metadata"]["labels"], service["metadata"]["labels"], service["spec"]["selector"]):
+        for value in labels.values():
+            assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
+    assert pod["metadata"]["annotations"][names.ANNOTATION_HOLDER] == f"default/{name}"

@@ -74,3 +74,148 @@ def test_invalid_specs_say_which_field_and_why(spec, message):
 def test_object_name_that_is_no_model_name_needs_an_explicit_name():
     with pytest.raises(InvalidSpec, match=r"set spec\.model\.name"):
         parse_llamamodel(llamamodel(name="my model"))
+
+
+# What the LlamaModel carries into its Pod verbatim is held to what the API server takes in a Pod,
+# so the operator never writes a Pod that is refused (the CRD's rules say the same at apply time).
+POD_REFUSALS = {
+    "an env name with '='": (
+        {"env": [{"name": "A=B", "value": "1"}]},
+        "spec.env[0].name: String should match",
+    ),
+    "a non-ASCII env name": ({"env": [{"name": "é", "value": "1"}]}, "spec.env[0].name: String should match"),
+    "an empty env name": ({"env": [{"name": "", "value": "1"}]}, "spec.env[0].name: String should match"),
+    "a NUL in an env value": ({"env": [{"name": "A", "value": "a\x00"}]}, "spec.env[0].value: String should"),
+    "valueFrom without a source": (
+        {"env": [{"name": "A", "valueFrom": {}}]},
+        "spec.env[0].valueFrom: needs exactly one of secretKeyRef",
+    ),
+    "valueFrom with two sources": (
+        {
+            "env": [
+                {
+                    "name": "A",
+                    "valueFrom": {
+                        "fieldRef": {"fieldPath": "status.podIP"},
+                        "secretKeyRef": {"name": "s", "key": "k"},
+                    },
+                }
+            ]
+        },
+        "spec.env[0].valueFrom: needs exactly one of",
+    ),
+    "value and valueFrom": (
+        {"env": [{"name": "A", "value": "v", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
+        "spec.env[0]: value and valueFrom exclude each other",
+    ),
+    "a field the downward API has not": (
+        {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]},
+        "spec.env[0].valueFrom.fieldRef.fieldPath: Input should be",
+    ),
+    "a Secret key starting with '..'": (
+        {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "..k"}}}]},
+        "spec.env[0].valueFrom.secretKeyRef.key: String should match",
+    ),
+    "too much in env": (
+        {"env": [{"name": f"V{i}", "value": "x" * 5000} for i in range(4)]},
+        "spec.env: env values may hold 16384 characters in all",
+    ),
+    "a quantity that is none": (
+        {"resources": {"limits": {"cpu": "lots"}}},
+        "spec.resources.limits.cpu: 'lots'",
+    ),
+    "a negative quantity": (
+        {"resources": {"limits": {"cpu": -1}}},
+        "spec.resources.limits.cpu: -1 is negative",
+    ),
+    "a fractional number": ({"resources": {"limits": {"cpu": 0.5}}}, "spec.resources.limits.cpu: must be"),
+    "a boolean quantity": ({"resources": {"limits": {"cpu": True}}}, "spec.resources.limits.cpu: must be"),
+    "a resource a container has not": (
+        {"resources": {"limits": {"storage": "1Gi"}}},
+        "spec.resources.limits: 'storage' is no resource a container can ask for",
+    ),
+    "a request over its limit": (
+        {"resources": {"limits": {"memory": "1Gi"}, "requests": {"memory": "2Gi"}}},
+        "spec.resources: requests.memory: a request may not exceed its limit",
+    ),
+    "half a GPU": ({"resources": {"limits": {"nvidia.com/gpu": "500m"}}}, "comes in whole units"),
+    "a GPU requested without its limit": (
+        {"resources": {"requests": {"nvidia.com/gpu": 1}}},
+        "spec.resources: requests.nvidia.com/gpu: a request may not exceed its limit",
+    ),
+    "an image with a space": ({"image": " llama.cpp:server"}, "spec.image: String should match"),
+    "an empty image": ({"image": ""}, "spec.image: String should match"),
+    "a NUL in extraArgs": ({"parameters": {"extraArgs": ["--x", "a\x00b"]}}, "spec.parameters.extraArgs[1]"),
+    "too many extraArgs": (
+        {"parameters": {"extraArgs": ["-v"] * 257}},
+        "spec.parameters.extraArgs: List should",
+    ),
+    "too much in extraArgs": (
+        {"parameters": {"extraArgs": ["x" * 9000, "y" * 9000]}},
+        "spec.parameters.extraArgs: extraArgs may hold 16384 characters in all",
+    ),
+    "a split over other GPUs in extraArgs": (
+        {"parameters": {"extraArgs": ["--jinja", "--tensor-split", "1,1"]}},
+        "spec.parameters.extraArgs: extraArgs may not set what the operator sets from the slot",
+    ),
+    "another port in extraArgs": ({"parameters": {"extraArgs": ["--port=9000"]}}, "may not set"),
+    "a device in extraArgs": ({"parameters": {"extraArgs": ["-dev", "CUDA1"]}}, "may not set"),
+    "another model file in extraArgs": ({"parameters": {"extraArgs": ["-m", "/etc/x.gguf"]}}, "may not set"),
+    "a context llama-server cannot read": (
+        {"parameters": {"ctxSize": 2**31}},
+        "spec.parameters.ctxSize: Input should be less than or equal to 2147483647",
+    ),
+    "a newline in a path": ({"model": {"path": "a\n.gguf"}}, "spec.model.path: String should match"),
+}
+
+
+@pytest.mark.parametrize(("spec", "message"), list(POD_REFUSALS.values()), ids=list(POD_REFUSALS))
+def test_what_a_pod_would_refuse_is_refused_naming_the_field(spec, message):
+    with pytest.raises(InvalidSpec) as exc:
+        parse_llamamodel(llamamodel(**spec))
+    assert message in str(exc.value)
+
+
+def test_their_well_formed_neighbours_are_accepted():
+    lm = parse_llamamodel(
+        llamamodel(
+            env=[
+                {"name": "HF HOME.dir", "value": ""},
+                {
+                    "name": "TOKEN",
+                    "value": "",
+                    "valueFrom": {"secretKeyRef": {"name": "hf", "key": ".token"}},
+                },
+                {
+                    "name": "POD_IP",
+                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP", "apiVersion": "v1"}},
+                },
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+            ],
+            resources={
+                "limits": {"cpu": 4, "memory": "16Gi", "nvidia.com/gpu": "1"},
+                "requests": {
+                    "cpu": "500m",
+                    "memory": "1.5e9",
+                    "nvidia.com/gpu": 1,
+                    "ephemeral-storage": "1Ti",
+                },
+            },
+            image="registry.example.com:5000/llama.cpp:server-cuda@sha256:0123abcd",
+            parameters={
+                "ctxSize": 2**31 - 1,
+                "extraArgs": [
+                    "--chat-template",
+                    "é" * 16000,
+                    "--jinja",
+                    "--ctx-size",
+                    "8",
+                    "--models-dir",
+                    "-ts1",
+                ],
+            },
+            model={"path": "модели/ü .gguf"},
+        )
+    )
+    assert lm.spec.resources is not None and lm.spec.resources.requests is not None
+    assert lm.spec.resources.requests["memory"] == "1.5e9"

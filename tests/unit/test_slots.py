@@ -51,7 +51,9 @@ def test_no_node_at_all_is_a_placement_error():
 
 
 def test_gpu_outside_the_table_is_a_placement_error():
-    message = r"slot gpu2 is not available: node node-a has 2 GPUs \(slots: gpu0, gpu1, both\)"
+    message = (
+        r"^spec\.gpu\.gpuId: slot gpu2 is not available: node node-a has 2 GPUs \(slots: gpu0, gpu1, both\)"
+    )
     with pytest.raises(PlacementError, match=message):
         place(parse_llamamodel(llamamodel(gpu={"gpuId": 2})), repo_config())
 

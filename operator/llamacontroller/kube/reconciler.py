@@ -97,6 +97,7 @@ class Reconciler:
             llamamodels=self.cache.llamamodels_on(node) if node and not pods else [],
             gpu_count=gpu_count_of(node_object, self.config.gpu_count_label),
             node=node_health(node_object),
+            node_exists=node_object is not None or node is None,
         )
 
     def waiters_of(self, node: str) -> list[str]:

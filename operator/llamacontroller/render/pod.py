@@ -87,7 +87,9 @@ def _resources(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> 
     resources = {kind: dict(values) for kind, values in (chosen or {}).items()}
     if config.gpu_strategy is GpuStrategy.DEVICE_PLUGIN:
         resources.setdefault("limits", {})[GPU_RESOURCE] = len(placement.gpus)
-    return resources
+        # a request of another count would be refused with the Pod; left out, it defaults to the limit
+        resources.get("requests", {}).pop(GPU_RESOURCE, None)
+    return {kind: values for kind, values in resources.items() if values}
 
 
 def _node_affinity(node: str) -> dict[str, Any]:
