@@ -95,6 +95,20 @@ _OWNED = "[" + ", ".join(f"'{flag}'" for flag in OWNED_FLAGS) + "]"
 OWNED_FLAGS_MESSAGE = (
     "extraArgs may not set what the operator sets from the slot and spec.model: " + ", ".join(OWNED_FLAGS)
 )
+# Variables that choose which GPUs a process sees: the operator sets them from the slot, and a
+# LlamaModel's own value would win over the operator's, so spec.env may not name them.
+OWNED_VARIABLES = (
+    "NVIDIA_VISIBLE_DEVICES",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "GGML_VK_VISIBLE_DEVICES",
+)
+OWNED_VARIABLES_MESSAGE = "env may not set what the operator sets from the slot: " + ", ".join(
+    OWNED_VARIABLES
+)
 
 
 class CamelModel(BaseModel):
@@ -369,11 +383,24 @@ class EnvVar(CamelModel):
             "fieldPath": ".valueFrom",
             "reason": "FieldValueForbidden",
         },
+        {
+            "rule": "!(self.name in [" + ", ".join(f"'{name}'" for name in OWNED_VARIABLES) + "])",
+            "message": OWNED_VARIABLES_MESSAGE,
+            "fieldPath": ".name",
+            "reason": "FieldValueForbidden",
+        },
     )
 
     name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
     value: str | None = Field(default=None, max_length=MAX_ENV_VALUE_CHARS, pattern=NO_NUL_PATTERN)
     value_from: EnvVarSource | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_owned(cls, name: str) -> str:
+        if name in OWNED_VARIABLES:
+            raise ValueError(OWNED_VARIABLES_MESSAGE)
+        return name
 
     @model_validator(mode="after")
     def _value_or_source(self) -> EnvVar:

@@ -292,6 +292,8 @@ APPLY_DEFECTS: list[tuple[str, Path, Any] | tuple[str, Path, Any, str]] = [
     ("an env name with '='", ("spec", "env", 0, "name"), "A=B"),
     ("a unicode env name", ("spec", "env", 0, "name"), "PÄTH"),
     ("an empty env name", ("spec", "env", 0, "name"), ""),
+    ("the GPUs a server sees, in env", ("spec", "env", 0, "name"), "NVIDIA_VISIBLE_DEVICES"),
+    ("the GPUs CUDA numbers, in env", ("spec", "env", 0, "name"), "CUDA_VISIBLE_DEVICES"),
     ("a NUL in an env value", ("spec", "env", 0, "value"), "a\x00b"),
     (
         "env values too long together",

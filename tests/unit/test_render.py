@@ -120,12 +120,12 @@ def test_pinned_sets_the_visible_gpus_even_when_gpu_env_names_none():
     ]
 
 
-def test_user_env_wins_over_gpu_env():
-    env = _children(env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}]).pod["spec"]["containers"][0][
-        "env"
-    ]
-    assert [e for e in env if e["name"] == "NVIDIA_VISIBLE_DEVICES"] == [
-        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "0"}
+def test_user_env_wins_over_the_config_env():
+    env = _children(env=[{"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute"}]).pod["spec"][
+        "containers"
+    ][0]["env"]
+    assert [e for e in env if e["name"] == "NVIDIA_DRIVER_CAPABILITIES"] == [
+        {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute"}
     ]
 
 

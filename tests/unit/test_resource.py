@@ -161,6 +161,10 @@ POD_REFUSALS = {
     "another port in extraArgs": ({"parameters": {"extraArgs": ["--port=9000"]}}, "may not set"),
     "a device in extraArgs": ({"parameters": {"extraArgs": ["-dev", "CUDA1"]}}, "may not set"),
     "another model file in extraArgs": ({"parameters": {"extraArgs": ["-m", "/etc/x.gguf"]}}, "may not set"),
+    "the GPUs a server sees, in env": (
+        {"env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0,1"}]},
+        "spec.env[0].name: env may not set what the operator sets from the slot: NVIDIA_VISIBLE_DEVICES",
+    ),
     "a context llama-server cannot read": (
         {"parameters": {"ctxSize": 2**31}},
         "spec.parameters.ctxSize: Input should be less than or equal to 2147483647",
