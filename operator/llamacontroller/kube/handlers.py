@@ -23,7 +23,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # list/watch of them to grant). A LlamaModel CRD created after the operator started is found by
     # the informers, which list again until it answers.
     settings.scanning.disabled = True
-    api = KubeApi.from_environment()
+    api = KubeApi.from_environment(timeout=memo.config.api_timeout_seconds)
     memo.operator = Operator(api, memo.config, memo.namespaces)
     election = memo.config.leader_election
     if election.enabled:
