@@ -40,17 +40,21 @@ class ChaosRun:
     faults: Counter[str] = field(default_factory=Counter)
     calls: int = 0  # the operator's calls through the proxy
     violations: list[str] = field(default_factory=list)
+    # seconds from a kill until the restarted operator holds the lease (none when killed before)
+    acting_after: list[float] = field(default_factory=list)
     converged_after: list[float] = field(default_factory=list)  # seconds, from each restart
     seconds: float = 0.0
 
     def summary(self) -> str:
         times = ", ".join(f"{t:.1f}" for t in self.converged_after)
+        acting = ", ".join(f"{t:.1f}" for t in self.acting_after)
         faults = f"{sum(self.faults.values())} faults injected ({dict(self.faults)}) on {self.calls} calls"
         return (
             f"changes made: {sum(self.changes.values())} ({dict(self.changes)})\n"
             f"kills: {self.kills} (and {self.exits} exits of its own)\n"
             f"{faults if self.calls else 'faults: off'}\n"
             f"violations: {len(self.violations)}\n"
+            f"the restarted operator acting (holding the lease) after each kill (s): {acting}\n"
             f"converged after each restart (s): {times}\n"
             f"run: {self.seconds:.0f} s"
         )
@@ -62,20 +66,30 @@ class Supervisor:
     def __init__(self, process: OperatorProcess, run: ChaosRun) -> None:
         self.process = process
         self.run = run
+        self._killed: tuple[float, int] | None = None  # when, and where the log ended then
 
     def kill(self) -> None:
         assert self.process.process is not None
         self.process.process.send_signal(signal.SIGKILL)
         self.process.process.wait(10)
+        self._killed = (time.monotonic(), self.process.log_path.stat().st_size)
         self.run.kills += 1
         self.process.start()
 
     def check(self) -> None:
-        """Restarts an operator that ended by itself (a lease it could not renew)."""
+        """Restarts an operator that ended by itself (a lease it could not renew); notes when the
+        operator restarted after a kill holds the lease."""
         assert self.process.process is not None
         if self.process.process.poll() is not None:
             self.run.exits += 1
             self.process.start()
+        if self._killed is not None:
+            at, offset = self._killed
+            with self.process.log_path.open("rb") as log:
+                log.seek(offset)
+                if b"Holding the lease" in log.read():
+                    self.run.acting_after.append(time.monotonic() - at)
+                    self._killed = None
 
 
 def chaos(
@@ -131,7 +145,8 @@ def chaos(
             fleet.create_all()
             for index, count in enumerate(rounds):
                 killed = index < kills
-                kill_after = rng.randrange(count) if killed and count else 0
+                # at least one change after the kill: the restarted operator has work to converge
+                kill_after = rng.randrange(max(count - 1, 1)) if killed and count else 0
                 restarted = time.monotonic()
                 for made in range(count):
                     time.sleep(rng.uniform(0.05, 0.5))

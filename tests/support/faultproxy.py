@@ -204,6 +204,10 @@ class FaultProxy:
             await self._runner.cleanup()
         if self._http is not None:
             await self._http.aclose()
+        held = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in held:  # answers still held back (slow faults)
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
 
     # -- calls ------------------------------------------------------------------------------------
 
