@@ -1,7 +1,11 @@
 """The operator and the gateway under a faulty API (tests/support/faultproxy.py): 500s, throttling
 with Retry-After, conflicts, answers lost past the client's timeout, watches reset and expired, on a
-fifth of their calls. Meanwhile 20 LlamaModels on three nodes are created, switched, moved, deleted
-and re-created (tests/support/churn.py)."""
+fifth of their calls, while 20 LlamaModels on three nodes are created, switched, moved, deleted and
+re-created (tests/support/churn.py). At every Pod change a watch saw, no two server Pods were on
+overlapping GPUs of a node and no LlamaModel had two; once the faults stop, every LlamaModel
+converges (Ready with its one Pod of its spec, or waiting for a slot that is rightly held), no Pod is
+orphaned, the gateway routes exactly the Ready ones, and every failed write to a Pod or a Service
+was told by the status."""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ pytestmark = pytest.mark.timeout(300)
 
 SEED = 20
 API_TIMEOUT = 2.0  # the operator's and the gateway's: a slow answer comes after it
-CHANGES = 40
+CHANGES = 50
 
 
 def fault_proxy(cluster: LocalCluster, seed: int) -> FaultProxy:
@@ -46,12 +50,27 @@ def fault_proxy(cluster: LocalCluster, seed: int) -> FaultProxy:
     )
 
 
-def unreported_failures(calls: list[Call], namespace: str, owners: dict[str, str]) -> tuple[int, list[str]]:
-    """Faults on the operator's creates and deletes of a LlamaModel's Pods that its status did not
+def written_for(call: Call, namespace: str, pod_owners: dict[str, str]) -> str | None:
+    """The LlamaModel whose reconcile made a write to a Pod or a Service (None: another call)."""
+    pods = re.fullmatch(rf"/api/v1/namespaces/{namespace}/pods(?:/([^/]+))?", call.path)
+    services = re.fullmatch(rf"/api/v1/namespaces/{namespace}/services(?:/[^/]+)?", call.path)
+    if pods and call.method == "DELETE":
+        return pod_owners.get(pods.group(1) or "")
+    if (pods or services) and call.method == "POST":
+        return str(call.body["metadata"]["labels"][LABEL_MODEL])
+    if services and call.method == "PATCH":  # a JSON patch: its labels name the LlamaModel
+        labels = next(op["value"] for op in call.body if op["path"] == "/metadata/labels")
+        return str(labels[LABEL_MODEL])
+    return None
+
+
+def unreported_failures(
+    calls: list[Call], namespace: str, pod_owners: dict[str, str]
+) -> tuple[int, list[str]]:
+    """Faults on the operator's writes to a LlamaModel's Pods and Services that its status did not
     tell: the first status write of that LlamaModel afterwards (unless it failed too, when nothing
     can be said) says that the call failed and is tried again, or the status already said so (an
     unchanged status is not written again). How many faults were looked at, and those untold."""
-    pods = re.compile(rf"/api/v1/namespaces/{namespace}/pods(?:/([^/]+))?$")
     status = re.compile(rf"{LLAMAMODELS}/namespaces/{namespace}/llamamodels/([^/]+)/status$")
     written: dict[str, str] = {}  # the last status message written, by LlamaModel
     problems, checked = [], 0
@@ -59,13 +78,13 @@ def unreported_failures(calls: list[Call], namespace: str, owners: dict[str, str
         said = status.match(call.path)
         if said and call.method == "PATCH" and call.fault in (None, "slow"):
             written[said.group(1)] = call.body["status"]["message"]
-        matched = pods.match(call.path)
-        if call.fault in (None, "throttle") or call.method not in ("POST", "DELETE") or not matched:
+        if call.fault in (None, "throttle"):
             continue  # a throttled call is tried again after Retry-After: that is another call
-        pod = matched.group(1) or call.body["metadata"]["name"]
-        owner = owners.get(pod) or (call.body or {}).get("metadata", {}).get("labels", {}).get(LABEL_MODEL)
+        owner = written_for(call, namespace, pod_owners)
+        if owner is None:
+            continue
         checked += 1
-        if "trying again" in written.get(owner or "", ""):
+        if "trying again" in written.get(owner, ""):
             continue
         for later in calls[index + 1 :]:
             if later.method != "PATCH" or (m := status.match(later.path)) is None or m.group(1) != owner:
@@ -75,7 +94,7 @@ def unreported_failures(calls: list[Call], namespace: str, owners: dict[str, str
             if later.fault is None or later.fault == "slow":
                 message = later.body["status"]["message"]
                 if "trying again" not in message:
-                    problems.append(f"{call.method} pod {pod} got {call.fault}; {owner}'s status: {message}")
+                    problems.append(f"{call.method} {call.path}: {call.fault}; {owner}'s status: {message}")
             break
     return checked, problems
 
@@ -142,9 +161,12 @@ def test_under_api_faults_every_llamamodel_converges_and_no_gpu_is_ever_shared(
             operator.stop()
             gateway.stop()
         gateway_calls = [c for c in proxy.calls if c.agent == "llamacontroller-gateway"]
+        owners = {c.name: c.labels.get(LABEL_MODEL, "") for c in changes}
+        checked, untold = unreported_failures(proxy.calls, kube.namespace, owners)
         print(
             f"changes {dict(fleet.made)}; faults {dict(proxy.counts())} on {len(proxy.calls)} calls, "
             f"{sum(1 for c in gateway_calls if c.fault)} of the gateway's {len(gateway_calls)}; "
+            f"{checked} failed writes to Pods and Services, {len(untold)} untold by the status; "
             f"converged {converged_after:.1f} s after the faults"
         )
 
@@ -152,8 +174,6 @@ def test_under_api_faults_every_llamamodel_converges_and_no_gpu_is_ever_shared(
     assert shared_owners(changes) == []
     assert set(proxy.counts()) == {"error", "throttle", "conflict", "slow", "reset", "expire"}
     assert any(c.fault for c in gateway_calls)
-    owners = {c.name: c.labels.get(LABEL_MODEL, "") for c in changes}
-    checked, untold = unreported_failures(proxy.calls, kube.namespace, owners)
     assert checked > 0 and untold == []
     for process in (operator, gateway):
         assert "Traceback" not in process.log(), process.log()[-20000:]

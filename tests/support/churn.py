@@ -62,7 +62,10 @@ class Fleet:
         return self.kube.ns_path("llamamodels", name, LLAMAMODELS)
 
     def _random_want(self) -> Want:
-        return Want(self.rng.choice(self.nodes), self.rng.choice(list(PLACEMENTS)), self.rng.choice(CONTEXTS))
+        """A node, a slot (a single GPU twice as often as the whole node: more servers run at once,
+        so more Pods come and go) and a context size."""
+        slot = self.rng.choice(["gpu0", "gpu1", "both", "gpu0", "gpu1"])
+        return Want(self.rng.choice(self.nodes), slot, self.rng.choice(CONTEXTS))
 
     def create(self, name: str, want: Want | None = None) -> None:
         want = want or self._random_want()
