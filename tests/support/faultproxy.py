@@ -214,7 +214,10 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
         fault, lifetime = self.schedule.draw(request.method, watch)
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionError:  # the client went away mid-request (a SIGKILL)
+            return web.Response(status=499)
         agent = request.headers.get("User-Agent", "")
         call = Call(next(self._seq), time.monotonic(), request.method, request.path, watch, fault, agent)
         if request.method in WRITES and body:
