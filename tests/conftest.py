@@ -8,19 +8,14 @@ per test, and the operator as a process with its ServiceAccount's token, one per
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from llamacontroller.demo_model import write_demo_model
 from tests.cluster.cluster import ClusterOptions, LocalCluster
-from tests.cluster.controlplane import ControlPlaneOptions
-from tests.cluster.nodeagent import TestNode
-from tests.support.builders import TINY_MODEL, write_settings
+from tests.support.builders import write_settings
 from tests.support.components import OPERATOR_ACCOUNT, OPERATOR_USER, OperatorProcess
 from tests.support.components import service_account_kubeconfig as account_kubeconfig
 from tests.support.kube import (
@@ -29,26 +24,13 @@ from tests.support.kube import (
     refused_by_rbac,
     remove_namespace,
     requests_of,
-    stand_in_images,
 )
-from tests.support.manifests import kustomize_build
-from tests.support.paths import REPO
+from tests.support.project_cluster import install, project_cluster_options
 
 # Real llama-server fixtures (start_server, demo_model, llama_server_binary) for every suite, and the
 # test cluster's (cluster, kube_api; the cluster's logs in a failed test's report): this conftest sets
 # the cluster's options and the namespaces of the suites that need Kubernetes.
 pytest_plugins = ("tests.server.fixtures", "tests.cluster.fixtures")
-
-# The nodes of the project's test cluster: the examples' nodes, node-a, a node with 4 GPUs, and a
-# passive node whose Pods' statuses the tests write as a kubelet would (what no process can show).
-NODES = (
-    TestNode("gpu-node-1"),
-    TestNode("gpu-node-2"),
-    TestNode("node-a"),
-    TestNode("quad", gpus=4),
-    TestNode("passive", passive=True),
-)
-INSTALLED_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,41 +52,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 @pytest.fixture(scope="session")
 def cluster_options(tmp_path_factory: pytest.TempPathFactory) -> ClusterOptions:
-    """The project's test cluster. Its models folder holds the tiny model under every file name the
-    tests' LlamaModels name (the examples' too); OwnerReferencesPermissionEnforcement is on, as on
-    OpenShift, so the operator's owner references need what deploy/ grants; a crashing container
-    is retried after 1, 2, 4, 4 ... seconds. The CRD is applied before the controllers start, so that
-    the garbage collector deletes the children of a LlamaModel from the first test on."""
+    """The project's test cluster (tests/support/project_cluster.py)."""
     from tests.cluster.fixtures import TEST_IMAGES  # here: pytest loads the module as a plugin first
 
-    models = tmp_path_factory.mktemp("cluster-models")
-    tiny = write_demo_model(models / TINY_MODEL)
-    for example in sorted((REPO / "examples").glob("*.yaml")):
-        model = yaml.safe_load(example.read_text())["spec"]["model"]
-        for name in (model["path"], model.get("projector")):
-            if name and not (models / name).exists():
-                (models / name).hardlink_to(tiny)
-    plugins = ("NodeRestriction", "OwnerReferencesPermissionEnforcement")
-    return ClusterOptions(
-        nodes=NODES,
-        models_dir=models,
-        images={**TEST_IMAGES, **stand_in_images(sys.executable)},
-        backoff_base=1.0,
-        backoff_max=4.0,
-        control_plane=ControlPlaneOptions(admission_plugins=plugins, preinstalled=(REPO / "crds",)),
-    )
+    return project_cluster_options(tmp_path_factory.mktemp("cluster-models"), TEST_IMAGES)
 
 
 @pytest.fixture(scope="session")
 def installed(cluster: LocalCluster) -> list[dict[str, Any]]:
-    """LlamaController installed: `kubectl apply -f crds/`, then deploy/'s namespace, ServiceAccounts,
-    ClusterRoles and their bindings (not its Deployments: the operator and the gateway run here, as
-    processes with their ServiceAccounts' tokens). The objects applied from deploy/."""
-    cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=established", "crd/llamamodels.llamacontroller.io")
-    objects = [doc for doc in kustomize_build() if doc["kind"] in INSTALLED_KINDS]
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    return objects
+    """LlamaController installed as deploy/ installs it, but for its Deployments: the operator and
+    the gateway run here, as processes with their ServiceAccounts' tokens."""
+    return install(cluster)
 
 
 @pytest.fixture

@@ -242,8 +242,11 @@ def _gateway(args: argparse.Namespace) -> int:
     from llamacontroller.kube.api import KubeApi
     from llamacontroller.serving.cluster_gateway import run_gateway
 
-    asyncio.run(_check_cluster(KubeApi.from_environment(user_agent="llamacontroller-gateway")))
-    run_gateway(args.listen, args.namespace or None, api_keys_file=args.api_keys_file)
+    api = KubeApi.from_environment(user_agent="llamacontroller-gateway", timeout=args.api_timeout)
+    asyncio.run(_check_cluster(api))
+    run_gateway(
+        args.listen, args.namespace or None, api_keys_file=args.api_keys_file, api_timeout=args.api_timeout
+    )
     return 0
 
 
@@ -316,6 +319,12 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--listen", default="0.0.0.0:11434", help="host:port to serve on")
     gateway.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
     gateway.add_argument("--api-keys-file", help=KEYS_HELP)
+    gateway.add_argument(
+        "--api-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a call to the Kubernetes API may take before it is tried again",
+    )
     gateway.set_defaults(run=_gateway)
 
     up = command("up", "serve LlamaModel files with local llama-server processes")

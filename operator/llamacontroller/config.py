@@ -147,6 +147,7 @@ class OperatorConfig(CamelModel):
     readiness_period_seconds: int = Field(default=5, ge=1)
     startup_timeout_seconds: int = Field(default=300, ge=1)
     resync_seconds: float = Field(default=30.0, gt=0)
+    api_timeout_seconds: float = Field(default=30.0, gt=0)
     local: LocalSettings = Field(default_factory=LocalSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     api_keys: ApiKeys = Field(default_factory=ApiKeys)

@@ -239,6 +239,14 @@ def refused(decision: Decision, message: str) -> Decision:
     return replace(decision, report=report)
 
 
+def retrying(decision: Decision, failure: str) -> Decision:
+    """An action failed in a way that may pass (an error of the API server, a throttle, a conflict,
+    a lost answer): the status says which, and that it is tried again. The rest of the decision
+    stands: a slot granted stays claimed (a Pod whose answer was lost may exist)."""
+    report = replace(decision.report, reason="Retrying", message=f"{failure}; trying again")
+    return replace(decision, report=report)
+
+
 def status_patch(body: dict[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
     """The whole status to write: every field of the status model, those the decision does not
     give cleared (None), so nothing of an earlier state lingers."""

@@ -16,7 +16,7 @@ import yaml
 
 from llamacontroller import cli
 from llamacontroller.config import load_config
-from llamacontroller.reconcile import Observed, decide
+from llamacontroller.reconcile import Observed, decide, retrying
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import InvalidSpec, Phase, parse_llamamodel
 from llamacontroller.slots import (
@@ -237,6 +237,15 @@ def test_the_decision_messages_quoted_are_the_operators():
     messages.append(decided(lm("other", gpu=GPU1), Observed([], [], [children.pod])))  # SlotTaken
     for message in messages:
         assert message in TROUBLESHOOTING, message
+
+
+def test_the_retrying_message_quoted_is_the_operators():
+    decision = decide(lm(gpu=GPU1), CONFIG, Observed([], [], []), NOW)
+    failure = f"could not create pod {POD} (500 InternalError: etcdserver: request timed out)"
+    report = retrying(decision, failure).report
+    body = sections(TROUBLESHOOTING, "##")["Whatever the phase"]
+    assert f"### `{report.reason}`" in body
+    assert f"`{report.message}`" in body
 
 
 def test_the_queue_messages_quoted_are_the_operators():

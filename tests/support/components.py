@@ -120,12 +120,13 @@ class GatewayProcess(ComponentProcess):
         log_path: Path,
         port: int = 11434,
         keys: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         assert cluster.network is not None, "the cluster is not started"
         self.url = f"http://{cluster.network.client_address}:{port}"
         self.keys = keys
         prefix = cluster.client_command([])
-        super().__init__(["gateway", "--listen", f"0.0.0.0:{port}"], kubeconfig, log_path, prefix)
+        super().__init__(["gateway", "--listen", f"0.0.0.0:{port}", *extra], kubeconfig, log_path, prefix)
 
     def extra_env(self) -> dict[str, str]:
         return {"LLAMACONTROLLER_API_KEYS": self.keys} if self.keys is not None else {}

@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime
 
-from llamacontroller.reconcile import Observed, left_queue
+from llamacontroller.ledger import status_claim_of
+from llamacontroller.reconcile import Observed, left_queue, retrying
 from llamacontroller.reconcile import decide as decide_at
 from llamacontroller.reconcile import status_patch as status_at
 from llamacontroller.render.children import render_children
@@ -217,3 +218,18 @@ def test_leaving_the_queue_names_the_node_whose_waiters_may_move():
     still = decide(llamamodel(name="x", uid="ux"), CONFIG, Observed([], [], [_children(llamamodel()).pod]))
     assert left_queue(waiting, still) is None
     assert left_queue(llamamodel() | {"status": {"phase": "Ready", "node": "node-a"}}, granted) is None
+
+
+def test_a_write_that_may_pass_is_reported_and_the_slot_stays_claimed():
+    """The Pod create failed (a 500, or no answer: the Pod may exist): the status says which call
+    failed and that it is tried again, and still claims the slot, so that nobody else is granted
+    its GPUs meanwhile, across a restart of the operator too."""
+    body = llamamodel()
+    decision = retrying(decide(body, CONFIG, NOTHING), "could not create pod x (500 InternalError: boom)")
+    status = status_patch(body, decision, "now")
+    assert status["phase"] == "Pending"
+    assert status["message"] == "could not create pod x (500 InternalError: boom); trying again"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    slot = next(c for c in status["conditions"] if c["type"] == "SlotAvailable")
+    assert (ready["reason"], slot["status"]) == ("Retrying", "True")
+    assert status_claim_of(body | {"status": status}, 2, CONFIG) is not None

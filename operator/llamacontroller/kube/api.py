@@ -7,12 +7,14 @@ RBAC role, and one place to look when a call misbehaves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import ssl
 import time
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -28,13 +30,16 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
 LEASES = "/apis/coordination.k8s.io/v1"
+TIMEOUT = 30.0  # seconds a call may take (a watch: to answer its headers) before it counts as failed
+THROTTLE_RETRIES = 5  # a call the server throttles (429, 503 with Retry-After) is tried this often again
+RETRY_AFTER_MAX = 30.0  # seconds: the longest Retry-After honoured
 
 
 class ApiError(RuntimeError):
     """A refusal of the API server, with its status code and its own message."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
         self.status = status
         self.reason = reason
 
@@ -91,6 +96,28 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
     return context
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """How long the server asks the client to wait before trying the call again: a 429, or a 503 that
+    says so (``Retry-After``, seconds or an HTTP date); None when it did not ask."""
+    header = response.headers.get("Retry-After")
+    if response.status_code != 429 and not (response.status_code == 503 and header):
+        return None
+    try:
+        seconds = float(header) if header else 1.0
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(header or "").timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = 1.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+def _unreachable(what: str, exc: BaseException) -> ApiError:
+    """A call without an answer (refused, reset, timed out): it may or may not have been carried out."""
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return ApiError(0, "Unreachable", f"{what}: {detail}")
+
+
 def items_of(listed: dict[str, Any] | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = (listed or {}).get("items") or []
     return items
@@ -99,12 +126,16 @@ def items_of(listed: dict[str, Any] | None) -> list[dict[str, Any]]:
 class KubeApi:
     """The operator's calls, each named for what it does to which resource."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: float = TIMEOUT) -> None:
         self.client = client
+        self.timeout = timeout
 
     @classmethod
     def from_environment(
-        cls, user_agent: str = "llamacontroller", observe: ApiObserver | None = None
+        cls,
+        user_agent: str = "llamacontroller",
+        timeout: float = TIMEOUT,
+        observe: ApiObserver | None = None,
     ) -> KubeApi:
         """``observe``: told of every call (verb, resource, status, seconds), for the metrics."""
         configuration = _credentials()
@@ -114,9 +145,9 @@ class KubeApi:
             event_hooks=metered_hooks(observe) if observe is not None else None,
             auth=_Auth(configuration),
             headers={"User-Agent": user_agent, "Accept": "application/json"},
-            timeout=httpx.Timeout(30.0),
+            timeout=httpx.Timeout(timeout),
         )
-        return cls(client)
+        return cls(client, timeout)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -124,11 +155,17 @@ class KubeApi:
     async def check_reachable(self, timeout: float = 10.0) -> None:
         """Raises NoCluster unless the API server answers ``/version`` (any authenticated client may)."""
         server = str(self.client.base_url).rstrip("/")
-        try:
-            response = await self.client.get("/version", timeout=timeout)
-        except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            raise NoCluster(f"the Kubernetes API server at {server} cannot be reached: {reason}") from exc
+        attempts = 3  # an answer lost on the way may pass; a refused connection is an answer
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self.client.get("/version", timeout=timeout)
+            except httpx.HTTPError as exc:
+                lost = isinstance(exc, httpx.ReadError | httpx.ReadTimeout | httpx.RemoteProtocolError)
+                if lost and attempt < attempts:
+                    continue
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                raise NoCluster(f"the Kubernetes API server at {server} cannot be reached: {reason}") from exc
+            break
         if response.status_code in (401, 403):
             raise NoCluster(
                 f"the Kubernetes API server at {server} refuses these credentials "
@@ -145,17 +182,27 @@ class KubeApi:
         content_type: str = "application/json",
         missing_ok: bool = False,
         exists_ok: bool = False,
+        timeout: float | None = None,
     ) -> dict[str, Any] | None:
         headers = {"Content-Type": content_type} if body is not None else {}
-        started = time.monotonic()
-        try:
-            response = await self.client.request(method, path, params=params, json=body, headers=headers)
-        except httpx.HTTPError as exc:  # unreachable, timed out: one kind of failure for the callers
-            log.debug("%s %s: %s", method, path, type(exc).__name__)
-            raise ApiError(0, "Unreachable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        log.debug(
-            "%s %s: %d (%.0f ms)", method, path, response.status_code, 1000 * (time.monotonic() - started)
-        )
+        limit = httpx.Timeout(timeout or self.timeout)
+        for attempt in range(THROTTLE_RETRIES + 1):
+            started = time.monotonic()
+            try:
+                response = await self.client.request(
+                    method, path, params=params, json=body, headers=headers, timeout=limit
+                )
+            except httpx.HTTPError as exc:  # unreachable, timed out: one kind of failure for the callers
+                log.debug("%s %s: %s", method, path, type(exc).__name__)
+                raise _unreachable(f"{method} {path}", exc) from exc
+            elapsed = 1000 * (time.monotonic() - started)
+            log.debug("%s %s: %d (%.0f ms)", method, path, response.status_code, elapsed)
+            wait = retry_after(response)
+            if wait is None or attempt == THROTTLE_RETRIES:
+                break
+            # Throttled: the server did nothing and says when to come back (client-go does the same).
+            log.debug("%s %s: trying again in %.1f s (Retry-After)", method, path, wait)
+            await asyncio.sleep(wait)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 409 and exists_ok:
@@ -187,15 +234,26 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30.0)
+        # The headers must come within the ordinary timeout (the API server sends them at once); the
+        # events may be minutes apart (bookmarks come about every minute), up to timeoutSeconds.
+        timeout = httpx.Timeout(self.timeout, read=timeout_seconds + self.timeout)
         log.debug("WATCH %s from %s", path, resource_version)
-        async with self.client.stream("GET", path, params=query, timeout=timeout) as response:
+        request = self.client.build_request("GET", path, params=query, timeout=timeout)
+        try:
+            response = await asyncio.wait_for(self.client.send(request, stream=True), self.timeout)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise _unreachable(f"WATCH {path}", exc) from exc
+        try:
             if response.status_code >= 400:
                 await response.aread()
                 raise ApiError(response.status_code, response.reason_phrase, response.text)
             async for line in response.aiter_lines():
                 if line.strip():
                     yield json.loads(line)
+        except httpx.HTTPError as exc:  # reset, cut short: the caller resumes or lists again
+            raise _unreachable(f"WATCH {path}", exc) from exc
+        finally:
+            await response.aclose()
 
     # LlamaModels
 
@@ -211,17 +269,27 @@ class KubeApi:
 
     # Leases (one operator acts at a time: kube/leader.py)
 
-    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}", missing_ok=True)
+    # Each takes a `timeout` of its own: the lease's calls must be answered well within the lease.
 
-    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+    async def get_lease(
+        self, namespace: str, name: str, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        path = f"{LEASES}/namespaces/{namespace}/leases/{name}"
+        return await self._call("GET", path, missing_ok=True, timeout=timeout)
+
+    async def create_lease(
+        self, namespace: str, lease: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any] | None:
         """The created Lease; None when another process created it first (409)."""
-        return await self._call("POST", f"{LEASES}/namespaces/{namespace}/leases", body=lease, exists_ok=True)
+        path = f"{LEASES}/namespaces/{namespace}/leases"
+        return await self._call("POST", path, body=lease, exists_ok=True, timeout=timeout)
 
-    async def replace_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any] | None:
+    async def replace_lease(
+        self, namespace: str, lease: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any] | None:
         """The Lease as written; None when another process wrote it since it was read (409)."""
         path = f"{LEASES}/namespaces/{namespace}/leases/{lease['metadata']['name']}"
-        return await self._call("PUT", path, body=lease, exists_ok=True)
+        return await self._call("PUT", path, body=lease, exists_ok=True, timeout=timeout)
 
     # Events
 
@@ -263,14 +331,22 @@ class KubeApi:
         created = await self._call("POST", path, body=pod, exists_ok=True)
         if created is not None:
             return created
-        found = await self._call("GET", path, params={"fieldSelector": f"metadata.name={meta['name']}"})
-        existing = (items_of(found) or [{}])[0]  # a list: the role grants no get on Pods
-        owner = existing.get("metadata", {}).get("labels", {}).get(LABEL_OWNER_UID)
+        existing = await self.find_pod(meta["namespace"], meta["name"])
+        if existing is None:
+            raise ApiError(409, "Conflict", f"pod {meta['name']}: a conflict, but no pod of that name exists")
+        owner = existing["metadata"].get("labels", {}).get(LABEL_OWNER_UID)
         if owner != meta["labels"][LABEL_OWNER_UID]:
             raise ApiError(
                 409, "AlreadyExists", f"pod {meta['name']} exists and belongs to another owner ({owner})"
             )
         return existing
+
+    async def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Pod as the API server holds it now, None if there is none (a list by name: the role
+        grants no get on Pods)."""
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        found = items_of(await self._call("GET", path, params={"fieldSelector": f"metadata.name={name}"}))
+        return found[0] if found else None
 
     async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as it is now (terminating), or None when it is gone already."""

@@ -27,7 +27,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # the informers, which list again until it answers.
     settings.scanning.disabled = True
     memo.metrics = OperatorMetrics()
-    api = KubeApi.from_environment(observe=memo.metrics.api_call)
+    api = KubeApi.from_environment(timeout=memo.config.api_timeout_seconds, observe=memo.metrics.api_call)
     memo.operator = Operator(api, memo.config, memo.namespaces, memo.metrics)
     election = memo.config.leader_election
     if election.enabled:

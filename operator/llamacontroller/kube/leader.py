@@ -5,6 +5,11 @@ Lease is free when nobody holds it, or when its record has not changed for ``dur
 this process last saw it change: expiry is judged by the watcher's own clock, never by comparing
 its clock with the holder's. A holder that cannot renew for ``duration - renew`` seconds stops
 acting (``on_lost``) before anyone else may take over, so two operators never act at once.
+
+A holder renews with one write on the version it last saw (a conflict, as when its previous renewal
+was done but its answer lost, makes it read the Lease again). A call that fails (an error, a lost
+answer, a conflict) is tried again after ``retry`` seconds, a tenth of ``renew``, and no call waits
+longer than ``renew`` for its answer: several failed calls in a row cost no lease.
 """
 
 from __future__ import annotations
@@ -81,16 +86,23 @@ class Leadership:
         self.duration = duration
         self.renew = renew
         self.me = me or identity()
+        self.retry = renew / 10
         self._seen: Seen | None = None
         self._lease: dict[str, Any] | None = None
 
     async def acquire(self) -> None:
         """Returns once this process holds the Lease."""
         announced = False
-        while not await self._try():
+        while True:
+            try:
+                if await self._try():
+                    break
+            except (ApiError, OSError) as exc:
+                log.warning("Could not read or take the lease %s (%s); trying again", self.name, exc)
+                await asyncio.sleep(self.retry)
+                continue
             if not announced and self._lease is not None:
-                holder = self._lease.get("spec", {}).get("holderIdentity")
-                log.info("Standing by: %s holds the lease %s", holder, self.name)
+                log.info("Standing by: %s holds the lease %s", self._holder(), self.name)
                 announced = True
             await asyncio.sleep(self.renew)
         log.info("Holding the lease %s as %s", self.name, self.me)
@@ -98,16 +110,19 @@ class Leadership:
     async def keep(self, on_lost: Callable[[], None]) -> None:
         """Renew until this fails for too long; then ``on_lost`` (stop acting) and return."""
         renewed = time.monotonic()
+        wait = self.renew
         while True:
-            await asyncio.sleep(self.renew)
+            await asyncio.sleep(wait)
+            sent = time.monotonic()  # a renewal counts from when it was sent, not when it was answered
             try:
                 if await self._try():
-                    renewed = time.monotonic()
+                    renewed, wait = sent, self.renew
                     continue
                 reason = f"{self._holder()} took it"
             except (ApiError, OSError) as exc:
-                if time.monotonic() - renewed < self.duration - self.renew:
+                if time.monotonic() + self.retry - renewed < self.duration - self.renew:
                     log.warning("Could not renew the lease %s (%s); trying again", self.name, exc)
+                    wait = self.retry
                     continue
                 reason = f"not renewed for {time.monotonic() - renewed:.0f} s: {exc}"
             log.error("Lost the lease %s (%s): stopping", self.name, reason)
@@ -134,12 +149,18 @@ class Leadership:
 
     async def _try(self) -> bool:
         """Take or renew the Lease if it is free or this process's; whether it holds it now."""
-        lease = await self.api.get_lease(self.namespace, self.name)
+        held, timeout = self._lease, min(self.renew, self.api.timeout)
+        if held is not None and self._holder() == self.me:
+            renewed = await self.api.replace_lease(self.namespace, self._body(held), timeout=timeout)
+            if renewed is not None:
+                self._lease = renewed
+                return True
+        lease = await self.api.get_lease(self.namespace, self.name, timeout=timeout)
         self._lease = lease
         if lease is None:
-            created = await self.api.create_lease(self.namespace, self._body(None))
+            created = await self.api.create_lease(self.namespace, self._body(None), timeout=timeout)
             self._lease = created
-            return created is not None
+            return created is not None  # None: another process created it first
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         record = (holder, spec.get("renewTime") or "")
@@ -148,10 +169,11 @@ class Leadership:
         expired = time.monotonic() - self._seen.at > float(spec.get("leaseDurationSeconds") or self.duration)
         if holder not in ("", self.me) and not expired:
             return False
-        replaced = await self.api.replace_lease(self.namespace, self._body(lease))
-        if replaced is not None:
-            self._lease = replaced
-        return replaced is not None
+        replaced = await self.api.replace_lease(self.namespace, self._body(lease), timeout=timeout)
+        if replaced is None:  # written by someone since it was read: who holds it now, a new read says
+            raise ApiError(409, "Conflict", f"the lease {self.name} changed since it was read")
+        self._lease = replaced
+        return True
 
     def _body(self, lease: dict[str, Any] | None) -> dict[str, Any]:
         now = now_micro()

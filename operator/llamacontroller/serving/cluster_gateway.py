@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from llamacontroller.kube.api import KubeApi
+from llamacontroller.kube.api import TIMEOUT, KubeApi
 from llamacontroller.kube.watch import LlamaModelWatch
 from llamacontroller.serving.app import build_app
 from llamacontroller.serving.auth import DEFAULT_ENV, describe_keys, load_api_keys
@@ -41,6 +41,7 @@ def run_gateway(
     *,
     api_keys_file: str | None = None,
     api_keys_env: str | None = DEFAULT_ENV,
+    api_timeout: float = TIMEOUT,
 ) -> None:
     """Serve the cluster's models on `listen`; blocks."""
     host, port = parse_listen(listen)
@@ -49,7 +50,7 @@ def run_gateway(
     # The slots' adapters report their model files to the gateway (the real sha256): they are asked
     # with the gateway's first key, so adapters with API keys must accept it.
     catalog = RoutingCatalog(client, digests, sidecar_api_key=min(keys) if keys else None)
-    api = KubeApi.from_environment(user_agent="llamacontroller-gateway")
+    api = KubeApi.from_environment(user_agent="llamacontroller-gateway", timeout=api_timeout)
     watch = LlamaModelWatch(api, catalog, namespaces)
 
     async def closing() -> None:
