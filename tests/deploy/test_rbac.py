@@ -208,6 +208,8 @@ def test_every_api_call_is_granted_and_every_grant_is_used(
     assert cluster.control_plane is not None
     commands = next(a for a in cli.parser()._actions if a.dest == "command").choices
     assert all(c.name in commands for c in COMPONENTS), "a component's command is gone"
+    # An operator that ran before in this session left its Lease: this one must create its own.
+    kube.delete(f"/apis/coordination.k8s.io/v1/namespaces/{DEPLOY_NAMESPACE}/leases/llamacontroller-operator")
     mark = cluster.control_plane.audit_mark()  # from here on, every call of both is in the log
     operator = OperatorProcess(
         service_account_kubeconfig(cluster, OPERATOR_ACCOUNT, tmp_path / "operator.kubeconfig"),

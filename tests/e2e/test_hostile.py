@@ -30,12 +30,12 @@ from llamacontroller.config import OperatorConfig, load_config
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 from tests.cluster.cluster import LocalCluster
-from tests.conftest import NODES
 from tests.support.builders import lm
 from tests.support.components import OPERATOR_USER, OperatorProcess
 from tests.support.hostile import ROUND, Case, Stage, Surroundings, corpus, surroundings
 from tests.support.kube import Kube, requests_of, wait_gone
 from tests.support.polling import eventually
+from tests.support.project_cluster import NODES
 
 pytestmark = pytest.mark.timeout(300)
 

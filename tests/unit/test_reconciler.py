@@ -30,6 +30,7 @@ class FakeApi:
         self.lose_answers = False  # creates are done, their answers lost
         self.existing: dict[str, dict[str, Any]] = {}  # pods done whose answer was lost
         self.timeout = 30.0
+        self.service_answer: ApiError | None = None  # the error every service write meets
 
     async def create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
         name = pod["metadata"]["name"]
@@ -51,6 +52,8 @@ class FakeApi:
         return None
 
     async def apply_service(self, service: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
+        if self.service_answer is not None:
+            raise self.service_answer
         answer = copy.deepcopy(service)
         answer["metadata"] |= {"uid": f"svc-{service['metadata']['name']}", "resourceVersion": "1"}
         return answer
@@ -148,3 +151,23 @@ def test_a_create_without_an_answer_is_reported_and_holds_its_gpus_until_read() 
     assert [name.split("-")[0] for name in api.created] == ["x"]  # y created nothing
     assert api.statuses["y"]["phase"] == Phase.WAITING.value
     assert reconciler.cache.pods_on("node-a")[0]["metadata"]["name"].startswith("x-")
+
+
+def test_a_write_to_an_object_gone_meanwhile_is_tried_again_not_refused() -> None:
+    """A 404 on a write says the cache was behind (the Service went, or never came of a create the
+    server took as a conflict): the next try meets the cluster as it is, so the status says
+    Retrying, not Refused."""
+    x = lm("x", "u-x", "node-a", 0)
+    api, reconciler = setup(x)
+    api.service_answer = ApiError(404, "NotFound", 'services "llama-node-a-gpu0" not found')
+
+    async def main() -> None:
+        try:
+            await reconciler.reconcile("default", "x")
+        except ActionFailed:
+            return
+        raise AssertionError("a 404 on a write is a failure to retry")
+
+    asyncio.run(main())
+    said = api.statuses["x"]
+    assert said["conditions"][-1]["reason"] == "Retrying" and said["message"].endswith("trying again")

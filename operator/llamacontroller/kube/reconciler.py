@@ -41,8 +41,9 @@ from llamacontroller.status import node_health, rfc3339, transition_event
 
 log = logging.getLogger(__name__)
 
-# Client errors that a later try may not meet: a conflict (someone wrote first) and a throttle.
-RETRIED_STATUSES = frozenset({409, 429})
+# Client errors that a later try may not meet: an object gone meanwhile (the cache was behind), a
+# conflict (someone wrote first) and a throttle.
+RETRIED_STATUSES = frozenset({404, 409, 429})
 
 
 def status_changed(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
