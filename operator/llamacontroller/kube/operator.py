@@ -6,9 +6,10 @@ changes.
   slot, so the waiters of its node are reconciled, oldest first.
 - A Node whose readiness or GPU count changes makes every LlamaModel on it reconciled.
 - Every `resyncSeconds`, every LlamaModel is looked at again, from the cache (no API read), if
-  anything its last decision read has changed since (a missed wake-up would show here), or if time
-  alone may change its status (a loading server's startup budget). Otherwise deciding again would
-  decide the same: an idle operator with 1,000 LlamaModels does no work per resync.
+  anything its last decision read has changed since (a missed wake-up would show here), or if its
+  status may change with nothing in the cache changed (a loading server's startup budget, a write
+  the API server refused). Otherwise deciding again would decide the same: an idle operator with
+  1,000 LlamaModels does no work per resync.
 
 No decision is taken before every informer holds its first list: a restarted operator sees the
 whole ledger before it grants a slot.
@@ -42,9 +43,14 @@ def _status_node(obj: Object | None) -> str | None:
     return ((obj or {}).get("status") or {}).get("node")
 
 
-def _timed(body: Object) -> bool:
-    """Whether time alone may change its status: a loading server past its startup budget fails."""
-    return bool((body.get("status") or {}).get("phase") == "Loading")
+def _looked_at_again(body: Object) -> bool:
+    """Whether its next decision may differ while nothing in the cache changes: time alone fails a
+    loading server past its startup budget, and a write the API server refused may pass once
+    something the cache does not hold changed (a ResourceQuota, an admission rule, a RuntimeClass)."""
+    status = body.get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    refused = status.get("phase") == "Failed" and any(c.get("reason") == "Refused" for c in ready)
+    return bool(status.get("phase") == "Loading" or refused)
 
 
 class Operator:
@@ -118,7 +124,7 @@ class Operator:
         """Looks again at every LlamaModel whose decision may have changed since its last one."""
         for lm in self.cache.all_llamamodels():
             key = key_of(lm)
-            if _timed(lm) or key not in self._decided or self._decided[key] != self._inputs(key):
+            if _looked_at_again(lm) or key not in self._decided or self._decided[key] != self._inputs(key):
                 self.queue.add(key)
 
     def _changed(self, kind: str, change: Change) -> None:
