@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from tests.cluster.controlplane import ControlPlane, ControlPlaneOptions, write_kubeconfig
 from tests.cluster.images import Image, project_images
 from tests.cluster.kubeapi import KubeClient
-from tests.cluster.network import ClusterNetwork, netns_exec, require_root
+from tests.cluster.network import MAX_NODES, ClusterNetwork, netns_exec, require_root
 from tests.cluster.nodeagent import Heartbeat, NodeAgent, TestNode
 from tests.cluster.pods import AgentSettings
 from tests.cluster.services import BASE_HOSTS, ServiceHosts
@@ -46,6 +46,9 @@ class ClusterOptions:
         default_factory=lambda: Heartbeat(lease_seconds=40, renew_interval=1.0, status_interval=10.0)
     )
     control_plane: ControlPlaneOptions = field(default_factory=ControlPlaneOptions)
+    # The hosts file that resolves Service names in the client namespace; a cluster whose Pods serve
+    # nothing (passive nodes only, as in a benchmark) goes without its work on every Service change.
+    service_hosts: bool = True
 
 
 class LocalCluster:
@@ -54,6 +57,11 @@ class LocalCluster:
     def __init__(self, directory: Path, options: ClusterOptions | None = None) -> None:
         self.directory = directory
         self.options = options or ClusterOptions()
+        for index, node in enumerate(self.options.nodes, start=1):
+            if index > MAX_NODES and not node.passive:
+                raise ValueError(
+                    f"node {node.name} is number {index}: past {MAX_NODES}, nodes must be passive"
+                )
         self.network: ClusterNetwork | None = None
         self.control_plane: ControlPlane | None = None
         self.agents: dict[str, NodeAgent] = {}
@@ -232,11 +240,13 @@ class LocalCluster:
             agent = NodeAgent(node, index, client, network, settings, api_server, self.options.heartbeat)
             self.agents[node.name] = agent
             self._spawn(agent.run(), f"agent {node.name}")
-        hosts_client = KubeClient(control_plane.admin, "service-hosts")
-        self._clients.append(hosts_client)
-        self._spawn(ServiceHosts(hosts_client, network.client_hosts_file).run(), "service hosts")
-        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in self.agents.values())), 60)
-        await asyncio.to_thread(self._wait_nodes_ready)
+        if self.options.service_hosts:
+            hosts_client = KubeClient(control_plane.admin, "service-hosts")
+            self._clients.append(hosts_client)
+            self._spawn(ServiceHosts(hosts_client, network.client_hosts_file).run(), "service hosts")
+        timeout = 60 + 0.2 * len(self.agents)  # a few hundred nodes register in tens of seconds
+        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in self.agents.values())), timeout)
+        await asyncio.to_thread(self._wait_nodes_ready, timeout)
 
     def _wait_nodes_ready(self, timeout: float = 60.0) -> None:
         """Until every Node is Ready without the not-ready taints of the lifecycle controller."""
@@ -248,7 +258,7 @@ class LocalCluster:
             ready = {node["metadata"]["name"] for node in listed.get("items", []) if _node_ready(node)}
             if names <= ready:
                 return
-            time.sleep(0.1)
+            time.sleep(0.1 if len(names) < 50 else 1.0)  # a list of hundreds of Nodes costs
         raise TimeoutError(f"nodes not Ready after {timeout:.0f} s: {sorted(names)}")
 
     def _start_loop(self) -> None:

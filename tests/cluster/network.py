@@ -4,6 +4,8 @@ Address plan of a cluster (one free ``10.<octet>.0.0/16`` per running cluster, o
 
 * the bridge ``lcbr<octet>`` holds ``10.<octet>.0.1`` (the API server binds there, so that processes
   in any namespace of the cluster reach it) and each node's InternalIP ``10.<octet>.<node>.1``;
+  nodes past the 250th (passive ones only: they run no Pod, so they need no Pod range) take
+  ``10.<octet>.251.1`` .. ``10.<octet>.254.254``;
 * a Pod of node ``n`` gets its own namespace with a veth on the bridge and ``10.<octet>.<n>.<k>``
   (k = 2..254), so two Pods can bind the same port, as in a cluster;
 * the client namespace (``10.<octet>.0.2``) is where tests run processes that resolve Service
@@ -33,7 +35,9 @@ LOCK_FILE = Path("/run/lock/llamacontroller-cluster-network.lock")
 NETNS_ETC = Path("/etc/netns")
 ALIAS_PREFIX = "llamacontroller-cluster pid="
 CLIENT_ADDRESS_HOST = 2  # 10.<octet>.0.2
-MAX_NODES = 250
+MAX_NODES = 250  # nodes that may run Pods: node n's Pods take 10.<octet>.<n>.0/24
+PASSIVE_BLOCKS = (251, 252, 253, 254)  # third octets of the passive nodes past MAX_NODES
+MAX_PASSIVE_NODES = MAX_NODES + 254 * len(PASSIVE_BLOCKS)
 MAX_PODS_PER_NODE = 253  # 10.<octet>.<n>.2 .. .254
 IP = shutil.which("ip") or "/usr/sbin/ip"
 
@@ -159,10 +163,14 @@ class ClusterNetwork:
         return NETNS_ETC / self.client_namespace / "hosts"
 
     def node_address(self, node_index: int) -> str:
-        """Node ``node_index`` (1-based) is this machine at 10.<octet>.<node_index>.1."""
-        if not 1 <= node_index <= MAX_NODES:
-            raise ValueError(f"node index {node_index} is outside 1..{MAX_NODES}")
-        return f"10.{self.octet}.{node_index}.1"
+        """Node ``node_index`` (1-based) is this machine at 10.<octet>.<node_index>.1; past
+        MAX_NODES (a passive node's), at the next free address of the PASSIVE_BLOCKS."""
+        if 1 <= node_index <= MAX_NODES:
+            return f"10.{self.octet}.{node_index}.1"
+        if MAX_NODES < node_index <= MAX_PASSIVE_NODES:
+            block, host = divmod(node_index - MAX_NODES - 1, 254)
+            return f"10.{self.octet}.{PASSIVE_BLOCKS[block]}.{host + 1}"
+        raise ValueError(f"node index {node_index} is outside 1..{MAX_PASSIVE_NODES}")
 
     def pod_cidr(self, node_index: int) -> str:
         return f"10.{self.octet}.{node_index}.0/24"
@@ -221,6 +229,8 @@ class ClusterNetwork:
         """A Pod's sandbox network: its own namespace and the node's next free address. Addresses
         go round (a freed one is taken last), and this machine forgets the MAC an address had
         before: else packets to a new Pod would go to the old veth until the ARP entry expires."""
+        if not 1 <= node_index <= MAX_NODES:
+            raise NetworkError(f"node {node_index} has no Pod addresses: only nodes 1..{MAX_NODES} run Pods")
         used = self._pod_addresses.setdefault(node_index, set())
         last = self._last_host.get(node_index, 1)
         candidates = [2 + (last - 1 + step) % MAX_PODS_PER_NODE for step in range(MAX_PODS_PER_NODE)]

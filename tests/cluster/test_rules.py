@@ -1,4 +1,5 @@
-"""The node agent's kubelet rules that need no cluster: command lines, backoff, phase, the hosts file."""
+"""The node agent's kubelet rules that need no cluster: command lines, backoff, phase, the hosts file,
+the address plan."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.cluster import ClusterOptions, LocalCluster
 from tests.cluster.images import Image, ImageNotFound, ImageTable, command_line, expand
+from tests.cluster.network import MAX_NODES, MAX_PASSIVE_NODES, ClusterNetwork, NetworkError
+from tests.cluster.nodeagent import TestNode
 from tests.cluster.pods import backoff_delay, exit_code, termination_message
 from tests.cluster.podstatus import ContainerRecord, pod_phase
 from tests.cluster.services import hosts_text
@@ -99,3 +103,21 @@ def test_hosts_map_services_to_their_first_ready_endpoint() -> None:
     )
     assert "10.1.1.3\tweb.ns.svc.cluster.local web.ns.svc web.ns\n" in text
     assert "idle" not in text and text.startswith("127.0.0.1\tlocalhost\n")
+
+
+def test_passive_nodes_past_the_250th_have_addresses_but_no_pods(tmp_path: Path) -> None:
+    network = ClusterNetwork(octet=201)
+    assert network.node_address(MAX_NODES) == "10.201.250.1"
+    assert network.node_address(MAX_NODES + 1) == "10.201.251.1"
+    assert network.node_address(MAX_NODES + 254) == "10.201.251.254"
+    assert network.node_address(MAX_NODES + 255) == "10.201.252.1"
+    every = {network.node_address(index) for index in range(1, MAX_PASSIVE_NODES + 1)}
+    assert len(every) == MAX_PASSIVE_NODES
+    with pytest.raises(ValueError, match="outside"):
+        network.node_address(MAX_PASSIVE_NODES + 1)
+    with pytest.raises(NetworkError, match="no Pod addresses"):
+        network.add_pod(MAX_NODES + 1, "uid")
+    many = [TestNode(f"n{index}", passive=True) for index in range(MAX_NODES)]
+    LocalCluster(tmp_path, ClusterOptions(nodes=(*many, TestNode("last", passive=True))))
+    with pytest.raises(ValueError, match="nodes must be passive"):
+        LocalCluster(tmp_path, ClusterOptions(nodes=(*many, TestNode("active"))))

@@ -3,13 +3,16 @@ the real scheduler places their Pods and the node agents run them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from llamacontroller.config import OperatorConfig
 from tests.cluster.cluster import LocalCluster
 from tests.support.builders import arg, gpu_flags, lm, visible_gpus
 from tests.support.components import OPERATOR_ACCOUNT, OPERATOR_USER, OperatorProcess
@@ -400,3 +403,36 @@ def test_llamamodels_carry_no_finalizer_and_go_while_the_operator_is_down(
     kube.kubectl("delete", "lm", "phi", "--wait=true", "--timeout=30s")
     eventually(lambda: kube.server_pods("phi") == [], what="its pod garbage-collected")
     operator.start_ready()  # the fixture's operator ends the test as it began
+
+
+@pytest.mark.parametrize("operator_config", [{"resyncSeconds": 1}], indirect=True)
+def test_a_resync_decides_again_only_what_may_have_changed(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess
+) -> None:
+    """Every second a resync: a holder whose Pod waits for its kubelet (the passive node's) and its
+    waiter are not decided again, as nothing they read changes; once the server loads, time alone may
+    fail it (its startup budget), so it is looked at again at every resync."""
+    kube.apply(lm("holder", node="passive"))
+    pod = eventually(lambda: kube.status("holder").get("podName"), what="the holder's pod")
+    kube.wait_phase("holder", "Pending", "ContainerCreating")
+    kube.apply(lm("waiter", node="passive"))
+    kube.wait_phase("waiter", "Waiting", "SlotTaken")
+
+    def decided(name: str, since: int) -> int:
+        return operator.log()[since:].count(f"Reconciled {kube.namespace}/{name}: ")
+
+    time.sleep(1.5)  # the last decisions (each status written is looked at once more) are done
+    quiet = len(operator.log())
+    time.sleep(3.5)  # three resyncs
+    assert decided("holder", quiet) == decided("waiter", quiet) == 0
+
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    server = {"name": "llama-server", "image": OperatorConfig().image, "ready": False, "restartCount": 0}
+    running = server | {"state": {"running": {"startedAt": started}}}
+    cluster.write_pod_status(kube.namespace, pod, {"phase": "Running", "containerStatuses": [running]})
+    kube.wait_phase("holder", "Loading", "Loading")
+    time.sleep(1.5)  # the waiter reads the holder's status: it is decided once more, at a resync
+    loading = len(operator.log())
+    time.sleep(3.5)
+    assert decided("holder", loading) >= 2
+    assert decided("waiter", loading) == 0

@@ -9,7 +9,7 @@ Every change is also said to ``on_change``, so the operator can reconcile whoeve
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from llamacontroller.kube.api import LLAMAMODELS, KubeApi
@@ -61,6 +61,20 @@ def strip_node(obj: Object, gpu_count_label: str) -> Object:
         "metadata": _metadata(obj) | {"labels": {k: v for k, v in labels.items() if k == gpu_count_label}},
         "status": {"conditions": ready},
     }
+
+
+def versions(objects: Iterable[Object]) -> tuple[tuple[str, str], ...]:
+    """Which objects, at which versions: equal for equal contents (a write moves the version)."""
+    return tuple(sorted((o["metadata"]["uid"], o["metadata"].get("resourceVersion", "")) for o in objects))
+
+
+def node_facts(node: Object | None) -> Hashable:
+    """What of a Node the decisions read: its readiness (and since when) and its labels (the GPU
+    count); not its version, which every status report of its kubelet moves."""
+    if node is None:
+        return None
+    ready = tuple((c.get("status"), c.get("lastTransitionTime")) for c in node["status"]["conditions"])
+    return ready, tuple(sorted((node["metadata"].get("labels") or {}).items()))
 
 
 def collection(prefix: str, plural: str, scope: str | None) -> str:
@@ -209,3 +223,16 @@ class ClusterCache:
     def node(self, name: str) -> Object | None:
         found = self._nodes_by_name.get(name)
         return found[0] if found else None
+
+    def decision_inputs(self, body: Object, node: str | None) -> Hashable:
+        """Everything here that a decision about ``body`` (on ``node``) reads, by version: while it
+        stays equal, deciding again decides the same, time apart (reconciler.Reconciler._observe)."""
+        uid = body["metadata"]["uid"]
+        return (
+            body["metadata"].get("resourceVersion"),
+            versions(self.pods_of(uid)),
+            versions(self.services_of(uid)),
+            versions(self.pods_on(node)) if node else (),
+            versions(self.llamamodels_on(node)) if node else (),
+            node_facts(self.node(node)) if node else None,
+        )

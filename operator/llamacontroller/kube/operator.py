@@ -5,7 +5,11 @@ changes.
 - A server Pod or slot Service that changes makes its holder reconciled; a Pod gone frees its
   slot, so the waiters of its node are reconciled, oldest first.
 - A Node whose readiness or GPU count changes makes every LlamaModel on it reconciled.
-- Every `resyncSeconds`, every LlamaModel is looked at again, from the cache (no API read).
+- Every `resyncSeconds`, every LlamaModel is looked at again, from the cache (no API read), if
+  anything its last decision read has changed since (a missed wake-up would show here), or if its
+  status may change with nothing in the cache changed (a loading server's startup budget, a write
+  the API server refused). Otherwise deciding again would decide the same: an idle operator with
+  1,000 LlamaModels does no work per resync.
 
 No decision is taken before every informer holds its first list: a restarted operator sees the
 whole ledger before it grants a slot.
@@ -17,14 +21,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Hashable
 from datetime import UTC, datetime
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.kube.api import KubeApi
-from llamacontroller.kube.cache import ClusterCache
+from llamacontroller.kube.cache import ClusterCache, node_facts
 from llamacontroller.kube.informer import Change, Object
 from llamacontroller.kube.metrics import OperatorMetrics
-from llamacontroller.kube.reconciler import Reconciler
+from llamacontroller.kube.reconciler import Reconciler, wanted_node
 from llamacontroller.kube.workqueue import WorkQueue
 from llamacontroller.render import names
 from llamacontroller.resource import Phase
@@ -42,12 +47,14 @@ def _status_node(obj: Object | None) -> str | None:
     return ((obj or {}).get("status") or {}).get("node")
 
 
-def _node_facts(node: Object | None) -> object:
-    """What of a Node the decisions read: its readiness and its labels (the GPU count)."""
-    if node is None:
-        return None
-    ready = [c.get("status") for c in node["status"]["conditions"]]
-    return ready, node["metadata"].get("labels")
+def _looked_at_again(body: Object) -> bool:
+    """Whether its next decision may differ while nothing in the cache changes: time alone fails a
+    loading server past its startup budget, and a write the API server refused may pass once
+    something the cache does not hold changed (a ResourceQuota, an admission rule, a RuntimeClass)."""
+    status = body.get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    refused = status.get("phase") == "Failed" and any(c.get("reason") == "Refused" for c in ready)
+    return bool(status.get("phase") == "Loading" or refused)
 
 
 def _generation(obj: Object | None) -> int:
@@ -77,6 +84,7 @@ class Operator:
         self.reconciler = Reconciler(api, self.cache, config)
         self.queue = WorkQueue(self._work, WORKERS)
         self._tasks: list[asyncio.Task[None]] = []
+        self._decided: dict[str, Hashable] = {}  # by key: what its last decision read
         if metrics is not None:
             metrics.watch_cluster(self.cache.all_llamamodels)
 
@@ -106,9 +114,21 @@ class Operator:
     def _pod_count(self) -> int:
         return sum(len(informer.store) for informer in self.cache.pods)
 
+    def _inputs(self, key: str) -> Hashable:
+        """What a decision about `key` reads from the cache now (None: nothing, it is gone)."""
+        namespace, name = key.split("/", 1)
+        body = self.cache.llamamodel(namespace, name)
+        if body is None:
+            return None
+        return self.cache.decision_inputs(body, wanted_node(body, self.config))
+
     async def _work(self, key: str) -> None:
         namespace, name = key.split("/", 1)
         before = self.cache.llamamodel(namespace, name)
+        # Taken before the decision observes (under its node's lock): what changes meanwhile makes
+        # the inputs differ at the next resync, never the other way round.
+        inputs = self._inputs(key)
+        self._decided.pop(key, None)
         started = time.monotonic()
         try:
             decision, left = await self.reconciler.reconcile(namespace, name)
@@ -126,6 +146,8 @@ class Operator:
             ):
                 self._observe_ready(key, before)
         log.debug("Reconciled %s: %s", key, decision.report.reason if decision else "gone")
+        if decision is not None:
+            self._decided[key] = inputs
         if left:
             self.wake(left)
 
@@ -152,8 +174,14 @@ class Operator:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            for lm in self.cache.all_llamamodels():
-                self.queue.add(key_of(lm))
+            self.resync()
+
+    def resync(self) -> None:
+        """Looks again at every LlamaModel whose decision may have changed since its last one."""
+        for lm in self.cache.all_llamamodels():
+            key = key_of(lm)
+            if _looked_at_again(lm) or key not in self._decided or self._decided[key] != self._inputs(key):
+                self.queue.add(key)
 
     def _changed(self, kind: str, change: Change) -> None:
         if not self.synced:
@@ -167,6 +195,7 @@ class Operator:
                     self._applied[key_of(change.new)] = (_generation(change.new), datetime.now(UTC))
             else:
                 self._applied.pop(key_of(obj), None)
+                self._decided.pop(key_of(obj), None)
             gone = change.new is None or change.new["metadata"].get("deletionTimestamp")
             if gone and _status_node(change.old):
                 self.wake(str(_status_node(change.old)))
@@ -177,7 +206,7 @@ class Operator:
             node = obj["metadata"].get("annotations", {}).get(names.ANNOTATION_NODE)
             if kind == "pod" and change.new is None and node:
                 self.wake(node)
-        elif kind == "node" and _node_facts(change.old) != _node_facts(change.new):
+        elif kind == "node" and node_facts(change.old) != node_facts(change.new):
             name = obj["metadata"]["name"]
             for pod in self.cache.pods_on(name):
                 holder = pod["metadata"].get("annotations", {}).get(names.ANNOTATION_HOLDER, "")
