@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from report import print_table  # bench/report.py: a script's own folder comes first on sys.path
 
 from llamacontroller.config import load_config
 from llamacontroller.demo_model import write_demo_model
@@ -387,18 +388,6 @@ def long_answers(client: httpx.Client, direct_url: str, adapted_url: str, args: 
             )
         ],
     )
-
-
-def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        print(
-            "  ".join(
-                str(cell).rjust(width) if i else str(cell).ljust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report import print_table  # bench/report.py: a script's own folder comes first on sys.path
+
 from llamacontroller.local.real_model import real_model_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,18 +191,6 @@ def measure(name: str, path: Path, runs: int) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        print(
-            "  ".join(
-                str(cell).rjust(width) if i > 1 else str(cell).ljust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed reads per reader and file")
@@ -217,6 +207,7 @@ def main() -> int:
         f"one header read per fresh interpreter, median of {args.runs} (peak: one traced read)",
         ("file", "reader", "ms", "CPU ms", "traced peak MiB", "RSS added MiB", "RSS before MiB", "import ms"),
         rows,
+        names=2,
     )
     return 0
 

@@ -79,6 +79,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "operator")]  # the checkout's package and its tests' cluster
 
+from report import print_table  # noqa: E402  (bench/report.py: the script's folder is on sys.path)
+
 from llamacontroller.config import OperatorConfig  # noqa: E402
 from llamacontroller.reconcile import Observed, decide, status_patch  # noqa: E402
 from llamacontroller.render.children import render_children  # noqa: E402
@@ -712,18 +714,6 @@ class Bench:
 
 
 # -- the report ------------------------------------------------------------------------------------
-
-
-def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        print(
-            "  ".join(
-                str(cell).rjust(width) if i else str(cell).ljust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
 
 
 def to_converge(r: dict[str, Any]) -> float | None:
