@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from tests.cluster.controlplane import ControlPlane, ControlPlaneOptions, write_kubeconfig
 from tests.cluster.images import Image, project_images
 from tests.cluster.kubeapi import KubeClient
@@ -254,7 +256,10 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         names = set(self.agents)
         while time.monotonic() < deadline:
-            listed = self.control_plane.request("GET", "/api/v1/nodes") or {}
+            try:
+                listed = self.control_plane.request("GET", "/api/v1/nodes") or {}
+            except httpx.TimeoutException:  # hundreds of agents registering at once: ask again
+                continue
             ready = {node["metadata"]["name"] for node in listed.get("items", []) if _node_ready(node)}
             if names <= ready:
                 return
