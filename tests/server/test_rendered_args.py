@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from llamacontroller.config import GpuStrategy
-from llamacontroller.local.server import ServerFailed
+from llamacontroller.local.server import LlamaServerProcess, ServerFailed
+from tests.ports import free_port
 from tests.server.fixtures import StartServer
 from tests.support.builders import llamamodel, repo_config
 from tests.support.paths import REPO
+from tests.support.servers import HOST, local_args
 
 # -t 1: with two threads on a two-core machine, requests sometimes stall.
 ONE_THREAD = {"threads": 1}
@@ -64,10 +66,21 @@ def test_each_slot_starts_and_serves(start_server: StartServer, gpu: dict, strat
     assert_serves(server.url, "phi-4:latest")
 
 
-def test_a_malformed_split_mode_is_refused_by_the_binary(start_server: StartServer):
-    """The control for the test above: the binary does check --split-mode's value."""
-    with pytest.raises(ServerFailed) as failure:
-        start_server(llamamodel(parameters=ONE_THREAD | {"extraArgs": ["--split-mode", "rows"]}))
+def test_a_malformed_split_mode_is_refused_by_the_binary(
+    tmp_path: Path, demo_model: Path, llama_server_binary: Path
+):
+    """The control for the test above: the binary does check --split-mode's value. (A LlamaModel
+    cannot set it: the rendered args are changed here.)"""
+    port = free_port()
+    args = local_args(llamamodel(parameters=ONE_THREAD), port, demo_model, None, None)
+    args[args.index("--split-mode") + 1] = "rows"
+    server = LlamaServerProcess(llama_server_binary, args, HOST, port, tmp_path / "server.log")
+    server.start()
+    try:
+        with pytest.raises(ServerFailed) as failure:
+            server.wait_healthy()
+    finally:
+        server.stop()
     assert "--split-mode" in str(failure.value)
 
 

@@ -219,6 +219,9 @@ class LocalRuntime:
                 if changed:
                     self._write_state()
         finally:
+            # The servers stop while the gateway gives its requests time to end: a stream then ends
+            # with its server, and the two waits overlap instead of adding up.
+            self.supervisor.terminate_all()
             if self.gateway is not None:
                 self.gateway.stop()
             self.supervisor.stop_all()

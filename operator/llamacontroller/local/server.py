@@ -93,7 +93,7 @@ class LlamaServerProcess:
 
     def terminate(self) -> None:
         """SIGTERM without waiting: ``stop`` then waits for it (and kills what lingers)."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None and not self._terminated:
             self.process.terminate()
             self._terminated = True
 

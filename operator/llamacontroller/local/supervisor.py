@@ -76,10 +76,14 @@ class Supervisor:
             supervised.process.stop()
             log.info("Stopped llama-server of %s on %s", supervised.server.who, slot)
 
-    def stop_all(self) -> None:
-        """Every server at once: each gets SIGTERM now, so stopping N servers takes as long as one."""
+    def terminate_all(self) -> None:
+        """SIGTERM to every server, without waiting: ``stop_all`` then waits for them."""
         for supervised in self.slots.values():
             supervised.process.terminate()
+
+    def stop_all(self) -> None:
+        """Every server at once: each gets SIGTERM now, so stopping N servers takes as long as one."""
+        self.terminate_all()
         for slot in list(self.slots):
             self.stop(slot)
 
