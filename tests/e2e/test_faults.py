@@ -109,7 +109,10 @@ def test_under_api_faults_every_llamamodel_converges_and_no_gpu_is_ever_shared(
         tmp_path,
         adapter={"enabled": False},
         apiTimeoutSeconds=API_TIMEOUT,
-        leaderElection={"leaseName": f"faults-{kube.namespace}"},
+        # A lease long enough that faults on its renewals (and a loaded machine) never take it away
+        # in this test, which is about reconciling under faults; tests/e2e/test_chaos.py and
+        # test_leader.py are about losing and taking leases.
+        leaderElection={"leaseName": f"faults-{kube.namespace}", "leaseDurationSeconds": 120},
     )
     proxy = fault_proxy(cluster, SEED)
     rng = random.Random(SEED)
