@@ -149,9 +149,9 @@ def _crd(args: argparse.Namespace) -> int:
     from llamacontroller.crd import crd_yaml
 
     if args.output:
-        Path(args.output).write_text(crd_yaml())
+        Path(args.output).write_text(crd_yaml(args.kind))
     else:
-        sys.stdout.write(crd_yaml())
+        sys.stdout.write(crd_yaml(args.kind))
     return 0
 
 
@@ -301,7 +301,8 @@ def parser() -> argparse.ArgumentParser:
     estimate.add_argument("--output", "-o", choices=("table", "json"), default="table")
     estimate.set_defaults(run=_estimate)
 
-    crd = command("crd", "print the LlamaModel CRD generated from the models")
+    crd = command("crd", "print a CRD generated from the models (LlamaModel's unless --kind says)")
+    crd.add_argument("--kind", choices=("LlamaModel", "LlamaNode"), default="LlamaModel")
     crd.add_argument("--output", "-o", help="write to this file instead of stdout")
     crd.set_defaults(run=_crd)
 

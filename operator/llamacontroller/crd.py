@@ -8,16 +8,18 @@ only scalar defaults (the API server applies them, so `kubectl get -o yaml` show
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
+from llamacontroller.llamanode import NODE_KIND, NODE_PLURAL, LlamaNodeStatus
 from llamacontroller.resource import GROUP, KIND, PLURAL, VERSION, LlamaModelSpec, LlamaModelStatus
 
-SHORT_NAMES = ["lm"]
 CATEGORIES = ["llama"]
 
-PRINTER_COLUMNS: list[dict[str, Any]] = [
+MODEL_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".status.model"},
     {"name": "Node", "type": "string", "jsonPath": ".status.node"},
     {"name": "Slot", "type": "string", "jsonPath": ".status.slot"},
@@ -27,6 +29,52 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Pod", "type": "string", "jsonPath": ".status.podName", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
+# One column per GPU for the usual two; `kubectl get ln -o yaml` shows every GPU.
+NODE_COLUMNS: list[dict[str, Any]] = [
+    {"name": "GPU 0", "type": "string", "jsonPath": ".status.gpus[0].summary"},
+    {"name": "GPU 1", "type": "string", "jsonPath": ".status.gpus[1].summary"},
+    {"name": "NVML", "type": "string", "jsonPath": ".status.nvml"},
+    {"name": "Heartbeat", "type": "date", "jsonPath": ".status.heartbeatAt"},
+    {"name": "Agent", "type": "string", "jsonPath": ".status.agentVersion", "priority": 1},
+]
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What differs between this project's resources."""
+
+    kind: str
+    plural: str
+    scope: str
+    short_names: list[str]
+    description: str
+    spec: type[BaseModel] | None
+    status: type[BaseModel]
+    columns: list[dict[str, Any]]
+
+
+DEFINITIONS = {
+    KIND: Definition(
+        kind=KIND,
+        plural=PLURAL,
+        scope="Namespaced",
+        short_names=["lm"],
+        description="A GGUF model served by llama-server on a slot of a GPU node.",
+        spec=LlamaModelSpec,
+        status=LlamaModelStatus,
+        columns=MODEL_COLUMNS,
+    ),
+    NODE_KIND: Definition(
+        kind=NODE_KIND,
+        plural=NODE_PLURAL,
+        scope="Cluster",
+        short_names=["ln"],
+        description="What the node agent of one node reads of its GPUs and models volume.",
+        spec=None,
+        status=LlamaNodeStatus,
+        columns=NODE_COLUMNS,
+    ),
+}
 
 _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 
@@ -85,33 +133,34 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
     return _structural(schema, schema.get("$defs", {}))
 
 
-def crd() -> dict[str, Any]:
-    """The whole CRD object for `kubectl apply`."""
-    root = {
-        "type": "object",
-        "description": "A GGUF model served by llama-server on a slot of a GPU node.",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": openapi_schema(LlamaModelSpec),
-            "status": openapi_schema(LlamaModelStatus),
-        },
+def crd(kind: str = KIND) -> dict[str, Any]:
+    """The whole CRD object of one of DEFINITIONS' kinds, for `kubectl apply`."""
+    definition = DEFINITIONS[kind]
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
     }
+    if definition.spec is not None:
+        properties["spec"] = openapi_schema(definition.spec)
+    properties["status"] = openapi_schema(definition.status)
+    root: dict[str, Any] = {"type": "object", "description": definition.description}
+    if definition.spec is not None:
+        root["required"] = ["spec"]
+    root["properties"] = properties
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{definition.plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": definition.scope,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": SHORT_NAMES,
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": definition.plural,
+                "singular": kind.lower(),
+                "shortNames": definition.short_names,
                 "categories": CATEGORIES,
             },
             "versions": [
@@ -120,7 +169,7 @@ def crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": definition.columns,
                     "schema": {"openAPIV3Schema": root},
                 }
             ],
@@ -138,5 +187,5 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def crd_yaml() -> str:
-    return HEADER + yaml.dump(crd(), Dumper=_Dumper, sort_keys=False, width=110)
+def crd_yaml(kind: str = KIND) -> str:
+    return HEADER + yaml.dump(crd(kind), Dumper=_Dumper, sort_keys=False, width=110)

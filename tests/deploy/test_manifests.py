@@ -23,6 +23,7 @@ from tests.support.paths import REPO
 COPIES = {
     DEPLOY / "config" / "operator.yaml": REPO / "config" / "operator.yaml",
     DEPLOY / "crds" / "llamamodel.yaml": REPO / "crds" / "llamamodel.yaml",
+    DEPLOY / "crds" / "llamanode.yaml": REPO / "crds" / "llamanode.yaml",
 }
 # The oldest Kubernetes the manifests claim (docs/install.md), kubectl's here, the newest known.
 KUBERNETES_VERSIONS = ("1.29.0", "1.32.0", "1.37.0")
@@ -51,6 +52,7 @@ def test_the_base_holds_everything_and_nothing_more(manifests: list[dict[str, An
         [
             ("Namespace", NAMESPACE),
             ("CustomResourceDefinition", "llamamodels.llamacontroller.io"),
+            ("CustomResourceDefinition", "llamanodes.llamacontroller.io"),
             ("ServiceAccount", "llamacontroller-operator"),
             ("ServiceAccount", "llamacontroller-gateway"),
             ("ClusterRole", "llamacontroller-operator"),
@@ -99,10 +101,11 @@ def test_the_configmap_is_config_operator_yaml(manifests: list[dict[str, Any]]):
     assert list(configmap["data"]) == ["operator.yaml"]
 
 
-def test_the_crd_is_crds_llamamodel_yaml(manifests: list[dict[str, Any]]):
-    built = copy.deepcopy(one(manifests, "CustomResourceDefinition"))
+@pytest.mark.parametrize("plural", ["llamamodels", "llamanodes"])
+def test_each_crd_is_its_file_in_crds(manifests: list[dict[str, Any]], plural: str):
+    built = copy.deepcopy(one(manifests, "CustomResourceDefinition", f"{plural}."))
     assert built["metadata"].pop("labels") == {"app.kubernetes.io/part-of": "llamacontroller"}
-    assert built == yaml.safe_load((REPO / "crds" / "llamamodel.yaml").read_text())
+    assert built == yaml.safe_load((REPO / "crds" / f"{plural.removesuffix('s')}.yaml").read_text())
 
 
 def pod_spec(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -218,6 +221,7 @@ def test_the_api_server_accepts_every_manifest(cluster: LocalCluster, installed:
     assert kinds == sorted(
         [
             "namespace",
+            "customresourcedefinition.apiextensions.k8s.io",
             "customresourcedefinition.apiextensions.k8s.io",
             "serviceaccount",
             "serviceaccount",

@@ -13,6 +13,10 @@ import pytest
 import yaml
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.demo_model import write_demo_model
+from llamacontroller.fit.model import model_facts
+from llamacontroller.gguf_header import read_header
+from llamacontroller.llamanode import Gpu, GpuProcess, LlamaNodeStatus, ModelFile, parse_llamanode
 from tests.cluster.cluster import LocalCluster
 from tests.support.builders import arg, gpu_flags, lm, visible_gpus
 from tests.support.components import OPERATOR_ACCOUNT, OPERATOR_USER, OperatorProcess
@@ -33,10 +37,10 @@ def test_kubectl_applies_the_crd_and_explains_the_resource(kube: Kube) -> None:
     """The test cluster was given `kubectl apply -f crds/` as it started (before its controllers, so
     that the garbage collector knows LlamaModels from the start); applied again, nothing changes."""
     applied = kube.cluster.kubectl("apply", "-f", str(REPO / "crds")).stdout
-    assert (
-        applied.strip()
-        == "customresourcedefinition.apiextensions.k8s.io/llamamodels.llamacontroller.io unchanged"
-    )
+    assert applied.splitlines() == [
+        "customresourcedefinition.apiextensions.k8s.io/llamamodels.llamacontroller.io unchanged",
+        "customresourcedefinition.apiextensions.k8s.io/llamanodes.llamacontroller.io unchanged",
+    ]
     explained = kube.kubectl("explain", "llamamodel.spec.gpu").stdout
     assert "GROUP:      llamacontroller.io" in explained
     assert "Which GPUs of the node the server uses: one of them, or both." in explained
@@ -45,6 +49,44 @@ def test_kubectl_applies_the_crd_and_explains_the_resource(kube: Kube) -> None:
     assert "enum: single, both" in explained
     resources = kube.kubectl("api-resources", "--api-group=llamacontroller.io", "-o", "wide").stdout
     assert "lm" in resources.split("\n")[1].split() and "LlamaModel" in resources
+
+
+def test_the_api_server_keeps_a_whole_llamanode_reading(kube: Kube, tmp_path: Path) -> None:
+    """The LlamaNode schema loses nothing of what an agent writes (a structural schema prunes unknown
+    fields silently): the status read back parses to the reading written, model facts and all."""
+    facts = model_facts(read_header(write_demo_model(tmp_path / "tiny.gguf")))
+    reading = LlamaNodeStatus(
+        nvml="ok",
+        gpus=[
+            Gpu(
+                index=0,
+                uuid="GPU-0",
+                memory_total=24 << 30,
+                memory_used=3 << 30,
+                foreign_memory=3 << 30,
+                processes=[GpuProcess(pid=7, name="python", used_memory=3 << 30)],
+                summary="occupied: 3.0 GiB by others",
+            )
+        ],
+        models=[ModelFile(path="tiny.gguf", size=1, modified="2026-12-07T00:00:00Z", facts=facts)],
+    )
+    path = "/apis/llamacontroller.io/v1alpha1/llamanodes"
+    name = f"node-of-{kube.namespace}"
+    kube.create(
+        path, {"apiVersion": "llamacontroller.io/v1alpha1", "kind": "LlamaNode", "metadata": {"name": name}}
+    )
+    try:
+        kube.request(
+            "PATCH",
+            f"{path}/{name}/status",
+            {"status": reading.model_dump(by_alias=True, mode="json")},
+            content_type="application/merge-patch+json",
+        )
+        assert parse_llamanode(kube.get(f"{path}/{name}") or {}).status == reading
+        row = kube.kubectl("get", "llamanode", name, "--no-headers").stdout.split()
+        assert row[:6] == [name, "occupied:", "3.0", "GiB", "by", "others"], row
+    finally:
+        kube.delete(f"{path}/{name}")
 
 
 def test_the_examples_are_accepted_by_the_api_server(kube: Kube) -> None:

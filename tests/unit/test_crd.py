@@ -9,7 +9,6 @@ import yaml
 from llamacontroller.crd import crd, crd_yaml
 from tests.support.paths import REPO
 
-CRD_FILE = REPO / "crds" / "llamamodel.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
@@ -17,10 +16,22 @@ def _schema() -> dict:
     return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def test_committed_crd_matches_the_models():
-    assert CRD_FILE.read_text() == crd_yaml(), (
-        "crds/llamamodel.yaml drifted: run `llamacontroller crd -o crds/llamamodel.yaml`"
+@pytest.mark.parametrize("kind", ["LlamaModel", "LlamaNode"])
+def test_committed_crds_match_the_models(kind: str):
+    path = REPO / "crds" / f"{kind.lower()}.yaml"
+    assert path.read_text() == crd_yaml(kind), (
+        f"crds/{path.name} drifted: run `llamacontroller crd --kind {kind} -o crds/{path.name}`"
     )
+
+
+def test_the_llamanode_crd_is_cluster_scoped_with_a_column_per_gpu():
+    spec = crd("LlamaNode")["spec"]
+    assert crd("LlamaNode")["metadata"]["name"] == "llamanodes.llamacontroller.io"
+    assert spec["scope"] == "Cluster" and spec["names"]["shortNames"] == ["ln"]
+    version = spec["versions"][0]
+    assert "spec" not in version["schema"]["openAPIV3Schema"]["properties"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["GPU 0", "GPU 1", "NVML", "Heartbeat"]
 
 
 def test_crd_identity():

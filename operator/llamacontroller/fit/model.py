@@ -10,7 +10,9 @@ the layers (``output_norm.weight``, ``rope_freqs.weight``, ...), which go with t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from llamacontroller.errors import UserError
 from llamacontroller.gguf_header import GGUFHeader, Value
@@ -27,9 +29,11 @@ class EstimateError(UserError):
     """The model file cannot be estimated: not a model header, or a key or tensor it lacks."""
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    """A decoder-only model as far as its memory goes (lists hold one value per layer)."""
+class ModelFacts(BaseModel):
+    """A decoder-only model as far as its memory goes (lists hold one value per layer). A node
+    agent publishes them on its LlamaNode, in camelCase, for the operator's estimates."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
 
     path: str
     architecture: str
