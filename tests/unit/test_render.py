@@ -164,6 +164,16 @@ def test_service_names_are_dns_1035(node):
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
+def test_nodes_whose_names_differ_by_a_dot_get_services_of_their_own():
+    dotted = names.service_name("gpu.node-1", "gpu0", node_named=True)
+    dashed = names.service_name("gpu-node-1", "gpu0", node_named=True)
+    assert dashed == "llama-gpu-node-1-gpu0"
+    assert dotted.startswith("llama-gpu-node-1-gpu0-") and dotted != dashed
+    assert names.service_name("9lives", "gpu0", node_named=True) != names.service_name(
+        "x-9lives", "gpu0", node_named=True
+    )
+
+
 def test_service_matches_detects_a_previous_holder():
     mine = _children().service
     theirs = render_children(parse_llamamodel(llamamodel(name="other", uid="u2")), repo_config()).service

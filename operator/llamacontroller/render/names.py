@@ -42,10 +42,15 @@ def label_value(text: str) -> str:
 
 
 def dns1035(text: str) -> str:
-    """A DNS-1035 label (Service names): lowercase alphanumerics and '-', starting with a letter."""
+    """A DNS-1035 label (Service names): lowercase alphanumerics and '-', starting with a letter.
+
+    Where the text must change to become one (a node named `a.b` gives `a-b`), a hash of the
+    original keeps it apart from the text that is already that label (a node named `a-b`)."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     if not cleaned or not cleaned[0].isalpha():
         cleaned = f"x-{cleaned}"
+    if cleaned != text:
+        return f"{cleaned[: _MAX_LABEL - 9].rstrip('-')}-{short_hash(text)}"
     return _fit(cleaned, _MAX_LABEL).rstrip("-")
 
 
