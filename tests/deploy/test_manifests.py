@@ -134,8 +134,9 @@ def test_the_operator_runs_with_the_mounted_config_and_its_health_endpoint(
     assert (parsed.command, parsed.config, parsed.namespace) == ("operator", args[2], None)
     port = next(p for p in container["ports"] if p["name"] == "health")["containerPort"]
     assert parsed.liveness == f"http://0.0.0.0:{port}/healthz"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/llamacontroller")
     assert mount["readOnly"] is True
 

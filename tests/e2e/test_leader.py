@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -92,6 +93,12 @@ def standing_by(process: OperatorProcess) -> bool:
     return "Standing by" in process.log()
 
 
+def probes(process: OperatorProcess) -> tuple[int, dict[str, bool], int]:
+    """What the kubelet's probes would see: /healthz's code and answer, /readyz's code."""
+    health = httpx.get(process.liveness, timeout=5)
+    return health.status_code, health.json(), httpx.get(process.readiness, timeout=5).status_code
+
+
 def test_one_of_two_operators_acts_and_the_other_takes_over_when_it_dies_or_stops(
     cluster: LocalCluster, kube: Kube, operators: Operators
 ) -> None:
@@ -102,6 +109,10 @@ def test_one_of_two_operators_acts_and_the_other_takes_over_when_it_dies_or_stop
     eventually(lambda: holding(first), timeout=30, what="the first operator to hold the lease")
     second = operators.new("second")
     eventually(lambda: standing_by(second), timeout=30, what="the second to stand by")
+    # a stand-by is alive (no restart by its liveness probe) and not ready; the holder is both
+    assert probes(second) == (200, {"leading": False, "synced": False}, 503)
+    eventually(lambda: probes(first)[2] == 200, what="the holder to be ready")
+    assert probes(first) == (200, {"leading": True, "synced": True}, 200)
     kube.apply(lm("one"))
     eventually(lambda: kube.status("one").get("podName") and kube.one_pod("one"), what="one's pod")
     time.sleep(2 * RENEW)  # a few of the stand-by's looks at the lease

@@ -36,7 +36,7 @@ def metrics_url(operator: OperatorProcess) -> str:
 def test_prometheus_scrapes_the_operator(
     kube: Kube, operator: OperatorProcess, prometheus: Prometheus
 ) -> None:
-    assert httpx.get(operator.liveness, timeout=5).json() == {"synced": True}
+    assert httpx.get(operator.liveness, timeout=5).json() == {"leading": True, "synced": True}
     kube.apply(lm("phi"))
     kube.wait_phase("phi", "Ready", "ServerReady")
     kube.apply(lm("waiter"))

@@ -80,10 +80,12 @@ class ComponentProcess:
 
 class OperatorProcess(ComponentProcess):
     """`llamacontroller operator` with the operator's ServiceAccount; ``wait_ready`` waits for its
-    health endpoint (it answers once the operator has started; /metrics is beside it)."""
+    ``/readyz`` (200 once the operator acts; ``/healthz`` and ``/metrics`` are beside it)."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, config: Path, extra: Sequence[str] = ()) -> None:
-        self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        port = free_port()
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        self.readiness = f"http://127.0.0.1:{port}/readyz"
         args = ["operator", "--config", str(config), "--liveness", self.liveness, "--verbose", *extra]
         super().__init__(args, kubeconfig, log_path)
 
@@ -91,11 +93,11 @@ class OperatorProcess(ComponentProcess):
         def alive() -> bool:
             self.check_running()
             try:
-                return httpx.get(self.liveness, timeout=2).status_code == 200
+                return httpx.get(self.readiness, timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        eventually(alive, timeout=timeout, what="the operator's liveness endpoint")
+        eventually(alive, timeout=timeout, what="the operator's readiness endpoint")
 
     def start_ready(self) -> OperatorProcess:
         """Starts it and waits until it is up; a process that does not come up is not left behind."""

@@ -29,6 +29,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.metrics = OperatorMetrics()
     api = KubeApi.from_environment(timeout=memo.config.api_timeout_seconds, observe=memo.metrics.api_call)
     memo.operator = Operator(api, memo.config, memo.namespaces, memo.metrics)
+    memo.leading = False
+    if memo.liveness:  # a stand-by is alive too: served before the Lease is asked for
+        memo.endpoint = Endpoint(
+            memo.liveness, memo.metrics, lambda: memo.leading, lambda: memo.operator.synced
+        )
+        await memo.endpoint.start()
     election = memo.config.leader_election
     if election.enabled:
         leadership = Leadership(
@@ -41,15 +47,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         await leadership.acquire()
         memo.leadership = leadership
         memo.keeping = asyncio.create_task(leadership.keep(lambda: _lost(memo)))
+    memo.leading = True
     await memo.operator.start()
-    if memo.liveness:  # answers once the operator runs, as kopf's liveness endpoint did
-        memo.endpoint = Endpoint(memo.liveness, memo.metrics, lambda: memo.operator.synced)
-        await memo.endpoint.start()
 
 
 def _lost(memo: kopf.Memo) -> None:
     """Someone else may act now: stop acting at once, and end the process (exit code 1)."""
     memo.lost.set()
+    memo.leading = False
     asyncio.get_running_loop().create_task(memo.operator.stop())
     memo.stop_flag.set()
 
