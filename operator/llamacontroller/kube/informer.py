@@ -11,9 +11,9 @@ taken right after a write sees it, whatever the watch's lag. A write's answer ne
 version the watch brought first, and never brings back an object whose deletion came first: the
 UIDs of the last deleted objects are kept (a UID is never reused).
 
-An ``optional`` informer watches a kind that a cluster may not serve (a CRD installed after the
-operator was upgraded): a list answered 404 counts as an empty list, so the operator does not wait
-for it, and is tried again every ``RELIST_MAX`` seconds.
+An ``optional`` informer watches a kind that a cluster may not serve or grant (a CRD or a role not
+yet applied after the operator was upgraded): a list answered 404 or 403 counts as an empty list,
+so the operator does not wait for it, and is tried again every ``RELIST_MAX`` seconds.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class Informer:
                 while version:
                     version = await self._watch(version)
             except ApiError as exc:
-                if self.optional and exc.status == 404:
+                if self.optional and exc.status in (403, 404):
                     if not self.synced.is_set():
-                        log.warning("%s is not served (%s): taken as empty until it is", self.path, exc)
+                        log.warning("cannot list %s (%s): taken as empty until it can", self.path, exc)
                     self._absent()
                     await asyncio.sleep(RELIST_MAX)
                     continue
