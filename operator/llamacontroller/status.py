@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from llamacontroller.fit.check import FitVerdict
 from llamacontroller.resource import Condition, Phase
+
+if TYPE_CHECKING:  # the adapters import this module for its time formats: not the estimate with it
+    from llamacontroller.fit.check import FitVerdict
 
 SERVER_CONTAINER = "llama-server"
 CONDITION_READY = "Ready"
