@@ -76,11 +76,11 @@ def _is_terminal(pod: dict[str, Any]) -> bool:
     return terminal and not pod["metadata"].get("deletionTimestamp")
 
 
-def _invalid(reason: str, message: str, observed: Observed) -> Decision:
+def _invalid(reason: str, message: str, observed: Observed, fit: FitVerdict | None = None) -> Decision:
     running = [p["metadata"]["name"] for p in observed.pods]
     if running:
         message += f"; the previous server keeps running in pod {', '.join(running)}"
-    return Decision(report=Report(phase=Phase.FAILED, reason=reason, message=message))
+    return Decision(report=Report(phase=Phase.FAILED, reason=reason, message=message, fit=fit))
 
 
 def decide(body: dict[str, Any], config: OperatorConfig, observed: Observed, now: datetime) -> Decision:
@@ -101,6 +101,12 @@ def _decide_children(
     wanted_hash = server_hash(children.pod)
     stale = [p for p in observed.pods if server_hash(p) != wanted_hash]
     current = [p for p in observed.pods if server_hash(p) == wanted_hash]
+    if stale and not current:
+        # A new server that can never fit does not unload the one that runs (as an invalid spec).
+        # Whether other processes leave it room is known once the old one is gone: then it is checked.
+        fit = check_fit(children.lm, placement, config, observed.llamanode, _gpu_count(observed, config), now)
+        if fit.reason == TOO_LARGE:
+            return _invalid(fit.reason, f"{placement.slot} on {placement.node}: {fit.message}", observed, fit)
     if stale:
         return _unload_first(stale, fields, _keeps_slot(previous, children), observed.node)
     own_services = [s["metadata"]["name"] for s in observed.services]
@@ -125,6 +131,10 @@ def _decide_children(
         apply_service=children.service,
         delete_services=[name for name in own_services if name != service_name],
     )
+
+
+def _gpu_count(observed: Observed, config: OperatorConfig) -> int:
+    return observed.gpu_count or config.gpus_per_node
 
 
 def _no_such_node(children: Children, fields: dict[str, Any]) -> Report:
@@ -218,7 +228,7 @@ def _claim_or_wait(
     same_slot = _same_slot(previous, children)
     still_waiting = previous.phase is Phase.WAITING and same_slot
     key = queue_key(body, (previous.waiting_since if still_waiting else None) or rfc3339_micro(now))
-    count = observed.gpu_count or config.gpus_per_node
+    count = _gpu_count(observed, config)
     fit = check_fit(children.lm, placement, config, observed.llamanode, count, now)
     where = f"{placement.slot} on {placement.node}"
     if fit.reason == TOO_LARGE:  # no claim and no place in the queue: waiting would not help

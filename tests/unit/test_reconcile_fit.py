@@ -128,11 +128,9 @@ def test_without_a_llamanode_the_pod_is_created_and_the_status_says_the_fit_was_
     assert fit["message"] == "fit not checked: node node-a has no LlamaNode (no node agent reports its GPUs)"
 
 
-def test_a_switch_checks_the_new_server_once_the_old_one_is_gone(facts: ModelFacts):
-    small = llamamodel(parameters={"ctxSize": 1024})
-    old = render_children(parse_llamamodel(small), CONFIG).pod
-    big = llamamodel(parameters={"ctxSize": 1 << 20})  # its KV cache: 0.5 GiB, its compute 1 GiB
-    big["status"] = {
+def holding(body: dict[str, Any]) -> dict[str, Any]:
+    """A LlamaModel whose status says it holds gpu0 of node-a, its server Ready."""
+    body["status"] = {
         "phase": "Ready",
         "node": "node-a",
         "slot": "gpu0",
@@ -140,13 +138,35 @@ def test_a_switch_checks_the_new_server_once_the_old_one_is_gone(facts: ModelFac
             {"type": "SlotAvailable", "status": "True", "reason": "SlotClaimed", "lastTransitionTime": "t"}
         ],
     }
-    tight = node(facts, total=1 * GiB)
-    unloading = decide(big, CONFIG, observed(tight, pods=[old]), NOW)
-    assert unloading.delete_pods == [old["metadata"]["name"]] and unloading.create_pod is None
-    decision = decide(big, CONFIG, observed(tight), NOW)
+    return body
+
+
+def test_a_switch_checks_the_new_server_once_the_old_one_is_gone(facts: ModelFacts):
+    old = render_children(parse_llamamodel(llamamodel(parameters={"ctxSize": 1024})), CONFIG).pod
+    new = holding(llamamodel(parameters={"ctxSize": 8192}))
+    crowded = node(facts, total=20 * GiB + 100 * MiB, foreign=20 * GiB)
+    unlimited = repo_config(fit={"foreignMemoryLimitMiB": None})
+    unloading = decide(new, unlimited, observed(crowded, pods=[old]), NOW)
+    assert unloading.delete_pods == [old["metadata"]["name"]] and unloading.report.reason == "Switching"
+    decision = decide(new, unlimited, observed(crowded), NOW)  # the old Pod is gone
     assert decision.create_pod is None
+    assert (decision.report.phase, decision.report.reason) == (Phase.WAITING, "GpuMemoryInUse")
+    assert decision.report.slot is not None and decision.report.slot.available  # still its slot
+
+
+def test_a_switch_to_a_server_that_never_fits_keeps_the_running_one(facts: ModelFacts):
+    old = render_children(parse_llamamodel(llamamodel(parameters={"ctxSize": 1024})), CONFIG).pod
+    big = holding(llamamodel(parameters={"ctxSize": 1 << 20}))  # its KV cache 0.5 GiB, compute 1 GiB
+    tight = node(facts, total=1 * GiB)
+    decision = decide(big, CONFIG, observed(tight, pods=[old]), NOW)
+    assert decision.delete_pods == [] and decision.create_pod is None
     assert (decision.report.phase, decision.report.reason) == (Phase.FAILED, "ModelTooLarge")
-    assert "needs 2.0 GiB on GPU 0: weights 0.0, KV cache 0.5 at ctx 1048576" in decision.report.message
+    assert decision.report.message.startswith(
+        "gpu0 on node-a: needs 2.0 GiB on GPU 0: weights 0.0, KV cache 0.5 at ctx 1048576"
+    )
+    assert decision.report.message.endswith(
+        f"it never fits there; the previous server keeps running in pod {old['metadata']['name']}"
+    )
 
 
 def test_a_model_waiting_for_a_taken_slot_says_its_fit_too(facts: ModelFacts):
