@@ -171,3 +171,18 @@ def test_without_a_llamanode_the_pod_comes_as_before_and_the_fit_was_not_checked
     fit = fit_condition(kube, "unknown")
     assert (fit["status"], fit["reason"]) == ("Unknown", "FitNotChecked")
     assert fit["message"] == f"fit not checked: node {NODE} has no LlamaNode (no node agent reports its GPUs)"
+
+
+def test_a_switch_to_a_server_that_never_fits_keeps_the_running_one(
+    kube: Kube, operator: OperatorProcess, agent: Agent
+):
+    agent.write(total=1 * GiB)
+    kube.apply(lm("grows", node=NODE))
+    pod = eventually(lambda: kube.one_pod("grows"), what="its pod")
+    kube.apply(lm("grows", node=NODE, parameters={"ctxSize": 1 << 20}))  # a KV cache of 0.5 GiB more
+    status = kube.wait_phase("grows", "Failed", "ModelTooLarge")
+    assert status["message"].endswith(
+        f"it never fits there; the previous server keeps running in pod {pod['metadata']['name']}"
+    )
+    assert [p["metadata"]["uid"] for p in kube.server_pods("grows")] == [pod["metadata"]["uid"]]
+    assert not kube.pod(pod["metadata"]["name"])["metadata"].get("deletionTimestamp")  # type: ignore[index]
