@@ -108,7 +108,7 @@ def _render(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from llamacontroller.fit.estimate import MiB, slot_estimate
+    from llamacontroller.fit.estimate import slot_estimate
     from llamacontroller.fit.model import EstimateError, model_facts
     from llamacontroller.fit.report import as_json, as_table
     from llamacontroller.gguf_header import GGUFError, read_header
@@ -132,10 +132,15 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         lm = parse_llamamodel(doc)
         node_config = config.model_copy(update={"default_node": config.default_node or "this-node"})
+        if args.overhead_mib is not None:
+            if args.overhead_mib < 0:
+                raise UserError(f"--overhead-mib {args.overhead_mib}: not a size")
+            fit = config.fit.model_copy(update={"gpu_overhead_mib": args.overhead_mib})
+            node_config = node_config.model_copy(update={"fit": fit})
         gpu_count = args.gpus or config.gpus_per_node
         placement = place(lm, node_config, gpu_count)
         facts = model_facts(header)
-        slot = slot_estimate(lm, placement, node_config, facts, gpu_count, int(args.overhead_mib * MiB))
+        slot = slot_estimate(lm, placement, node_config, facts, gpu_count)
     except (InvalidSpec, PlacementError, EstimateError) as exc:
         raise UserError(f"LlamaModel {who}: {exc}") from exc
     if args.output == "json":
@@ -296,7 +301,10 @@ def parser() -> argparse.ArgumentParser:
     estimate.add_argument("--namespace", "-n", default="default", help="namespace when the file names none")
     estimate.add_argument("--gpus", type=int, default=None, help="the node's GPU count (else gpusPerNode)")
     estimate.add_argument(
-        "--overhead-mib", type=float, default=512, help="per GPU, beyond llama.cpp's buffers (CUDA context)"
+        "--overhead-mib",
+        type=int,
+        default=None,
+        help="per GPU, beyond llama.cpp's buffers (CUDA context); default: fit.gpuOverheadMiB of the config",
     )
     estimate.add_argument("--output", "-o", choices=("table", "json"), default="table")
     estimate.set_defaults(run=_estimate)

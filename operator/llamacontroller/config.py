@@ -100,6 +100,20 @@ class LocalSettings(CamelModel):
     max_restart_attempts: int = Field(default=5, ge=0)
 
 
+class FitSettings(CamelModel):
+    """The fit check before a server's Pod is created: the model's estimate (``fit/``) against the
+    memory of the slot's GPUs as the node's LlamaNode reports it (written by its node agent)."""
+
+    # What a CUDA process holds on a GPU beyond llama.cpp's buffers (its context, cuBLAS's
+    # workspace): a planning figure, not a measurement; `llamacontroller estimate` uses it too.
+    gpu_overhead_mib: int = Field(default=512, ge=0, alias="gpuOverheadMiB")
+    # A GPU on which other processes (not this project's servers) use more than this is not given to
+    # a new model, even if the model would fit beside them. None: no limit.
+    foreign_memory_limit_mib: int | None = Field(default=1024, ge=0, alias="foreignMemoryLimitMiB")
+    # A LlamaNode whose heartbeat is older than this is not trusted: the fit is not checked.
+    node_stale_seconds: float = Field(default=90.0, gt=0)
+
+
 class LeaderElection(CamelModel):
     """One operator acts at a time, the holder of a Lease; others stand by and take over when it
     stops renewing (at most ``leaseDurationSeconds`` after its last renewal)."""
@@ -152,6 +166,7 @@ class OperatorConfig(CamelModel):
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     api_keys: ApiKeys = Field(default_factory=ApiKeys)
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
+    fit: FitSettings = Field(default_factory=FitSettings)
 
     @field_validator("default_node")
     @classmethod
@@ -170,7 +185,7 @@ class OperatorConfig(CamelModel):
 
 # Groups of settings whose fields a file overrides one by one; any other setting it names replaces
 # the default whole (a file's `ports` is the whole slot table, its `modelsVolume` the whole source).
-MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys", "leaderElection")
+MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys", "leaderElection", "fit")
 
 
 def with_defaults(data: dict[str, Any]) -> dict[str, Any]:

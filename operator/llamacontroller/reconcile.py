@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fit.check import TOO_LARGE, FitVerdict, check_fit
 from llamacontroller.ledger import (
     claim_of,
     holds_slot,
@@ -22,12 +23,14 @@ from llamacontroller.ledger import (
     status_of,
     waiter_of,
 )
+from llamacontroller.llamanode import LlamaNode
 from llamacontroller.render.children import Children, render_children
 from llamacontroller.render.pod import startup_budget
 from llamacontroller.render.service import api_endpoint, service_endpoint
 from llamacontroller.resource import InvalidSpec, LlamaModelStatus, Phase, parse_llamamodel
 from llamacontroller.slots import PlacementError, describe_verdict, judge
 from llamacontroller.status import (
+    CONDITION_FIT,
     NodeHealth,
     Report,
     SlotCondition,
@@ -49,6 +52,7 @@ class Observed:
     gpu_count: int | None = None  # the node's, from its label; None: the config's gpusPerNode
     node: NodeHealth | None = None  # whether the wanted node's kubelet reports; None: not known
     node_exists: bool = True  # False: the wanted node is not in the cluster (the cache holds every Node)
+    llamanode: LlamaNode | None = None  # what the node's agent reads of its GPUs and models; None: none
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,11 @@ def _is_terminal(pod: dict[str, Any]) -> bool:
     return terminal and not pod["metadata"].get("deletionTimestamp")
 
 
-def _invalid(reason: str, message: str, observed: Observed) -> Decision:
+def _invalid(reason: str, message: str, observed: Observed, fit: FitVerdict | None = None) -> Decision:
     running = [p["metadata"]["name"] for p in observed.pods]
     if running:
         message += f"; the previous server keeps running in pod {', '.join(running)}"
-    return Decision(report=Report(phase=Phase.FAILED, reason=reason, message=message))
+    return Decision(report=Report(phase=Phase.FAILED, reason=reason, message=message, fit=fit))
 
 
 def decide(body: dict[str, Any], config: OperatorConfig, observed: Observed, now: datetime) -> Decision:
@@ -97,16 +101,22 @@ def _decide_children(
     wanted_hash = server_hash(children.pod)
     stale = [p for p in observed.pods if server_hash(p) != wanted_hash]
     current = [p for p in observed.pods if server_hash(p) == wanted_hash]
+    if stale and not current:
+        # A new server that can never fit does not unload the one that runs (as an invalid spec).
+        # Whether other processes leave it room is known once the old one is gone: then it is checked.
+        fit = check_fit(children.lm, placement, config, observed.llamanode, _gpu_count(observed, config), now)
+        if fit.reason == TOO_LARGE:
+            return _invalid(fit.reason, f"{placement.slot} on {placement.node}: {fit.message}", observed, fit)
     if stale:
         return _unload_first(stale, fields, _keeps_slot(previous, children), observed.node)
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
-        decision = _follow(current[0], children, config, now, fields, observed.node)
+        decision = _follow(current[0], children, config, now, fields, observed.node, _checked(previous))
     elif not observed.node_exists:
         return Decision(report=_no_such_node(children, fields), delete_services=own_services)
     else:
         decision = _claim_or_wait(body, previous, children, config, observed, now, fields)
-        if decision.report.phase is Phase.WAITING:
+        if decision.create_pod is None:
             return replace(decision, delete_services=own_services)  # a waiter fronts no slot
     service_name = children.service["metadata"]["name"]
     report = decision.report.with_fields(
@@ -121,6 +131,10 @@ def _decide_children(
         apply_service=children.service,
         delete_services=[name for name in own_services if name != service_name],
     )
+
+
+def _gpu_count(observed: Observed, config: OperatorConfig) -> int:
+    return observed.gpu_count or config.gpus_per_node
 
 
 def _no_such_node(children: Children, fields: dict[str, Any]) -> Report:
@@ -168,6 +182,13 @@ def _claimed(children: Children) -> SlotCondition:
     return SlotCondition(available=True, reason="SlotClaimed", message=message)
 
 
+def _checked(previous: LlamaModelStatus) -> FitVerdict | None:
+    """The fit check made before the running server's Pod was created: it stays what it was, as the
+    check gates a creation and never stops a server that runs."""
+    found = next((c for c in previous.conditions if c.type == CONDITION_FIT), None)
+    return FitVerdict(found.reason, found.message) if found else None
+
+
 def _follow(
     pod: dict[str, Any],
     children: Children,
@@ -175,6 +196,7 @@ def _follow(
     now: datetime,
     fields: dict[str, Any],
     node: NodeHealth | None,
+    fit: FitVerdict | None,
 ) -> Decision:
     """The server runs: its Pod tells the phase. An evicted Pod (or one lost with its node) never
     runs again: a bare Pod is the operator's to heal, so it is replaced."""
@@ -186,6 +208,7 @@ def _follow(
         message=seen.message + ("; replacing the pod" if doomed else ""),
         slot=_claimed(children),
         fields={**fields, **seen.fields},
+        fit=fit,
     )
     return Decision(report=report, delete_pods=doomed)
 
@@ -199,12 +222,20 @@ def _claim_or_wait(
     now: datetime,
     fields: dict[str, Any],
 ) -> Decision:
-    """No server yet: take the slot if the ledger grants it, else wait in line."""
+    """No server yet: take the slot if the ledger grants it and the model fits on its GPUs (or the
+    fit cannot be checked), else wait in line; a model larger than its GPUs fails."""
     placement, me = children.placement, children.lm.metadata.uid
     same_slot = _same_slot(previous, children)
     still_waiting = previous.phase is Phase.WAITING and same_slot
     key = queue_key(body, (previous.waiting_since if still_waiting else None) or rfc3339_micro(now))
-    count = observed.gpu_count or config.gpus_per_node
+    count = _gpu_count(observed, config)
+    fit = check_fit(children.lm, placement, config, observed.llamanode, count, now)
+    where = f"{placement.slot} on {placement.node}"
+    if fit.reason == TOO_LARGE:  # no claim and no place in the queue: waiting would not help
+        report = Report(
+            phase=Phase.FAILED, reason=fit.reason, message=f"{where}: {fit.message}", fields=fields, fit=fit
+        )
+        return Decision(report=report)
     claims = [claim_of(p, count, config) for p in observed.node_pods]
     claims += [c for c in (status_claim_of(lm, count, config) for lm in observed.llamamodels) if c]
     waiters = [w for w in (waiter_of(lm, count, config) for lm in observed.llamamodels) if w is not None]
@@ -219,12 +250,30 @@ def _claim_or_wait(
             message=message,
             slot=SlotCondition(available=False, reason="SlotTaken", message=message),
             fields={**fields, "waitingSince": key.waiting_since},
+            fit=fit,
+        )
+        return Decision(report=report)
+    if not fit.places:
+        # The slot is its own (no other LlamaModel gets it meanwhile) while other processes hold
+        # the GPU's memory; a change of the node's LlamaNode makes it decided again.
+        report = Report(
+            phase=Phase.WAITING,
+            reason=fit.reason,
+            message=f"{where}: {fit.message}",
+            slot=_claimed(children),
+            fields={**fields, "waitingSince": key.waiting_since},
+            fit=fit,
         )
         return Decision(report=report)
     pod_name = children.pod["metadata"]["name"]
-    message = f"created pod {pod_name} for {placement.slot} on {placement.node}"
+    message = f"created pod {pod_name} for {where}"
     report = Report(
-        phase=Phase.PENDING, reason="PodCreated", message=message, slot=_claimed(children), fields=fields
+        phase=Phase.PENDING,
+        reason="PodCreated",
+        message=message,
+        slot=_claimed(children),
+        fields=fields,
+        fit=fit,
     )
     return Decision(report=report, create_pod=children.pod)
 

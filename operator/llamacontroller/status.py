@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llamacontroller.resource import Condition, Phase
+
+if TYPE_CHECKING:  # the adapters import this module for its time formats: not the estimate with it
+    from llamacontroller.fit.check import FitVerdict
 
 SERVER_CONTAINER = "llama-server"
 CONDITION_READY = "Ready"
 CONDITION_SLOT = "SlotAvailable"
+CONDITION_FIT = "FitsOnSlot"
 
 # A container stuck in one of these states needs a person, not patience.
 FAILING_WAIT_REASONS = {
@@ -42,14 +46,16 @@ class SlotCondition:
 class Report:
     """The operator's verdict on one LlamaModel: a phase, why, and for people a message.
 
-    ``slot``: None until the slot is judged (an invalid spec never is). ``fields``: the other status
-    fields it knows, by their API names (``podName``, ``restarts``, ...)."""
+    ``slot``: None until the slot is judged (an invalid spec never is). ``fit``: the fit check made
+    before the server's Pod was created (FitsOnSlot), None before it is made. ``fields``: the other
+    status fields it knows, by their API names (``podName``, ``restarts``, ...)."""
 
     phase: Phase
     reason: str
     message: str
     slot: SlotCondition | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    fit: FitVerdict | None = None
 
     def with_fields(self, **fields: Any) -> Report:
         return replace(self, fields={**self.fields, **fields})
@@ -288,14 +294,14 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int, node: Node
 
 def _condition(
     kind: str,
-    status: bool,
+    status: bool | Literal["True", "False", "Unknown"],
     reason: str,
     message: str,
     generation: int | None,
     previous: list[Condition],
     now: str,
 ) -> Condition:
-    value: Literal["True", "False"] = "True" if status else "False"
+    value = status if isinstance(status, str) else "True" if status else "False"
     before = next((c for c in previous if c.type == kind), None)
     since = now if before is None or before.status != value else before.last_transition_time
     return Condition(
@@ -311,12 +317,18 @@ def _condition(
 def conditions(
     report: Report, generation: int | None, previous: list[Condition], now: str
 ) -> list[Condition]:
-    """The Ready condition always; SlotAvailable once the operator has judged the slot."""
+    """The Ready condition always; SlotAvailable once the operator has judged the slot; FitsOnSlot
+    once it has checked the fit."""
     result = []
     if report.slot is not None:
         slot = report.slot
         result.append(
             _condition(CONDITION_SLOT, slot.available, slot.reason, slot.message, generation, previous, now)
+        )
+    if report.fit is not None:
+        fit = report.fit
+        result.append(
+            _condition(CONDITION_FIT, fit.status, fit.reason, fit.message, generation, previous, now)
         )
     ready = report.phase is Phase.READY
     result.append(

@@ -72,6 +72,24 @@ def test_with_every_gpu_visible_the_idle_gpu_still_pays_the_overhead(folder: Pat
     assert used["gpu"] == 1 and used["weights"] > 0
 
 
+def test_the_overhead_is_the_configs_unless_the_option_says_otherwise(folder: Path, model: str):
+    write(folder, "light.yaml", "fit:\n  gpuOverheadMiB: 100\n")
+    file = lm(folder, gpu={"mode": "single", "gpuId": 0})
+
+    def overhead(*more: str) -> int:
+        run = llamacontroller(folder, "estimate", "-f", file, "--model", model, "-o", "json", *more)
+        assert run.code == 0, run.stderr
+        return int(json.loads(run.stdout)["gpus"][0]["overhead"])
+
+    assert overhead() == 512 * MiB  # the built-in fit.gpuOverheadMiB
+    assert overhead("--config", "light.yaml") == 100 * MiB
+    assert overhead("--config", "light.yaml", "--overhead-mib", "0") == 0
+    assert_user_error(
+        llamacontroller(folder, "estimate", "-f", file, "--model", model, "--overhead-mib", "-1"),
+        "--overhead-mib -1: not a size",
+    )
+
+
 def test_a_missing_model_file(folder: Path):
     assert_user_error(
         llamacontroller(folder, "estimate", "-f", lm(folder), "--model", "nope.gguf"),

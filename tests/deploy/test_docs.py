@@ -16,6 +16,7 @@ import yaml
 
 from llamacontroller import cli
 from llamacontroller.config import load_config
+from llamacontroller.fit.check import IN_USE, OCCUPIED, TOO_LARGE
 from llamacontroller.reconcile import Observed, decide, retrying
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import InvalidSpec, Phase, parse_llamamodel
@@ -74,6 +75,9 @@ def reasons_in_code() -> dict[Phase, set[str]]:
                 found[Phase[phase.attr]].add(reason.value)
             elif name == "_invalid" and call.args and isinstance(call.args[0], ast.Constant):
                 found[Phase.FAILED].add(call.args[0].value)
+    # the fit check's verdicts, reported as reasons of these phases (reconcile._claim_or_wait)
+    found[Phase.WAITING] |= {IN_USE, OCCUPIED}
+    found[Phase.FAILED].add(TOO_LARGE)
     return found
 
 

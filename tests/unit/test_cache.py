@@ -5,6 +5,7 @@ Objects go in as the operator's own writes do (``Informer.put``); no API is call
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from llamacontroller.kube.cache import ClusterCache
@@ -77,3 +78,67 @@ def test_a_status_written_by_the_operator_is_a_change() -> None:
     before = inputs(cache)
     put(cache, "llamamodel", llamamodel("a", 3, phase="Pending"))
     assert inputs(cache) != before
+
+
+def llamanode(version: int, foreign: int = 0, beat: str = "2026-01-01T00:00:00Z", **file: Any) -> dict:
+    """node-a's LlamaNode as its agent writes it: one GPU, the file m.gguf."""
+    gpu = {
+        "index": 0,
+        "memoryTotal": 24 << 30,
+        "memoryUsed": foreign + (1 << 30),
+        "foreignMemory": foreign,
+        "utilization": version % 100,  # moves at every reading; the fit does not read it
+        "processes": [
+            {"pid": 9, "name": "llama-server", "usedMemory": 1 << 30, "llamaModel": "default/other"},
+            *([{"pid": 7, "name": "python", "usedMemory": foreign}] if foreign else []),
+        ],
+    }
+    model = {"path": "m.gguf", "size": 1, "modified": "2026-01-01T00:00:00Z", "facts": None, **file}
+    status = {"nvml": "ok", "heartbeatAt": beat, "gpus": [gpu], "models": [model]}
+    return {"metadata": {"uid": "ln", "name": NODE, "resourceVersion": str(version)}, "status": status}
+
+
+def fit_inputs(cache: ClusterCache, now: str = "2026-01-01T00:00:30+00:00") -> object:
+    body = cache.llamamodel("default", "a")
+    assert body is not None
+    return cache.decision_inputs(body, NODE, datetime.fromisoformat(now))
+
+
+def test_what_the_fit_check_reads_of_a_llamanode_is_an_input_but_its_heartbeat_is_not() -> None:
+    cache = cache_with(("llamamodel", llamamodel("a", 1)), ("node", node(2)))
+    without = fit_inputs(cache)
+    cache.llamanodes.put(llamanode(3))
+    before = fit_inputs(cache)
+    assert before != without
+    cache.llamanodes.put(llamanode(4, beat="2026-01-01T00:00:20Z"))  # a heartbeat, a new utilization
+    assert fit_inputs(cache) == before
+    cache.llamanodes.put(llamanode(5, foreign=3 << 30))  # another process takes memory
+    occupied = fit_inputs(cache)
+    assert occupied != before
+    cache.llamanodes.put(llamanode(6, error="not a GGUF file"))  # the file changed
+    assert fit_inputs(cache) not in (before, occupied)
+    # the agent stops writing: past fit.nodeStaleSeconds the same reading is no longer trusted
+    cache.llamanodes.put(llamanode(7))
+    assert fit_inputs(cache) == before
+    assert fit_inputs(cache, now="2026-01-01T00:01:31+00:00") != before
+
+
+def test_the_fit_is_no_input_of_a_llamamodel_whose_server_exists() -> None:
+    cache = cache_with(("llamamodel", llamamodel("a", 1)), ("pod", pod("p", 2, "a")), ("node", node(3)))
+    cache.llamanodes.put(llamanode(4))
+    before = fit_inputs(cache)
+    cache.llamanodes.put(llamanode(5, foreign=3 << 30))
+    assert fit_inputs(cache) == before
+
+
+def test_a_llamanode_is_parsed_once_per_version_and_an_unreadable_one_is_none() -> None:
+    cache = cache_with()
+    cache.llamanodes.put(llamanode(1))
+    parsed = cache.llamanode(NODE)
+    assert parsed is not None and parsed.status.gpus[0].foreign_memory == 0
+    assert [p.pid for p in parsed.status.gpus[0].processes] == []  # only other processes are kept
+    assert cache.llamanode(NODE) is parsed
+    broken = llamanode(2)
+    del broken["status"]["gpus"][0]["memoryTotal"]
+    cache.llamanodes.put(broken)
+    assert cache.llamanode(NODE) is None

@@ -11,6 +11,7 @@ from llamacontroller.demo_model import DemoShape, write_demo_model
 from llamacontroller.fit.allocator import Tensor, buffer_size
 from llamacontroller.fit.estimate import (
     HOST,
+    MiB,
     ServerSettings,
     estimate,
     layer_devices,
@@ -136,11 +137,11 @@ def test_a_cache_type_llama_server_does_not_take(facts: ModelFacts, tmp_path: Pa
 def test_a_slot_estimate_names_the_node_gpus_the_server_sees(facts: ModelFacts):
     lm = parse_llamamodel(llamamodel(gpu={"mode": "single", "gpuId": 1}))
     for strategy, indices in (("pinned", (1,)), ("allVisible", (0, 1)), ("devicePlugin", (1,))):
-        config = repo_config(gpu_strategy=strategy)
-        slot = slot_estimate(lm, place(lm, config), config, facts, 2, overhead=5)
+        config = repo_config(gpu_strategy=strategy, fit={"gpuOverheadMiB": 5})
+        slot = slot_estimate(lm, place(lm, config), config, facts, 2)
         assert slot.gpu_indices == indices, strategy
         assert sum(gpu.weights for gpu in slot.estimate.gpus) == facts.file_bytes - facts.input_bytes
-        assert [gpu.overhead for gpu in slot.estimate.gpus] == [5] * len(indices)
+        assert [gpu.overhead for gpu in slot.estimate.gpus] == [5 * MiB] * len(indices)
 
 
 # --- the allocator replay ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from llamacontroller.kube.api import ApiError
 from llamacontroller.kube.informer import Change, Informer
 
 
@@ -124,3 +125,33 @@ def test_a_write_answered_after_the_deletion_event_does_not_bring_the_object_bac
     assert changes[-1] == Change(obj("a", 7), None)
     informer.put(obj("a", 8, phase="Loading"))
     assert informer.store == {} and len(changes) == 2
+
+
+class AbsentApi(ScriptedApi):
+    """A fake API server that does not serve the kind (its CRD is not installed): 404 to a list."""
+
+    async def list_objects(self, path: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+        self.listed += 1
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def test_an_optional_kind_that_is_not_served_counts_as_empty_and_synced():
+    informer = Informer(AbsentApi([], []), "/apis/x/v1/things", lambda change: None, optional=True)  # type: ignore[arg-type]
+    informer.store["old"] = obj("old", 1)
+
+    async def main() -> bool:
+        task = asyncio.create_task(informer.run())
+        await asyncio.wait_for(informer.synced.wait(), 1)
+        task.cancel()
+        return informer.synced.is_set()
+
+    assert asyncio.run(main()) and informer.store == {}
+    required = Informer(AbsentApi([], []), "/apis/x/v1/things", lambda change: None)  # type: ignore[arg-type]
+
+    async def waits() -> bool:
+        task = asyncio.create_task(required.run())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        return required.synced.is_set()
+
+    assert not asyncio.run(waits())

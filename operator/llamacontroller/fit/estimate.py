@@ -18,7 +18,9 @@ and returns the bytes per GPU and on the host, as the pinned llama.cpp release s
 - Compute buffer: the graph of one worst-case ubatch (``graph.py``) laid out as ggml's allocator
   would (``allocator.py``), per device.
 - Overhead: what a process takes on a GPU beyond llama.cpp's buffers (the CUDA context, cuBLAS's
-  workspace); it cannot be read from a header, so it is a figure given by the caller.
+  workspace); it cannot be read from a header, so it is a figure given by the caller (the config's
+  ``fit.gpuOverheadMiB`` for a slot's estimate: not measured here, there is no GPU; llama.cpp's own
+  --fit keeps 1024 MiB free per GPU).
 - The host also holds the output buffer (the logits of ``n_outputs_max`` rows) and the layers that
   are not offloaded.
 """
@@ -39,9 +41,6 @@ from llamacontroller.resource import CacheType, LlamaModel, ServerParameters
 from llamacontroller.slots import Placement
 
 MiB = 1 << 20
-# What a CUDA process holds on a GPU beyond llama.cpp's buffers (its context, cuBLAS's workspace).
-# Not measured here (no GPU): a planning figure; llama.cpp's own --fit keeps 1024 MiB free per GPU.
-GPU_OVERHEAD = 512 * MiB
 CTX_PAD = 256  # llama-context.cpp pads n_ctx (and each sequence's share) to this
 # llama-server's defaults in the pinned release (llama-server --help)
 DEFAULT_BATCH, DEFAULT_UBATCH, AUTO_PARALLEL = 2048, 512, 4
@@ -199,7 +198,7 @@ def layer_devices(n_layer: int, n_gpu_layers: int, split: Sequence[float]) -> li
 
 
 def estimate(
-    facts: ModelFacts, settings: ServerSettings, split: Sequence[float], overhead: int = GPU_OVERHEAD
+    facts: ModelFacts, settings: ServerSettings, split: Sequence[float], overhead: int = 0
 ) -> Estimate:
     """The memory of a llama-server that runs ``facts``'s model with ``settings`` on GPUs whose
     shares of the model are ``split`` (one ratio per GPU it sees; empty: no GPU, all on the host).
@@ -280,11 +279,11 @@ def slot_estimate(
     config: OperatorConfig,
     facts: ModelFacts,
     gpu_count: int,
-    overhead: int = GPU_OVERHEAD,
 ) -> SlotEstimate:
     """The estimate of the server rendered for ``lm`` on ``placement``: its settings, and the GPUs
     it sees with its split over them (the whole node with allVisible, whose ratio-0 GPUs get the
-    overhead: llama.cpp initialises every GPU it sees)."""
+    overhead: llama.cpp initialises every GPU it sees), each with the config's overhead."""
+    overhead = config.fit.gpu_overhead_mib * MiB
     plan = plan_server(lm, placement, config)
     view = plan.gpus
     if view.visible is not None:

@@ -1,5 +1,6 @@
 """The operator's view of the cluster, in memory: its LlamaModels, its server Pods, its slot
-Services and the Nodes, each kept current by an Informer, with the indexes the decisions ask.
+Services, the Nodes and their LlamaNodes, each kept current by an Informer, with the indexes the
+decisions ask.
 
 A reconcile reads from here and makes no API read in the steady state. Objects are stripped to
 what the decisions read (``strip_*``); Pods and Services are only the operator's own (by label).
@@ -8,14 +9,21 @@ Every change is also said to ``on_change``, so the operator can reconcile whoeve
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+from llamacontroller.fit.check import fresh
 from llamacontroller.kube.api import LLAMAMODELS, KubeApi
 from llamacontroller.kube.informer import Change, Informer, Object
+from llamacontroller.llamanode import NODE_PLURAL, LlamaNode, parse_llamanode
 from llamacontroller.render import names
-from llamacontroller.resource import PLURAL
+from llamacontroller.resource import PLURAL, InvalidSpec
+
+log = logging.getLogger(__name__)
 
 OWN = f"{names.LABEL_MANAGED_BY}={names.MANAGER}"
 # Kept of a LlamaModel's annotations: none are read, and some tools write large ones.
@@ -61,6 +69,50 @@ def strip_node(obj: Object, gpu_count_label: str) -> Object:
         "metadata": _metadata(obj) | {"labels": {k: v for k, v in labels.items() if k == gpu_count_label}},
         "status": {"conditions": ready},
     }
+
+
+def strip_llamanode(obj: Object) -> Object:
+    """What the fit check reads: the agent's state and heartbeat, each GPU's memory and the other
+    processes on it (not this project's servers), and each model file's header facts."""
+    status = obj.get("status") or {}
+    gpus = [
+        {key: gpu[key] for key in ("index", "memoryTotal", "memoryUsed", "foreignMemory") if key in gpu}
+        | {
+            "processes": [
+                {key: p[key] for key in ("pid", "name", "usedMemory") if key in p}
+                for p in gpu.get("processes") or []
+                if not p.get("llamaModel")
+            ]
+        }
+        for gpu in status.get("gpus") or []
+    ]
+    models = [
+        {key: m[key] for key in ("path", "size", "modified", "facts", "error") if key in m}
+        for m in status.get("models") or []
+    ]
+    kept = {key: status[key] for key in ("nvml", "heartbeatAt") if key in status}
+    return {"metadata": _metadata(obj), "status": kept | {"gpus": gpus, "models": models}}
+
+
+def llamanode_facts(obj: Object | None, path: str | None = None) -> Hashable:
+    """What of a LlamaNode the fit check reads, but for the time of its heartbeat (which every write
+    of its agent moves): the agent's state and each GPU's memory and other processes, and the model
+    files' facts (only ``path``'s, when given)."""
+    if obj is None:
+        return None
+    status = obj["status"]
+    gpus = tuple(
+        (
+            gpu.get("index"),
+            gpu.get("memoryTotal"),
+            gpu.get("foreignMemory"),
+            tuple((p.get("pid"), p.get("name"), p.get("usedMemory")) for p in gpu["processes"]),
+        )
+        for gpu in status["gpus"]
+    )
+    models = [m for m in status["models"] if path is None or m.get("path") == path]
+    files = tuple(json.dumps(m, sort_keys=True) for m in models)
+    return status.get("nvml"), gpus, files
 
 
 def versions(objects: Iterable[Object]) -> tuple[tuple[str, str], ...]:
@@ -133,8 +185,10 @@ class ClusterCache:
         namespaces: list[str] | None,
         gpu_count_label: str,
         on_change: Callable[[str, Change], None],
+        node_stale_seconds: float = 90.0,
     ) -> None:
         self.on_change = on_change
+        self.node_stale_seconds = node_stale_seconds
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
 
         self.llamamodels = [
@@ -161,6 +215,14 @@ class ClusterCache:
         self.nodes = Informer(
             api, "/api/v1/nodes", self._heard("node"), strip=lambda node: strip_node(node, gpu_count_label)
         )
+        self.llamanodes = Informer(
+            api,
+            f"{LLAMAMODELS}/{NODE_PLURAL}",
+            self._heard("llamanode"),
+            strip=strip_llamanode,
+            optional=True,
+        )
+        self._parsed_llamanodes: dict[str, tuple[str, LlamaNode | None]] = {}  # by name: at a version
         self._llamamodel_by_name = Index(_namespaced_name)
         self._llamamodels_by_status_node = Index(_status_node)
         self._pods_by_owner = Index(lambda pod: _label(pod, names.LABEL_OWNER_UID))
@@ -168,11 +230,13 @@ class ClusterCache:
         self._services_by_owner = Index(lambda service: _label(service, names.LABEL_OWNER_UID))
         self._services_by_name = Index(_namespaced_name)
         self._nodes_by_name = Index(lambda node: [node["metadata"]["name"]])
+        self._llamanodes_by_name = Index(lambda node: [node["metadata"]["name"]])
         self.indexes: dict[str, list[Index]] = {
             "llamamodel": [self._llamamodel_by_name, self._llamamodels_by_status_node],
             "pod": [self._pods_by_owner, self._pods_by_node],
             "service": [self._services_by_owner, self._services_by_name],
             "node": [self._nodes_by_name],
+            "llamanode": [self._llamanodes_by_name],
         }
 
     def _heard(self, kind: str) -> Callable[[Change], None]:
@@ -185,7 +249,7 @@ class ClusterCache:
 
     @property
     def informers(self) -> list[Informer]:
-        return [*self.llamamodels, *self.pods, *self.services, self.nodes]
+        return [*self.llamamodels, *self.pods, *self.services, self.nodes, self.llamanodes]
 
     def informer_of(self, kind: str, namespace: str | None) -> Informer:
         """Where the operator's own write of an object goes in."""
@@ -224,15 +288,51 @@ class ClusterCache:
         found = self._nodes_by_name.get(name)
         return found[0] if found else None
 
-    def decision_inputs(self, body: Object, node: str | None) -> Hashable:
+    def llamanode_object(self, name: str) -> Object | None:
+        found = self._llamanodes_by_name.get(name)
+        return found[0] if found else None
+
+    def llamanode(self, name: str) -> LlamaNode | None:
+        """The node's LlamaNode, parsed once per version; one that cannot be read counts as none
+        (and is logged once)."""
+        obj = self.llamanode_object(name)
+        if obj is None:
+            self._parsed_llamanodes.pop(name, None)
+            return None
+        version = obj["metadata"].get("resourceVersion", "")
+        held = self._parsed_llamanodes.get(name)
+        if held is None or held[0] != version:
+            try:
+                parsed: LlamaNode | None = parse_llamanode(obj)
+            except InvalidSpec as exc:
+                log.warning("LlamaNode %s cannot be read: %s", name, exc)
+                parsed = None
+            held = self._parsed_llamanodes[name] = (version, parsed)
+        return held[1]
+
+    def fit_inputs(self, body: Object, node: str, now: datetime) -> Hashable:
+        """What the fit check of ``body`` on ``node`` reads of its LlamaNode, and whether the node's
+        agent is to be trusted at ``now``."""
+        obj = self.llamanode_object(node)
+        if obj is None:
+            return None
+        path = ((body.get("spec") or {}).get("model") or {}).get("path")
+        trusted = fresh(obj["status"].get("heartbeatAt"), self.node_stale_seconds, now)
+        return trusted, llamanode_facts(obj, path)
+
+    def decision_inputs(self, body: Object, node: str | None, now: datetime | None = None) -> Hashable:
         """Everything here that a decision about ``body`` (on ``node``) reads, by version: while it
-        stays equal, deciding again decides the same, time apart (reconciler.Reconciler._observe)."""
+        stays equal, deciding again decides the same, time apart (reconciler.Reconciler._observe).
+        The fit is read only for a LlamaModel without a server (it gates a creation)."""
         uid = body["metadata"]["uid"]
+        own_pods = self.pods_of(uid)
+        checks_fit = node is not None and not own_pods
         return (
             body["metadata"].get("resourceVersion"),
-            versions(self.pods_of(uid)),
+            versions(own_pods),
             versions(self.services_of(uid)),
             versions(self.pods_on(node)) if node else (),
             versions(self.llamamodels_on(node)) if node else (),
             node_facts(self.node(node)) if node else None,
+            self.fit_inputs(body, node, now or datetime.now(UTC)) if checks_fit and node else None,
         )

@@ -10,6 +10,10 @@ The operator's own writes go in at once (``put``), before their watch events arr
 taken right after a write sees it, whatever the watch's lag. A write's answer never replaces a newer
 version the watch brought first, and never brings back an object whose deletion came first: the
 UIDs of the last deleted objects are kept (a UID is never reused).
+
+An ``optional`` informer watches a kind that a cluster may not serve or grant (a CRD or a role not
+yet applied after the operator was upgraded): a list answered 404 or 403 counts as an empty list,
+so the operator does not wait for it, and is tried again every ``RELIST_MAX`` seconds.
 """
 
 from __future__ import annotations
@@ -69,8 +73,10 @@ class Informer:
         *,
         label_selector: str | None = None,
         strip: Callable[[Object], Object] = lambda obj: obj,
+        optional: bool = False,
     ) -> None:
         self.api = api
+        self.optional = optional
         self.path = path
         self.on_change = on_change
         self.params = {"labelSelector": label_selector} if label_selector else {}
@@ -97,10 +103,22 @@ class Informer:
                 delay = RELIST_FIRST
                 while version:
                     version = await self._watch(version)
-            except (ApiError, OSError, ValueError, KeyError) as exc:
-                log.warning("watching %s failed (%s); listing again in %.1f s", self.path, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RELIST_MAX)
+            except ApiError as exc:
+                if self.optional and exc.status in (403, 404):
+                    if not self.synced.is_set():
+                        log.warning("cannot list %s (%s): taken as empty until it can", self.path, exc)
+                    self._absent()
+                    await asyncio.sleep(RELIST_MAX)
+                    continue
+                delay = await self._wait_to_relist(exc, delay)
+            except (OSError, ValueError, KeyError) as exc:
+                delay = await self._wait_to_relist(exc, delay)
+
+    async def _wait_to_relist(self, exc: Exception, delay: float) -> float:
+        """After a failure: the next delay, doubled up to RELIST_MAX."""
+        log.warning("watching %s failed (%s); listing again in %.1f s", self.path, exc, delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, RELIST_MAX)
 
     async def _list(self) -> str:
         """The store becomes the list: what is not in it is gone, unless the operator wrote it after
@@ -128,6 +146,12 @@ class Informer:
             elif kind in {"ADDED", "MODIFIED"}:
                 self._apply(self.strip(obj))
         return version
+
+    def _absent(self) -> None:
+        """The kind is not served: none of its objects exist."""
+        for uid in list(self.store):
+            self._remove(uid)
+        self.synced.set()
 
     def _remove(self, uid: str) -> None:
         if uid not in self._deleted:

@@ -5,6 +5,10 @@ changes.
 - A server Pod or slot Service that changes makes its holder reconciled; a Pod gone frees its
   slot, so the waiters of its node are reconciled, oldest first.
 - A Node whose readiness or GPU count changes makes every LlamaModel on it reconciled.
+- A LlamaNode whose GPUs (their memory, the other processes on them), model files or trust (its
+  agent's heartbeat going stale or fresh) change makes the LlamaModels on its node that have no
+  server reconciled: the fit check gates a creation, so a model waits for other processes to leave
+  and is placed once they do. Its heartbeat alone changes nothing.
 - Every `resyncSeconds`, every LlamaModel is looked at again, from the cache (no API read), if
   anything its last decision read has changed since (a missed wake-up would show here), or if its
   status may change with nothing in the cache changed (a loading server's startup budget, a write
@@ -25,8 +29,9 @@ from collections.abc import Hashable
 from datetime import UTC, datetime
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fit.check import fresh
 from llamacontroller.kube.api import KubeApi
-from llamacontroller.kube.cache import ClusterCache, node_facts
+from llamacontroller.kube.cache import ClusterCache, llamanode_facts, node_facts
 from llamacontroller.kube.informer import Change, Object
 from llamacontroller.kube.metrics import OperatorMetrics
 from llamacontroller.kube.reconciler import Reconciler, wanted_node
@@ -80,7 +85,9 @@ class Operator:
         # when this operator saw each LlamaModel's spec change (a generation), for apply-to-Ready
         self._applied: dict[str, tuple[int, datetime]] = {}
         self.config = config
-        self.cache = ClusterCache(api, namespaces, config.gpu_count_label, self._changed)
+        self.cache = ClusterCache(
+            api, namespaces, config.gpu_count_label, self._changed, config.fit.node_stale_seconds
+        )
         self.reconciler = Reconciler(api, self.cache, config)
         self.queue = WorkQueue(self._work, WORKERS)
         self._tasks: list[asyncio.Task[None]] = []
@@ -214,3 +221,19 @@ class Operator:
                     self.queue.add(holder)
             for lm in self.cache.llamamodels_on(name):
                 self.queue.add(key_of(lm))
+        elif kind == "llamanode" and self._fit_changed(change):
+            for lm in self.cache.llamamodels_on(obj["metadata"]["name"]):
+                if not self.cache.pods_of(lm["metadata"]["uid"]):
+                    self.queue.add(key_of(lm))
+
+    def _fit_changed(self, change: Change) -> bool:
+        """Whether a LlamaNode's change may change a fit check: what it reads changed, or whether
+        its agent is trusted."""
+        now, stale = datetime.now(UTC), self.config.fit.node_stale_seconds
+
+        def trusted(obj: Object | None) -> bool:
+            return obj is not None and fresh(obj["status"].get("heartbeatAt"), stale, now)
+
+        return llamanode_facts(change.old) != llamanode_facts(change.new) or trusted(change.old) != trusted(
+            change.new
+        )

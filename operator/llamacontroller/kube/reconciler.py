@@ -152,6 +152,7 @@ class Reconciler:
             gpu_count=gpu_count_of(node_object, self.config.gpu_count_label),
             node=node_health(node_object),
             node_exists=node_object is not None or node is None,
+            llamanode=self.cache.llamanode(node) if node else None,
         )
 
     def waiters_of(self, node: str) -> list[str]:
