@@ -235,3 +235,29 @@ def module_from_environment() -> Any:
     """The fake the node agent's process imports as ``pynvml`` (tests/support/fake_pynvml): the
     recording at $LLAMACONTROLLER_FAKE_NVML, read again at every nvmlInit."""
     return FakeNvml(Path(os.environ["LLAMACONTROLLER_FAKE_NVML"]))
+
+
+def recording_with(processes: dict[int, list[tuple[int, str, int]]], base: str = "rtx3090x2-idle") -> str:
+    """A recording of the idle 2 x RTX 3090 node with these compute processes on it, by GPU index:
+    (pid, process name, used MiB); each GPU's used memory grows by theirs. For tests whose
+    processes are real ones of this machine, so their PIDs are known only when they run."""
+    root = ET.fromstring((RECORDINGS / f"{base}.xml").read_text())
+    for index, gpu in enumerate(root.findall("gpu")):
+        listed = gpu.find("processes")
+        used = gpu.find("fb_memory_usage/used")
+        assert listed is not None and used is not None and used.text
+        total_used = int(used.text.split()[0])
+        for pid, name, mib in processes.get(index, []):
+            info = ET.SubElement(listed, "process_info")
+            for tag, text in (
+                ("gpu_instance_id", "N/A"),
+                ("compute_instance_id", "N/A"),
+                ("pid", str(pid)),
+                ("type", "C"),
+                ("process_name", name),
+                ("used_memory", f"{mib} MiB"),
+            ):
+                ET.SubElement(info, tag).text = text
+            total_used += mib
+        used.text = f"{total_used} MiB"
+    return ET.tostring(root, encoding="unicode")
