@@ -23,16 +23,22 @@ DEPLOY_NAMESPACE = "llamacontroller"  # deploy/'s namespace: the ServiceAccounts
 OPERATOR_ACCOUNT = "llamacontroller-operator"
 GATEWAY_ACCOUNT = "llamacontroller-gateway"
 NODE_AGENT_ACCOUNT = "llamacontroller-node-agent"
+NODE_AGENT_NAMESPACE = "llamacontroller-node-agent"  # its own: hostPID needs the privileged level
 OPERATOR_USER = service_account_user(DEPLOY_NAMESPACE, OPERATOR_ACCOUNT)
 GATEWAY_USER = service_account_user(DEPLOY_NAMESPACE, GATEWAY_ACCOUNT)
-NODE_AGENT_USER = service_account_user(DEPLOY_NAMESPACE, NODE_AGENT_ACCOUNT)
+NODE_AGENT_USER = service_account_user(NODE_AGENT_NAMESPACE, NODE_AGENT_ACCOUNT)
 FAKE_PYNVML = Path(__file__).parent / "fake_pynvml"  # its pynvml.py is the fake of NVML
 
 
-def service_account_kubeconfig(cluster: LocalCluster, account: str, path: Path) -> Path:
-    """A kubeconfig with a fresh token of one of deploy/'s ServiceAccounts."""
+def service_account_kubeconfig(
+    cluster: LocalCluster, account: str, path: Path, namespace: str | None = None
+) -> Path:
+    """A kubeconfig with a fresh token of one of deploy/'s ServiceAccounts (in deploy/'s namespace,
+    or the node agent's in its own)."""
     assert cluster.control_plane is not None, "the cluster is not started"
-    return cluster.control_plane.service_account_kubeconfig(DEPLOY_NAMESPACE, account, path)
+    if namespace is None:
+        namespace = NODE_AGENT_NAMESPACE if account == NODE_AGENT_ACCOUNT else DEPLOY_NAMESPACE
+    return cluster.control_plane.service_account_kubeconfig(namespace, account, path)
 
 
 class ComponentProcess:
