@@ -199,12 +199,18 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from llamacontroller.local import state as state_file
+    from llamacontroller.nodeagent.nvml import read_nvml
+    from llamacontroller.nodeagent.occupancy import gpu_lines, local_owners, node_status
 
     state = state_file.running_state(Path(args.state_dir))
+    # This machine's GPUs as the node agent sees a node's: whose each process is, by PID.
+    gpus = gpu_lines(node_status(read_nvml(), local_owners(state or {})))
     if state is None:
         print("nothing is running (start it with: llamacontroller up -f FILE)")
+        print("\n".join(gpus))
         return 1
     print(state_file.status_table(state))
+    print("\n".join(gpus))
     return 0
 
 

@@ -15,7 +15,14 @@ from llamacontroller.nodeagent.agent import Written, significant, status_patch, 
 from llamacontroller.nodeagent.cgroup import pod_uid_of, read_pod_uid
 from llamacontroller.nodeagent.models import ModelsVolume
 from llamacontroller.nodeagent.nvml import GpuReading, NvmlReading, ProcessReading, read_nvml
-from llamacontroller.nodeagent.occupancy import Owner, node_status, owners_by_pod, slot_pod_owner
+from llamacontroller.nodeagent.occupancy import (
+    Owner,
+    gpu_lines,
+    local_owners,
+    node_status,
+    owners_by_pod,
+    slot_pod_owner,
+)
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 from tests.support.builders import llamamodel, repo_config
@@ -263,3 +270,19 @@ def test_the_patch_removes_what_the_status_no_longer_says():
     patch = status_patch(LlamaNodeStatus(nvml="no NVML: gone"))
     assert patch["nvml"] == "no NVML: gone"
     assert patch["driverVersion"] is None and patch["heartbeatAt"] is None and patch["gpus"] == []
+
+
+def test_the_local_view_knows_the_runtimes_servers_by_pid():
+    state = {
+        "servers": [
+            {"slot": "gpu1", "pid": 48211, "llamamodel": "default/phi"},
+            {"slot": "gpu0", "pid": None},
+        ]
+    }
+    status = node_status(recorded("rtx3090x2-foreign"), local_owners(state))
+    assert gpu_lines(status) == [
+        "gpu 0    NVIDIA GeForce RTX 3090  0.0/24.0 GiB  idle",
+        "gpu 1    NVIDIA GeForce RTX 3090  3.2/24.0 GiB  held by default/phi",
+    ]
+    nothing = node_status(read_nvml(FakeNvml(init_error=NVMLError_DriverNotLoaded)), local_owners({}))
+    assert gpu_lines(nothing) == ["gpus     no driver: the NVIDIA kernel driver is not loaded"]

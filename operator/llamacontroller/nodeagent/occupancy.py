@@ -123,3 +123,24 @@ def node_status(
         models=models or [],
         agent_version=agent_version,
     )
+
+
+def local_owners(state: dict[str, Any]) -> OwnerOf:
+    """The local runtime's servers, known by their PIDs (its state file's ``servers``)."""
+    by_pid = {
+        int(server["pid"]): Owner(llama_model=str(server.get("llamamodel") or server.get("model")))
+        for server in state.get("servers", [])
+        if server.get("pid")
+    }
+    return by_pid.get
+
+
+def gpu_lines(status: LlamaNodeStatus) -> list[str]:
+    """The GPUs in a few words each, as `llamacontroller status` prints them under its slots."""
+    if status.nvml != "ok":
+        return [f"gpus     {status.nvml}"]
+    lines = []
+    for gpu in status.gpus:
+        memory = f"{gpu.memory_used / GIB:.1f}/{format_gib(gpu.memory_total)}"
+        lines.append(f"gpu {gpu.index}    {gpu.name}  {memory}  {gpu.summary}")
+    return lines
