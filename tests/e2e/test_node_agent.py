@@ -3,10 +3,12 @@ ServiceAccount for it, a slot Pod the real operator made on a test node (its lla
 process, in its Pod's cgroup), a foreign process beside it, and NVML played by the fake of NVML
 (labelled as one: tests/support/fake_nvml.py) from an nvidia-smi recording that names those real
 PIDs. The LlamaNode it writes is read back with kubectl: the printer columns, the processes told
-apart, the models volume's header facts, and a change when the foreign process leaves."""
+apart, the models volume's header facts, a change when the foreign process leaves, the heartbeat,
+its re-creation when deleted, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -115,12 +117,30 @@ def test_the_node_agent_tells_the_slot_server_from_a_foreign_process(
         after = parse_llamanode(kube.get(LLAMANODE) or {}).status
         assert after.gpus[1].processes == [] and after.gpus[1].foreign_memory == 0
         assert after.gpus[0].holders == [holder]
+
+        # Nothing changes: the heartbeat (5 s here) writes all the same.
+        beat = after.heartbeat_at
+        eventually(
+            lambda: parse_llamanode(kube.get(LLAMANODE) or {}).status.heartbeat_at != beat,
+            timeout=10,
+            what="a heartbeat",
+        )
+        # Someone deletes the LlamaNode: the agent creates it again, with its reading.
+        kube.delete(LLAMANODE)
+        back = eventually(lambda: (kube.get(LLAMANODE) or {}).get("status"), timeout=15, what="it back")
+        assert back["gpus"][0]["summary"] == f"held by {holder}"
+
+        # SIGTERM (the kubelet's stop) ends it cleanly.
+        assert agent.process is not None
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=10) == 0
     finally:
         foreign.kill()
         agent.stop()
     log = agent.log()
     assert "Traceback" not in log, log[-10000:]
-    assert f"LlamaNode {NODE} created" in log, log[-5000:]
+    assert log.count(f"LlamaNode {NODE} created") == 2, log[-5000:]
+    assert log.rstrip().endswith(f"node agent of {NODE} stopped"), log[-2000:]
     calls = requests_of(cluster.control_plane.audit_events(mark), NODE_AGENT_USER)
     refused = refused_by_rbac(calls)
     assert not refused, "the node agent's ClusterRole does not grant:\n" + "\n".join(refused)

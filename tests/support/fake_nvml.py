@@ -148,9 +148,10 @@ def parse_recording(xml: str) -> tuple[str, list[_Gpu]]:
 class FakeNvml:
     """The ``pynvml`` calls of the node agent, answered from a recording (a fake of NVML).
 
-    ``source``: the XML itself, or a path read again at each ``nvmlInit`` (so that a test changes
-    what the next reading sees by rewriting the file). ``init_error``: the NVMLError subclass
-    ``nvmlInit`` raises, as NVML does on a machine without its library or driver."""
+    ``source``: the XML itself, or a path read again at each ``nvmlDeviceGetCount`` (where a
+    reading starts: a test changes what the next reading sees by rewriting the file).
+    ``init_error``: the NVMLError subclass ``nvmlInit`` raises, as NVML does on a machine without
+    its library or driver."""
 
     NVMLError = NVMLError
     NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
@@ -162,7 +163,8 @@ class FakeNvml:
         self.init_error = init_error
         self._driver = ""
         self._gpus: list[_Gpu] = []
-        self.initialized = 0
+        self.initialized = 0  # nvmlInit's reference count, as NVML keeps it
+        self.inits = 0  # every nvmlInit that succeeded
 
     def _load(self) -> None:
         if self.source is None:
@@ -180,6 +182,7 @@ class FakeNvml:
             raise self.init_error()
         self._load()
         self.initialized += 1
+        self.inits += 1
 
     def nvmlShutdown(self) -> None:
         self._check()
@@ -191,6 +194,8 @@ class FakeNvml:
 
     def nvmlDeviceGetCount(self) -> int:
         self._check()
+        if isinstance(self.source, Path):
+            self._load()
         return len(self._gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Gpu:
@@ -233,7 +238,7 @@ class FakeNvml:
 
 def module_from_environment() -> Any:
     """The fake the node agent's process imports as ``pynvml`` (tests/support/fake_pynvml): the
-    recording at $LLAMACONTROLLER_FAKE_NVML, read again at every nvmlInit."""
+    recording at $LLAMACONTROLLER_FAKE_NVML, read again at every reading."""
     return FakeNvml(Path(os.environ["LLAMACONTROLLER_FAKE_NVML"]))
 
 

@@ -14,7 +14,7 @@ from llamacontroller.llamanode import LlamaNodeStatus
 from llamacontroller.nodeagent.agent import Written, significant, status_patch, write_due
 from llamacontroller.nodeagent.cgroup import pod_uid_of, read_pod_uid
 from llamacontroller.nodeagent.models import ModelsVolume
-from llamacontroller.nodeagent.nvml import GpuReading, NvmlReading, ProcessReading, read_nvml
+from llamacontroller.nodeagent.nvml import GpuReading, NvmlReader, NvmlReading, ProcessReading, read_nvml
 from llamacontroller.nodeagent.occupancy import (
     Owner,
     gpu_lines,
@@ -85,6 +85,24 @@ def test_no_library_no_driver_no_gpu_are_readings_that_say_so():
     assert no_driver.state == "no driver: the NVIDIA kernel driver is not loaded"
     empty = read_nvml(FakeNvml("<nvidia_smi_log><driver_version>550.1</driver_version></nvidia_smi_log>"))
     assert empty.state == "no GPU: NVML lists none" and empty.driver_version == "550.1"
+
+
+def test_the_agents_reader_keeps_nvml_open_and_sees_each_new_reading(tmp_path):
+    recording = tmp_path / "nvidia-smi.xml"
+    recording.write_text((RECORDINGS / "rtx3090x2-idle.xml").read_text())
+    nvml = FakeNvml(recording)
+    reader = NvmlReader(nvml)
+    assert reader.read().gpus[1].processes == ()
+    recording.write_text((RECORDINGS / "rtx3090x2-foreign.xml").read_text())
+    assert [p.pid for p in reader.read().gpus[1].processes] == [48211]
+    assert (nvml.inits, nvml.initialized) == (1, 1)  # one nvmlInit for both readings
+    reader.close()
+    assert nvml.initialized == 0
+    failing = FakeNvml(recording, init_error=NVMLError_DriverNotLoaded)
+    later = NvmlReader(failing)
+    assert later.read().state.startswith("no driver")
+    failing.init_error = None  # the driver is loaded meanwhile: the next reading tries again
+    assert later.read().ok and failing.inits == 1
 
 
 @pytest.mark.skipif(REAL_NVML, reason="this machine has NVML")

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,7 @@ from llamacontroller.kube.informer import Change, Informer
 from llamacontroller.llamanode import NODE_API_VERSION, NODE_KIND, LlamaNodeStatus
 from llamacontroller.nodeagent.cgroup import read_pod_uid
 from llamacontroller.nodeagent.models import ModelsVolume
-from llamacontroller.nodeagent.nvml import NvmlReading, read_nvml
+from llamacontroller.nodeagent.nvml import NvmlReader
 from llamacontroller.nodeagent.occupancy import node_status, owners_by_pod
 from llamacontroller.render.names import LABEL_MANAGED_BY, LABEL_NAME, MANAGER, SERVER_NAME
 
@@ -85,8 +84,7 @@ def _strip_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 class NodeAgent:
-    """One node's agent. ``read`` reads NVML, ``pod_uid_of_pid`` maps a PID to its Pod's UID: both
-    parameters, for the tests' fake of NVML and their own processes."""
+    """One node's agent: NVML kept open while it runs, a PID's Pod from /proc/<pid>/cgroup."""
 
     def __init__(
         self,
@@ -94,16 +92,13 @@ class NodeAgent:
         node: str,
         volume: ModelsVolume | None,
         *,
-        read: Callable[[], NvmlReading] = read_nvml,
-        pod_uid_of_pid: Callable[[int], str | None] = read_pod_uid,
         interval: float = 5.0,
         heartbeat: float = 30.0,
     ) -> None:
         self.api = api
         self.node = node
         self.volume = volume
-        self.read = read
-        self.pod_uid_of_pid = pod_uid_of_pid
+        self.reader = NvmlReader()
         self.interval = interval
         self.heartbeat = heartbeat
         self.pods = Informer(
@@ -135,12 +130,12 @@ class NodeAgent:
             log.info("LlamaNode %s %s", self.node, "created" if created else "created meanwhile by another")
         self.exists = True
 
-    def _status(self) -> LlamaNodeStatus:
-        reading = self.read()
+    def _status(self, pods: list[dict[str, Any]]) -> LlamaNodeStatus:
+        reading = self.reader.read()
         if reading.state != self.last_state:
             log.info("NVML: %s (%d GPUs)", reading.state, len(reading.gpus))
             self.last_state = reading.state
-        owners = owners_by_pod(self.pods.store.values(), self.pod_uid_of_pid)
+        owners = owners_by_pod(pods, read_pod_uid)
         return node_status(
             reading,
             owners,
@@ -152,7 +147,8 @@ class NodeAgent:
     async def step(self) -> bool:
         """One reading, written if due; True when it was written."""
         observed = time.time()
-        status = await asyncio.to_thread(self._status)
+        pods = list(self.pods.store.values())  # here: the watch changes the store in this thread
+        status = await asyncio.to_thread(self._status, pods)
         what = significant(status)
         now = time.monotonic()
         why = write_due(now, self.written, what, self.interval, self.heartbeat)
@@ -197,6 +193,7 @@ class NodeAgent:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            self.reader.close()
 
     async def _pause(self, stop: asyncio.Event, started: float) -> None:
         """Until the next reading: ``interval`` after this one, sooner (but not before a second has

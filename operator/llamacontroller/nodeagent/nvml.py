@@ -118,32 +118,56 @@ def _gpu(nvml: Any, index: int) -> GpuReading:
     )
 
 
-def read_nvml(library: Any = None) -> NvmlReading:
-    """Read every GPU NVML lists. ``library``: the ``pynvml`` module (default) or a fake of it."""
-    nvml = library if library is not None else _library()
-    if nvml is None:
-        return NvmlReading(state="no NVML: the nvidia-ml-py package is not installed")
+def _read_gpus(nvml: Any) -> NvmlReading:
+    """Every GPU NVML lists, NVML being initialized."""
+    driver = _optional(nvml.nvmlSystemGetDriverVersion)
+    driver_version = _text(driver) if driver is not None else None
     try:
-        nvml.nvmlInit()
+        count = int(nvml.nvmlDeviceGetCount())
     except Exception as exc:
-        return NvmlReading(state=_why_not(nvml, exc))
-    try:
-        driver = _optional(nvml.nvmlSystemGetDriverVersion)
-        driver_version = _text(driver) if driver is not None else None
+        return NvmlReading(state=f"no GPU: NVML cannot count the GPUs ({exc})", driver_version=driver_version)
+    if count == 0:
+        return NvmlReading(state="no GPU: NVML lists none", driver_version=driver_version)
+    gpus = []
+    for index in range(count):
         try:
-            count = int(nvml.nvmlDeviceGetCount())
-        except Exception as exc:
-            return NvmlReading(
-                state=f"no GPU: NVML cannot count the GPUs ({exc})", driver_version=driver_version
-            )
-        if count == 0:
-            return NvmlReading(state="no GPU: NVML lists none", driver_version=driver_version)
-        gpus = []
-        for index in range(count):
+            gpus.append(_gpu(nvml, index))
+        except Exception as exc:  # a GPU fallen off the bus: the others still count
+            log.warning("GPU %d cannot be read: %s", index, exc)
+    return NvmlReading(state=OK, driver_version=driver_version, gpus=tuple(gpus))
+
+
+class NvmlReader:
+    """Readings of one process's life: NVML stays initialized between them (without persistence
+    mode, each first initialization makes the driver set the GPUs up, which can take a second).
+    A failure to initialize is tried again at the next reading. ``library``: the ``pynvml`` module
+    (default) or a fake of it."""
+
+    def __init__(self, library: Any = None) -> None:
+        self.nvml = library if library is not None else _library()
+        self.initialized = False
+
+    def read(self) -> NvmlReading:
+        if self.nvml is None:
+            return NvmlReading(state="no NVML: the nvidia-ml-py package is not installed")
+        if not self.initialized:
             try:
-                gpus.append(_gpu(nvml, index))
+                self.nvml.nvmlInit()
             except Exception as exc:
-                log.warning("GPU %d cannot be read: %s", index, exc)
-        return NvmlReading(state=OK, driver_version=driver_version, gpus=tuple(gpus))
+                return NvmlReading(state=_why_not(self.nvml, exc))
+            self.initialized = True
+        return _read_gpus(self.nvml)
+
+    def close(self) -> None:
+        if self.initialized and self.nvml is not None:
+            _optional(self.nvml.nvmlShutdown)
+            self.initialized = False
+
+
+def read_nvml(library: Any = None) -> NvmlReading:
+    """One reading, NVML initialized for it alone (``llamacontroller status``)."""
+    reader = NvmlReader(library)
+    try:
+        return reader.read()
     finally:
-        _optional(nvml.nvmlShutdown)
+        reader.close()
