@@ -125,7 +125,8 @@ def test_the_node_agent_tells_the_slot_server_from_a_foreign_process(
             timeout=10,
             what="a heartbeat",
         )
-        # Someone deletes the LlamaNode: the agent creates it again, with its reading.
+        # Someone deletes the LlamaNode: the agent creates it again, with its reading, at its next
+        # write (the heartbeat at the latest: 5 s here).
         kube.delete(LLAMANODE)
         back = eventually(lambda: (kube.get(LLAMANODE) or {}).get("status"), timeout=15, what="it back")
         assert back["gpus"][0]["summary"] == f"held by {holder}"

@@ -5,8 +5,8 @@ on ``spec.nodeName``), reads NVML every ``interval`` seconds and when a slot Pod
 patches the LlamaNode's status when what it says changed (not for utilization alone, nor for used
 memory moving by less than WRITE_MEMORY_STEP), at most every ``interval`` seconds, and at least
 every ``heartbeat`` seconds (``heartbeatAt``: the operator trusts no LlamaNode whose agent stopped
-writing). It creates its LlamaNode when there is none. SIGTERM or SIGINT stops it between two
-readings.
+writing). It creates its LlamaNode when there is none, and again at its next write when someone
+deleted it. SIGTERM or SIGINT stops it between two readings.
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ class NodeAgent:
         if await self.api.patch_llamanode_status(self.node, status_patch(status)) is None:
             log.info("LlamaNode %s is gone: creating it again", self.node)
             self.exists = False
+            self.written = None  # the next reading writes, whatever changed
             return False
         if why != "heartbeat":
             log.info(
