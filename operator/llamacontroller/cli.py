@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -203,12 +204,18 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from llamacontroller.local import state as state_file
+    from llamacontroller.nodeagent.nvml import read_nvml
+    from llamacontroller.nodeagent.occupancy import gpu_lines, local_owners, node_status
 
     state = state_file.running_state(Path(args.state_dir))
+    # This machine's GPUs as the node agent sees a node's: whose each process is, by PID.
+    gpus = gpu_lines(node_status(read_nvml(), local_owners(state or {})))
     if state is None:
         print("nothing is running (start it with: llamacontroller up -f FILE)")
+        print("\n".join(gpus))
         return 1
     print(state_file.status_table(state))
+    print("\n".join(gpus))
     return 0
 
 
@@ -252,6 +259,20 @@ def _gateway(args: argparse.Namespace) -> int:
     run_gateway(
         args.listen, args.namespace or None, api_keys_file=args.api_keys_file, api_timeout=args.api_timeout
     )
+    return 0
+
+
+def _node_agent(args: argparse.Namespace) -> int:
+    from llamacontroller.nodeagent.agent import run_node_agent
+    from llamacontroller.nodeagent.models import ModelsVolume
+
+    node = args.node or os.environ.get("NODE_NAME", "")
+    if not node:
+        raise UserError("node-agent: no node name (--node, or NODE_NAME from the downward API)")
+    if args.interval <= 0 or args.heartbeat < args.interval:
+        raise UserError("node-agent: --interval must be positive and --heartbeat at least --interval")
+    volume = ModelsVolume(Path(args.models_dir)) if args.models_dir else None
+    run_node_agent(node, volume, args.interval, args.heartbeat, args.api_timeout)
     return 0
 
 
@@ -335,6 +356,20 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a call to the Kubernetes API may take before it is tried again",
     )
     gateway.set_defaults(run=_gateway)
+
+    agent = command("node-agent", "publish this node's GPUs and models volume as its LlamaNode")
+    agent.add_argument("--node", help="the node's name (else $NODE_NAME)")
+    agent.add_argument(
+        "--models-dir", default="/models", help="the models volume, mounted read-only ('': none)"
+    )
+    agent.add_argument("--interval", type=float, default=5.0, help="seconds between readings, and writes")
+    agent.add_argument(
+        "--heartbeat", type=float, default=30.0, help="seconds between writes when nothing changes"
+    )
+    agent.add_argument(
+        "--api-timeout", type=float, default=30.0, help="seconds a call to the Kubernetes API may take"
+    )
+    agent.set_defaults(run=_node_agent)
 
     up = command("up", "serve LlamaModel files with local llama-server processes")
     up.add_argument(

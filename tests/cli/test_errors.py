@@ -161,15 +161,18 @@ def test_no_llama_server(folder: Path, command: str):
 # --- Kubernetes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["operator", "gateway"])
-def test_no_kubeconfig(folder: Path, command: str):
+CLUSTER_COMMANDS = [["operator"], ["gateway"], ["node-agent", "--node", "gpu-node-1"]]
+
+
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
+def test_no_kubeconfig(folder: Path, command: list[str]):
     env = {"KUBECONFIG": str(folder / "no-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""}
-    run = llamacontroller(folder, command, env=env)
+    run = llamacontroller(folder, *command, env=env)
     assert_user_error(run, "no Kubernetes credentials (kubeconfig")
 
 
-@pytest.mark.parametrize("command", ["operator", "gateway"])
-def test_an_unreachable_api_server(folder: Path, command: str):
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
+def test_an_unreachable_api_server(folder: Path, command: list[str]):
     port = free_port()  # nobody listens there
     kubeconfig = {
         "apiVersion": "v1",
@@ -181,8 +184,15 @@ def test_an_unreachable_api_server(folder: Path, command: str):
     }
     path = folder / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
-    run = llamacontroller(folder, command, env={"KUBECONFIG": str(path), "KUBERNETES_SERVICE_HOST": ""})
+    run = llamacontroller(folder, *command, env={"KUBECONFIG": str(path), "KUBERNETES_SERVICE_HOST": ""})
     assert_user_error(run, f"the Kubernetes API server at http://127.0.0.1:{port} cannot be reached")
+
+
+def test_a_node_agent_without_its_node(folder: Path):
+    run = llamacontroller(folder, "node-agent", env={"NODE_NAME": ""})
+    assert_user_error(run, "node-agent: no node name (--node, or NODE_NAME from the downward API)")
+    run = llamacontroller(folder, "node-agent", "--node", "n", "--interval", "10", "--heartbeat", "5")
+    assert_user_error(run, "--heartbeat at least --interval")
 
 
 # --- --verbose -----------------------------------------------------------------------------------

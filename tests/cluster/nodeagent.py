@@ -16,7 +16,8 @@ What it does, as the kubelet does:
   as behind a network partition; ``reconnect`` resumes and resyncs by listing again.
 
 What it cannot do: pull or isolate images (an image is a local command), GPUs (``nvidia.com/gpu`` is
-a number on the Node), cgroups and resource limits (OOMKilled never happens), securityContext, init
+a number on the Node), resource limits (a Pod has a cgroup that names it, cgroups.py, but nothing is
+limited: OOMKilled never happens), securityContext, init
 and ephemeral containers, volumes other than the folders it is given by mountPath (the models
 volume: the Pod sees it at the same path through a bind mount), projected service-account tokens,
 env from Secrets/ConfigMaps (envFrom, secretKeyRef, configMapKeyRef), terminationMessagePath files,

@@ -3,7 +3,9 @@ probes and restarts, its status, and its graceful deletion. The node agent runs 
 
 A container is started as
 ``setpriv --pdeathsig KILL -- ip netns exec <pod namespace> [unshare --mount ... mount --bind] <argv>``:
-the kernel kills it if the agent's thread dies, it sees the Pod's network only, and the folders the
+the kernel kills it if the agent's thread dies, it joins the Pod's cgroup (``kubepods/pod<uid>/
+<container>``, cgroups.py: nothing limited, but ``/proc/<pid>/cgroup`` names its Pod as on a real
+node), it sees the Pod's network only, and the folders the
 agent maps (the models volume) appear at their mountPath inside a private mount namespace (the
 mountPath is created on this machine, empty, if missing). Its output goes to
 ``<state>/pods/<namespace>_<name>_<uid>/<container>/<restart>.log``, the kubelet's layout.
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from tests.cluster import cgroups
 from tests.cluster.images import ImageNotFound, ImageTable, command_line, expand
 from tests.cluster.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, KubeClient
 from tests.cluster.network import ClusterNetwork, NetworkError, PodNetwork, netns_exec
@@ -256,7 +259,10 @@ class ContainerRunner:
             ]
         if self.pod.sandbox is not None:
             argv = netns_exec(self.pod.sandbox.namespace, argv)
-        return [*DIE_WITH_AGENT, *argv]
+        cgroup = cgroups.container_cgroup(
+            self.pod.uid, self.name
+        )  # first: the Pod's cgroup, as the kubelet's
+        return [*DIE_WITH_AGENT, *cgroups.join_command(cgroup, SH), *argv]
 
     async def _run_once(self, argv: list[str], env: dict[str, str], run: int) -> None:
         record = self.record
@@ -548,6 +554,7 @@ class PodWorker:
                 runner.cancel()
             await asyncio.gather(publisher, *runners, return_exceptions=True)
             await self._remove_sandbox()
+            cgroups.remove_pod_cgroups(self.uid)
         if not self.removed:
             await self._final_delete()
 

@@ -445,3 +445,26 @@ def test_an_image_outside_the_table_cannot_be_pulled(cluster: LocalCluster, pods
     eventually(lambda: waiting().get("reason") == "ErrImagePull", what="ErrImagePull")
     assert "registry.example/unknown:1" in waiting()["message"]
     assert pods.status("unpullable")["phase"] == "Pending"
+
+
+def test_a_containers_cgroup_names_its_pod_as_the_kubelets_cgroupfs_driver_does(
+    cluster: LocalCluster, pods: Pods, namespace: str
+) -> None:
+    """What a node agent reads to tell whose a process is (llamacontroller.nodeagent.cgroup)."""
+    from llamacontroller.nodeagent.cgroup import pod_uid_of
+    from tests.cluster import cgroups
+
+    assert cgroups.available(), "no cgroups on this machine: the tests' node agent runs as root"
+    script = """
+        import os, time
+        print(os.getpid(), open("/proc/self/cgroup").read().replace(chr(10), "|"), flush=True)
+        time.sleep(60)
+    """
+    uid = pods.create(pod_body("cg", [python_container(script)], nodeName="node-a"))["metadata"]["uid"]
+    line = eventually(lambda: cluster.container_log(namespace, "cg", "main").strip(), what="its cgroup")
+    cgroup = line.split(" ", 1)[1].replace("|", "\n")
+    assert f"/kubepods/pod{uid}/main" in cgroup
+    assert pod_uid_of(cgroup) == uid
+    pods.delete("cg", grace=0)
+    folder = cgroups.root() / f"pod{uid}"  # type: ignore[operator]
+    eventually(lambda: not folder.exists(), what="its cgroup removed with the pod")

@@ -16,7 +16,7 @@ from llamacontroller import cli
 from llamacontroller.config import load_config
 from tests.cluster.cluster import LocalCluster
 from tests.support.dockerfile import RUNTIME, of
-from tests.support.manifests import DEPLOY, NAMESPACE, flag, mounted_config, one
+from tests.support.manifests import DEPLOY, NAMESPACE, NODE_AGENT_NAMESPACE, flag, mounted_config, one
 from tests.support.paths import REPO
 
 # The copies kustomize needs inside deploy/ (it loads no file outside the kustomization's tree).
@@ -51,25 +51,31 @@ def test_the_base_holds_everything_and_nothing_more(manifests: list[dict[str, An
     assert sorted((d["kind"], d["metadata"]["name"]) for d in manifests) == sorted(
         [
             ("Namespace", NAMESPACE),
+            ("Namespace", NODE_AGENT_NAMESPACE),
             ("CustomResourceDefinition", "llamamodels.llamacontroller.io"),
             ("CustomResourceDefinition", "llamanodes.llamacontroller.io"),
             ("ServiceAccount", "llamacontroller-operator"),
             ("ServiceAccount", "llamacontroller-gateway"),
+            ("ServiceAccount", "llamacontroller-node-agent"),
             ("ClusterRole", "llamacontroller-operator"),
             ("ClusterRole", "llamacontroller-gateway"),
+            ("ClusterRole", "llamacontroller-node-agent"),
             ("ClusterRoleBinding", "llamacontroller-operator"),
             ("ClusterRoleBinding", "llamacontroller-gateway"),
+            ("ClusterRoleBinding", "llamacontroller-node-agent"),
             ("Role", "llamacontroller-operator-lease"),
             ("RoleBinding", "llamacontroller-operator-lease"),
             ("ConfigMap", config["metadata"]["name"]),
             ("Deployment", "llamacontroller-operator"),
             ("Deployment", "llamacontroller-gateway"),
             ("Service", "llamacontroller-gateway"),
+            ("DaemonSet", "llamacontroller-node-agent"),
         ]
     )
     cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
     for doc in manifests:
-        expected = None if doc["kind"] in cluster_scoped else NAMESPACE
+        home = NODE_AGENT_NAMESPACE if doc["metadata"]["name"] == "llamacontroller-node-agent" else NAMESPACE
+        expected = None if doc["kind"] in cluster_scoped else home
         assert doc["metadata"].get("namespace") == expected, doc["metadata"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llamacontroller"
 
@@ -191,6 +197,50 @@ def test_containers_are_hardened_and_sized(manifests: list[dict[str, Any]], name
     assert next(v for v in spec["volumes"] if v["name"] == writable[0]["name"])["emptyDir"]
 
 
+def test_the_node_agent_runs_on_every_gpu_node_as_the_slot_pods_do(manifests: list[dict[str, Any]]):
+    """Where slot Pods may run (their tolerations, runtime class and models volume, read-only), with
+    the node's PIDs (NVML names host PIDs), NVML for `utility` only, its node's name from the
+    downward API, and nothing privileged."""
+    config = load_config(REPO / "config" / "operator.yaml")
+    daemonset = one(manifests, "DaemonSet", "llamacontroller-node-agent")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["tolerations"] == config.tolerations
+    assert spec["runtimeClassName"] == config.runtime_class_name
+    assert spec["hostPID"] is True and spec.get("hostNetwork") is not True
+    (container,) = spec["containers"]
+    args = cli.parser().parse_args(container["args"])  # the real CLI accepts them
+    assert (args.command, args.node) == ("node-agent", None)
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env == {
+        "NODE_NAME": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+        "NVIDIA_VISIBLE_DEVICES": "all",
+        "NVIDIA_DRIVER_CAPABILITIES": "utility",
+    }
+    models = next(m for m in container["volumeMounts"] if m["name"] == "models")
+    assert models == {"name": "models", "mountPath": args.models_dir, "readOnly": True}
+    assert args.models_dir == config.models_volume.mount_path
+    volume = next(v for v in spec["volumes"] if v["name"] == "models")
+    assert {k: v for k, v in volume.items() if k != "name"} == config.models_volume.volume_source()
+    assert not [v for v in spec["volumes"] if "hostPath" in v]
+    (user,) = [i.args for i in of(RUNTIME, "USER")]
+    uid, gid = (int(part) for part in user.split(":"))
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == HARDENED
+    writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert writable == ["/tmp"]
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}, kind
+    selector = daemonset["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+    gateway = one(manifests, "Service", "llamacontroller-gateway")["spec"]["selector"]
+    assert not gateway.items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+
+
 def test_one_image_of_the_packages_version_for_operator_gateway_and_adapters(
     manifests: list[dict[str, Any]], tmp_path: Path
 ):
@@ -209,25 +259,46 @@ def test_one_image_of_the_packages_version_for_operator_gateway_and_adapters(
 
 
 def test_the_namespace_enforces_the_restricted_pod_security_standard(manifests: list[dict[str, Any]]):
-    labels = one(manifests, "Namespace")["metadata"]["labels"]
+    (namespace,) = [d for d in manifests if d["kind"] == "Namespace" and d["metadata"]["name"] == NAMESPACE]
+    labels = namespace["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_node_agents_namespace_holds_the_node_agent_only(manifests: list[dict[str, Any]]):
+    """hostPID needs the `privileged` level: its own namespace, with nothing else in it."""
+    labels = one(manifests, "Namespace", NODE_AGENT_NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    there = [
+        (d["kind"], d["metadata"]["name"])
+        for d in manifests
+        if d["metadata"].get("namespace") == NODE_AGENT_NAMESPACE
+    ]
+    assert sorted(there) == [
+        ("DaemonSet", "llamacontroller-node-agent"),
+        ("ServiceAccount", "llamacontroller-node-agent"),
+    ]
 
 
 def test_the_api_server_accepts_every_manifest(cluster: LocalCluster, installed: list[dict[str, Any]]):
     """`kubectl apply -k deploy/` as a server-side dry run on the test cluster (where deploy/'s
-    namespace exists): every object passes validation and admission, and the Deployments meet the
-    namespace's restricted Pod Security Standard without a warning."""
+    namespace exists): every object passes validation and admission, the Deployments meet the
+    namespace's restricted Pod Security Standard and the node agent's DaemonSet its namespace's
+    privileged one, without a warning."""
     done = cluster.kubectl("apply", "-k", str(DEPLOY), "--dry-run=server")
     kinds = sorted(line.split("/")[0] for line in done.stdout.splitlines())
     assert kinds == sorted(
         [
             "namespace",
+            "namespace",
             "customresourcedefinition.apiextensions.k8s.io",
             "customresourcedefinition.apiextensions.k8s.io",
             "serviceaccount",
             "serviceaccount",
+            "serviceaccount",
             "clusterrole.rbac.authorization.k8s.io",
             "clusterrole.rbac.authorization.k8s.io",
+            "clusterrole.rbac.authorization.k8s.io",
+            "clusterrolebinding.rbac.authorization.k8s.io",
             "clusterrolebinding.rbac.authorization.k8s.io",
             "clusterrolebinding.rbac.authorization.k8s.io",
             "role.rbac.authorization.k8s.io",
@@ -236,6 +307,7 @@ def test_the_api_server_accepts_every_manifest(cluster: LocalCluster, installed:
             "service",
             "deployment.apps",
             "deployment.apps",
+            "daemonset.apps",
         ]
     ), done.stdout
     assert all(line.endswith("(server dry run)") for line in done.stdout.splitlines())

@@ -1,14 +1,15 @@
 """The ClusterRoles in deploy/ are minimal, proven against what the real processes call on a real API
 server.
 
-The operator and the gateway run on the project's test cluster as their Deployments run them: as
-`llamacontroller operator` and `llamacontroller gateway`, each with a token of its own ServiceAccount
-bound by deploy/'s RBAC, the operator with the config its Deployment mounts. A scenario exercises
-every code path that talks to the API: create, adopt a Service, conflict and wait, switch, delete (the
-waiter takes the slot), a move on a 4-GPU node, a Pod and a Service deleted from outside, events,
-node reads. The API server's audit log then tells, per ServiceAccount, each (apiGroup,
-resource[/subresource], verb) called: RBAC refused none of them (a call without a grant), and every
-grant was called (no permission nobody needs).
+The operator, the gateway and the node agent run on the project's test cluster as deploy/ runs them:
+as `llamacontroller operator`, `llamacontroller gateway` and `llamacontroller node-agent` (with the
+fake of NVML), each with a token of its own ServiceAccount bound by deploy/'s RBAC, the operator
+with the config its Deployment mounts. A scenario exercises every code path that talks to the API:
+create, adopt a Service, conflict and wait, switch, delete (the waiter takes the slot), a move on a
+4-GPU node, a Pod and a Service deleted from outside, events, node reads, and the node agent's
+LlamaNode beside the scenario's Pods. The API server's audit log then tells, per ServiceAccount,
+each (apiGroup, resource[/subresource], verb) called: RBAC refused none of them (a call without a
+grant), and every grant was called (no permission nobody needs).
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ from tests.support.builders import arg, lm, visible_gpus
 from tests.support.components import (
     DEPLOY_NAMESPACE,
     GATEWAY_ACCOUNT,
+    NODE_AGENT_ACCOUNT,
+    NODE_AGENT_NAMESPACE,
     OPERATOR_ACCOUNT,
     GatewayProcess,
+    NodeAgentProcess,
     OperatorProcess,
     service_account_kubeconfig,
 )
+from tests.support.fake_nvml import RECORDINGS
 from tests.support.kube import Kube, refused_by_rbac, requests_of, service_account_user
 from tests.support.manifests import NAMESPACE, mounted_config, one
+from tests.support.manifests import NODE_AGENT_NAMESPACE as MANIFESTS_NODE_AGENT_NAMESPACE
 from tests.support.paths import REPO
 from tests.support.polling import eventually
 
@@ -52,20 +58,30 @@ class Component:
     """A process of LlamaController that calls the Kubernetes API: its ServiceAccount, its ClusterRole
     and, for what it does in its own namespace only, a Role there."""
 
-    name: str  # `llamacontroller <name>`, in the Deployment llamacontroller-<name>
+    name: str  # `llamacontroller <name>`, in the Deployment (or DaemonSet) llamacontroller-<name>
     account: str
     role: str
     namespaced_role: str | None = None
+    namespace: str = DEPLOY_NAMESPACE
+    workload: str = "Deployment"
 
     @property
     def user(self) -> str:
-        return service_account_user(DEPLOY_NAMESPACE, self.account)
+        return service_account_user(self.namespace, self.account)
 
 
 COMPONENTS = (
     Component("operator", OPERATOR_ACCOUNT, "llamacontroller-operator", "llamacontroller-operator-lease"),
     Component("gateway", GATEWAY_ACCOUNT, "llamacontroller-gateway"),
+    Component(
+        "node-agent",
+        NODE_AGENT_ACCOUNT,
+        "llamacontroller-node-agent",
+        namespace=NODE_AGENT_NAMESPACE,
+        workload="DaemonSet",
+    ),
 )
+AGENT_NODE = "gpu-node-1"  # the node agent's node in the scenario: the examples' models run there
 
 # Requests without a resource: API discovery, which every authenticated client may make (the
 # built-in system:discovery ClusterRole), so no role of ours grants it.
@@ -210,7 +226,9 @@ def test_every_api_call_is_granted_and_every_grant_is_used(
     assert all(c.name in commands for c in COMPONENTS), "a component's command is gone"
     # An operator that ran before in this session left its Lease: this one must create its own.
     kube.delete(f"/apis/coordination.k8s.io/v1/namespaces/{DEPLOY_NAMESPACE}/leases/llamacontroller-operator")
-    mark = cluster.control_plane.audit_mark()  # from here on, every call of both is in the log
+    # A node agent that ran before left its LlamaNode: this one must create its own.
+    kube.delete(f"/apis/llamacontroller.io/v1alpha1/llamanodes/{AGENT_NODE}")
+    mark = cluster.control_plane.audit_mark()  # from here on, every call of each is in the log
     operator = OperatorProcess(
         service_account_kubeconfig(cluster, OPERATOR_ACCOUNT, tmp_path / "operator.kubeconfig"),
         tmp_path / "operator.log",
@@ -221,15 +239,26 @@ def test_every_api_call_is_granted_and_every_grant_is_used(
         service_account_kubeconfig(cluster, GATEWAY_ACCOUNT, tmp_path / "gateway.kubeconfig"),
         tmp_path / "gateway.log",
     )
+    # The node agent, with the fake of NVML (an idle node), beside the scenario's Pods on its node.
+    agent = NodeAgentProcess(
+        service_account_kubeconfig(cluster, NODE_AGENT_ACCOUNT, tmp_path / "agent.kubeconfig"),
+        tmp_path / "agent.log",
+        AGENT_NODE,
+        RECORDINGS / "rtx3090x2-idle.xml",
+    )
     try:
         operator.start_ready()
         gateway.start_listening()  # its probe path (deploy/gateway-deployment.yaml) answers without a key
+        agent.start()
         scenario(kube, operator_config)
         admission = admission_grants(kube)
+        written = kube.get(f"/apis/llamacontroller.io/v1alpha1/llamanodes/{AGENT_NODE}") or {}
+        assert written.get("status", {}).get("nvml") == "ok", agent.log()[-5000:]
     finally:
         operator.stop()  # their shutdown calls count too
         gateway.stop()
-    for process in (operator, gateway):
+        agent.stop()
+    for process in (operator, gateway, agent):
         assert "Traceback" not in process.log(), process.log()[-10000:]
 
     events = cluster.control_plane.audit_events(mark)
@@ -335,16 +364,21 @@ def test_each_component_runs_as_the_service_account_bound_to_its_role(
                 "name": name,
             }
             (subject,) = binding["subjects"]
-            assert subject == {"kind": "ServiceAccount", "name": component.account, "namespace": NAMESPACE}
+            assert subject == {
+                "kind": "ServiceAccount",
+                "name": component.account,
+                "namespace": component.namespace,
+            }
         # The SA has these bindings only: nothing else widens what the component may do.
         subject = mine[0]["subjects"][0]
         others = [b for b in bindings if b not in mine and subject in b["subjects"]]
         assert not others, others
-        deployment = one(manifests, "Deployment", f"llamacontroller-{component.name}")
-        pod = deployment["spec"]["template"]["spec"]
+        workload = one(manifests, component.workload, f"llamacontroller-{component.name}")
+        assert workload["metadata"]["namespace"] == component.namespace
+        pod = workload["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == component.account  # the identity the tests run it with
         assert pod.get("automountServiceAccountToken", True) is True
         assert pod["containers"][0]["args"][0] == component.name
     accounts = {d["metadata"]["name"] for d in manifests if d["kind"] == "ServiceAccount"}
     assert accounts == {c.account for c in COMPONENTS}
-    assert DEPLOY_NAMESPACE == NAMESPACE
+    assert DEPLOY_NAMESPACE == NAMESPACE and NODE_AGENT_NAMESPACE == MANIFESTS_NODE_AGENT_NAMESPACE

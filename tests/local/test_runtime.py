@@ -13,8 +13,13 @@ import httpx
 import pytest
 
 from llamacontroller.local.state import alive as pid_alive
+from tests.support.components import FAKE_PYNVML
+from tests.support.fake_nvml import recording_with
 from tests.support.local_runtime import Local, llamamodel_file
+from tests.support.paths import REPO
 from tests.support.polling import eventually
+
+REAL_NVML = os.environ.get("LLAMACONTROLLER_REAL_NVML") == "1"  # a machine with an NVIDIA GPU
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,6 +51,26 @@ def test_two_slots_serve_side_by_side_and_both_waits(local: Local):
     table = local.cli("status").stdout
     assert table.splitlines()[0].split() == ["SLOT", "PORT", "MODEL", "PHASE", "PID", "UPTIME", "RESTARTS"]
     assert "waiting  default/c: both on local is held by" in table
+    assert "gpus     no NVML: libnvidia-ml.so.1 not found" in table or REAL_NVML  # this machine
+    # The same per-GPU view with the fake of NVML, whose recording names the servers' real PIDs
+    # beside a foreign process: each GPU held by its server's LlamaModel, or occupied by the other.
+    pids = {slot: server["pid"] for slot, server in local.servers().items()}
+    recording = local.root / "nvidia-smi.xml"
+    recording.write_text(
+        recording_with(
+            {
+                0: [(pids["gpu0"], "llama-server", 900)],
+                1: [(pids["gpu1"], "llama-server", 900), (1, "Xorg", 64)],
+            }
+        )
+    )
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(FAKE_PYNVML), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "LLAMACONTROLLER_FAKE_NVML": str(recording),
+    }
+    gpus = local.cli("status", env=env).stdout.splitlines()[-2:]
+    assert gpus[0].startswith("gpu 0    NVIDIA GeForce RTX 3090  0.9/24.0 GiB  held by default/a"), gpus
+    assert gpus[1].endswith("held by default/b; occupied: 0.1 GiB by others"), gpus
     assert "main: model loaded" in local.cli("logs", "gpu0").stdout or local.cli("logs", "gpu0").stdout
 
 

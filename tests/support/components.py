@@ -1,6 +1,6 @@
-"""LlamaController's processes against a test cluster, as deploy/ runs them: `llamacontroller operator`
-and `llamacontroller gateway`, each with a token of its own ServiceAccount (so the API server holds
-it to the ClusterRole of deploy/), logging to a file."""
+"""LlamaController's processes against a test cluster, as deploy/ runs them: `llamacontroller
+operator`, `llamacontroller gateway` and `llamacontroller node-agent`, each with a token of its own
+ServiceAccount (so the API server holds it to the ClusterRole of deploy/), logging to a file."""
 
 from __future__ import annotations
 
@@ -16,19 +16,29 @@ from tests.cluster.cluster import LocalCluster
 from tests.ports import free_port
 from tests.processes import interrupt
 from tests.support.kube import service_account_user
+from tests.support.paths import REPO
 from tests.support.polling import eventually
 
 DEPLOY_NAMESPACE = "llamacontroller"  # deploy/'s namespace: the ServiceAccounts live there
 OPERATOR_ACCOUNT = "llamacontroller-operator"
 GATEWAY_ACCOUNT = "llamacontroller-gateway"
+NODE_AGENT_ACCOUNT = "llamacontroller-node-agent"
+NODE_AGENT_NAMESPACE = "llamacontroller-node-agent"  # its own: hostPID needs the privileged level
 OPERATOR_USER = service_account_user(DEPLOY_NAMESPACE, OPERATOR_ACCOUNT)
 GATEWAY_USER = service_account_user(DEPLOY_NAMESPACE, GATEWAY_ACCOUNT)
+NODE_AGENT_USER = service_account_user(NODE_AGENT_NAMESPACE, NODE_AGENT_ACCOUNT)
+FAKE_PYNVML = Path(__file__).parent / "fake_pynvml"  # its pynvml.py is the fake of NVML
 
 
-def service_account_kubeconfig(cluster: LocalCluster, account: str, path: Path) -> Path:
-    """A kubeconfig with a fresh token of one of deploy/'s ServiceAccounts."""
+def service_account_kubeconfig(
+    cluster: LocalCluster, account: str, path: Path, namespace: str | None = None
+) -> Path:
+    """A kubeconfig with a fresh token of one of deploy/'s ServiceAccounts (in deploy/'s namespace,
+    or the node agent's in its own)."""
     assert cluster.control_plane is not None, "the cluster is not started"
-    return cluster.control_plane.service_account_kubeconfig(DEPLOY_NAMESPACE, account, path)
+    if namespace is None:
+        namespace = NODE_AGENT_NAMESPACE if account == NODE_AGENT_ACCOUNT else DEPLOY_NAMESPACE
+    return cluster.control_plane.service_account_kubeconfig(namespace, account, path)
 
 
 class ComponentProcess:
@@ -152,3 +162,22 @@ class GatewayProcess(ComponentProcess):
             self.stop()
             raise
         return self
+
+
+class NodeAgentProcess(ComponentProcess):
+    """`llamacontroller node-agent` for one node, with the node agent's ServiceAccount, on this
+    machine (whose PIDs are the test nodes' PIDs: their containers are local processes). NVML is the
+    fake (tests/support/fake_nvml.py, labelled as one) reading ``recording``, an ``nvidia-smi -q -x``
+    document the test writes, read again at every reading."""
+
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, node: str, recording: Path, models: Path | None = None
+    ) -> None:
+        self.recording = recording
+        args = ["node-agent", "--node", node, "--interval", "1", "--heartbeat", "5", "--verbose"]
+        args += ["--models-dir", str(models) if models else ""]
+        super().__init__(args, kubeconfig, log_path)
+
+    def extra_env(self) -> dict[str, str]:
+        paths = [str(FAKE_PYNVML), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(paths), "LLAMACONTROLLER_FAKE_NVML": str(self.recording)}

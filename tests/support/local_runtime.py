@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,13 +50,16 @@ class Local:
         self.gateway = f"127.0.0.1:{free_port()}"
         self.process: subprocess.Popen | None = None
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "llamacontroller.cli", *args, "--state-dir", str(self.state_dir)],
             capture_output=True,
             text=True,
             timeout=120,
             cwd=self.root,
+            env={**os.environ, **env} if env is not None else None,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"llamacontroller {' '.join(args)}: {result.stdout}{result.stderr}")

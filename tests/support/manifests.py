@@ -14,6 +14,7 @@ from tests.support.paths import REPO
 
 DEPLOY = REPO / "deploy"
 NAMESPACE = "llamacontroller"
+NODE_AGENT_NAMESPACE = "llamacontroller-node-agent"  # the node agent's: hostPID needs the privileged level
 
 
 def kustomize_build(path: Path = DEPLOY) -> list[dict[str, Any]]:

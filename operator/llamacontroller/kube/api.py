@@ -21,6 +21,7 @@ import httpx
 
 from llamacontroller.errors import UserError
 from llamacontroller.kube.metrics import ApiObserver, metered_hooks
+from llamacontroller.llamanode import NODE_PLURAL
 from llamacontroller.render.names import LABEL_OWNER_UID
 from llamacontroller.resource import GROUP, PLURAL, VERSION
 
@@ -30,6 +31,7 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
 LEASES = "/apis/coordination.k8s.io/v1"
+LLAMANODES = f"{LLAMAMODELS}/{NODE_PLURAL}"
 TIMEOUT = 30.0  # seconds a call may take (a watch: to answer its headers) before it counts as failed
 THROTTLE_RETRIES = 5  # a call the server throttles (429, 503 with Retry-After) is tried this often again
 RETRY_AFTER_MAX = 30.0  # seconds: the longest Retry-After honoured
@@ -263,6 +265,22 @@ class KubeApi:
         """Merge-patch the status subresource (the operator never writes to spec); the object as it
         is now, None if it is gone."""
         path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        return await self._call(
+            "PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True
+        )
+
+    # LlamaNodes (the node agent's: nodeagent/agent.py)
+
+    async def get_llamanode(self, name: str) -> dict[str, Any] | None:
+        return await self._call("GET", f"{LLAMANODES}/{name}", missing_ok=True)
+
+    async def create_llamanode(self, llamanode: dict[str, Any]) -> dict[str, Any] | None:
+        """The created LlamaNode; None when it exists already (409)."""
+        return await self._call("POST", LLAMANODES, body=llamanode, exists_ok=True)
+
+    async def patch_llamanode_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the object as it is now, None if it is gone."""
+        path = f"{LLAMANODES}/{name}/status"
         return await self._call(
             "PATCH", path, body={"status": status}, content_type=MERGE_PATCH, missing_ok=True
         )

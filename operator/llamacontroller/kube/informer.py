@@ -63,7 +63,7 @@ def newer(candidate: Object, held: Object | None) -> bool:
 
 class Informer:
     """The objects at ``path`` (a collection URL of the API, all namespaces or one) that match
-    ``label_selector``, by UID."""
+    ``label_selector`` and ``field_selector``, by UID."""
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class Informer:
         on_change: Callable[[Change], None],
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         strip: Callable[[Object], Object] = lambda obj: obj,
         optional: bool = False,
     ) -> None:
@@ -80,6 +81,8 @@ class Informer:
         self.path = path
         self.on_change = on_change
         self.params = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            self.params["fieldSelector"] = field_selector
         self.strip = strip
         self.store: dict[str, Object] = {}
         self.synced = asyncio.Event()  # set once the first list is held
