@@ -105,14 +105,13 @@ def test_the_agents_reader_keeps_nvml_open_and_sees_each_new_reading(tmp_path):
     assert later.read().ok and failing.inits == 1
 
 
-@pytest.mark.skipif(REAL_NVML, reason="this machine has NVML")
-def test_the_real_library_on_a_machine_without_nvidia_says_no_nvml():
-    reading = read_nvml()  # pynvml itself: libnvidia-ml.so.1 is not on this machine
-    assert not reading.ok and reading.state.startswith("no NVML: libnvidia-ml.so.1 not found")
-
-
-@pytest.mark.skipif(not REAL_NVML, reason="LLAMACONTROLLER_REAL_NVML=1 on a machine with an NVIDIA GPU")
-def test_the_real_library_reads_what_nvidia_smi_reads():
+def test_the_real_library_reads_what_this_machine_has():
+    """pynvml itself: without an NVIDIA driver (CI), it says there is no NVML; on a machine with a
+    GPU (LLAMACONTROLLER_REAL_NVML=1), it reads what nvidia-smi reads."""
+    if not REAL_NVML:
+        reading = read_nvml()
+        assert not reading.ok and reading.state.startswith("no NVML: libnvidia-ml.so.1 not found")
+        return
     import subprocess
 
     smi = shutil.which("nvidia-smi")
