@@ -174,6 +174,7 @@ def _up(args: argparse.Namespace) -> int:
     from llamacontroller.local import state as state_file
     from llamacontroller.local.binary import find_llama_server
     from llamacontroller.local.gateway import GatewayThread
+    from llamacontroller.local.machine import Machine
     from llamacontroller.local.runtime import LocalRuntime, preflight, request_reload
     from llamacontroller.serving.auth import load_api_keys
 
@@ -187,11 +188,12 @@ def _up(args: argparse.Namespace) -> int:
         print(state_file.status_table(request_reload(state_dir, paths)))
         return 0
     binary = find_llama_server(args.llama_server)
-    preflight(paths, config, models_dir)
+    machine = Machine(models_dir)  # the fit check against this machine's GPUs, as on a node
+    preflight(paths, config, models_dir, machine=machine)
     gateway = None
     if args.gateway_listen != "off":
         gateway = GatewayThread(args.gateway_listen, load_api_keys(args.api_keys_file))
-    LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway).run()
+    LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway, machine).run()
     return 0
 
 

@@ -13,10 +13,8 @@ import httpx
 import pytest
 
 from llamacontroller.local.state import alive as pid_alive
-from tests.support.components import FAKE_PYNVML
-from tests.support.fake_nvml import recording_with
+from tests.support.fake_nvml import process_environment, recording_with
 from tests.support.local_runtime import Local, llamamodel_file
-from tests.support.paths import REPO
 from tests.support.polling import eventually
 
 REAL_NVML = os.environ.get("LLAMACONTROLLER_REAL_NVML") == "1"  # a machine with an NVIDIA GPU
@@ -64,14 +62,31 @@ def test_two_slots_serve_side_by_side_and_both_waits(local: Local):
             }
         )
     )
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(FAKE_PYNVML), str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "LLAMACONTROLLER_FAKE_NVML": str(recording),
-    }
-    gpus = local.cli("status", env=env).stdout.splitlines()[-2:]
+    gpus = local.cli("status", env=process_environment(recording)).stdout.splitlines()[-2:]
     assert gpus[0].startswith("gpu 0    NVIDIA GeForce RTX 3090  0.9/24.0 GiB  held by default/a"), gpus
     assert gpus[1].endswith("held by default/b; occupied: 0.1 GiB by others"), gpus
     assert "main: model loaded" in local.cli("logs", "gpu0").stdout or local.cli("logs", "gpu0").stdout
+
+
+def test_up_checks_that_a_model_fits_on_this_machines_gpus(local: Local):
+    """With the fake of NVML: a model too large for its GPU is refused before anything starts; one
+    whose GPU another process occupies waits, named so, and starts once the process is gone."""
+    llamamodel_file(local.files, "a", gpu={"gpuId": 0})
+    recording = local.root / "nvidia-smi.xml"
+    recording.write_text(recording_with({}).replace("<total>24576 MiB</total>", "<total>256 MiB</total>", 1))
+    refused = local.cli(*local.up_args(), check=False, env=process_environment(recording))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith("error: default/a: needs "), refused.stderr
+    assert "GPU 0 has 256.0 MiB" in refused.stderr and "it never fits there" in refused.stderr
+
+    recording.write_text(recording_with({0: [(os.getpid(), "python", 2048)]}))
+    local.start(env=process_environment(recording))
+    eventually(lambda: "default/a" in (local.state() or {}).get("waiting", {}), what="a to wait")
+    assert "2.0 GiB used by other processes" in local.state()["waiting"]["default/a"]
+    assert local.servers() == {}
+    recording.write_text(recording_with({}))  # the other process has gone
+    eventually(lambda: local.phase_of("gpu0") == "Ready", timeout=60, what="a on gpu0")
+    assert local.state()["waiting"] == {}
 
 
 def test_removing_files_unloads_and_frees_the_slot_for_the_waiter(local: Local):

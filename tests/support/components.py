@@ -15,8 +15,8 @@ import httpx
 from tests.cluster.cluster import LocalCluster
 from tests.ports import free_port
 from tests.processes import interrupt
+from tests.support.fake_nvml import process_environment
 from tests.support.kube import service_account_user
-from tests.support.paths import REPO
 from tests.support.polling import eventually
 
 DEPLOY_NAMESPACE = "llamacontroller"  # deploy/'s namespace: the ServiceAccounts live there
@@ -27,7 +27,6 @@ NODE_AGENT_NAMESPACE = "llamacontroller-node-agent"  # its own: hostPID needs th
 OPERATOR_USER = service_account_user(DEPLOY_NAMESPACE, OPERATOR_ACCOUNT)
 GATEWAY_USER = service_account_user(DEPLOY_NAMESPACE, GATEWAY_ACCOUNT)
 NODE_AGENT_USER = service_account_user(NODE_AGENT_NAMESPACE, NODE_AGENT_ACCOUNT)
-FAKE_PYNVML = Path(__file__).parent / "fake_pynvml"  # its pynvml.py is the fake of NVML
 
 
 def service_account_kubeconfig(
@@ -179,5 +178,4 @@ class NodeAgentProcess(ComponentProcess):
         super().__init__(args, kubeconfig, log_path)
 
     def extra_env(self) -> dict[str, str]:
-        paths = [str(FAKE_PYNVML), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-        return {"PYTHONPATH": os.pathsep.join(paths), "LLAMACONTROLLER_FAKE_NVML": str(self.recording)}
+        return process_environment(self.recording)

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.paths import REPO
+
 RECORDINGS = Path(__file__).parent / "nvml"
+FAKE_PYNVML = Path(__file__).parent / "fake_pynvml"  # its pynvml.py is this fake, for processes
 MIB = 1 << 20
 
 
@@ -266,3 +269,10 @@ def recording_with(processes: dict[int, list[tuple[int, str, int]]], base: str =
             total_used += mib
         used.text = f"{total_used} MiB"
     return ET.tostring(root, encoding="unicode")
+
+
+def process_environment(recording: Path) -> dict[str, str]:
+    """The variables under which a llamacontroller process imports this fake as ``pynvml``, reading
+    ``recording`` at each reading."""
+    paths = [str(FAKE_PYNVML), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths), "LLAMACONTROLLER_FAKE_NVML": str(recording)}

@@ -79,7 +79,7 @@ class Local:
             *extra,
         ]
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
         log = (self.root / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -93,6 +93,7 @@ class Local:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.root,
+            env={**os.environ, **env} if env is not None else None,
         )
         eventually(lambda: self.state() is not None, what="up to write its state")
 

@@ -1,7 +1,13 @@
 """The local runtime's plan: the cluster's ledger and rendering, with this machine as the node."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+from llamacontroller.demo_model import write_demo_model
+from llamacontroller.fit.estimate import MiB
+from llamacontroller.fit.model import model_facts
+from llamacontroller.gguf_header import read_header
+from llamacontroller.llamanode import Gpu, LlamaNode, LlamaNodeStatus, ModelFile, NodeMeta
 from llamacontroller.local.plan import plan
 from tests.support.builders import llamamodel, repo_config
 
@@ -86,3 +92,62 @@ def test_a_model_path_that_leads_out_of_the_models_folder_through_a_symlink_is_i
     )
     (models / "real.gguf").write_bytes(b"GGUF")
     assert plan([llamamodel(name="b", uid="", model={"path": "real.gguf"})], CONFIG, models, {}).servers
+
+
+# -- the fit check against this machine's GPUs (local/machine.py reads them; here, given) ---------
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def _machine(tmp_path: Path, gpus: dict[int, tuple[int, int]], nvml: str = "ok") -> LlamaNode:
+    """This machine as the node agent would see it: GPUs by index with (total, foreign) MiB, and
+    the tiny model's facts as the file the builders' LlamaModels name."""
+    facts = model_facts(read_header(write_demo_model(tmp_path / "tiny.gguf")))
+    return LlamaNode(
+        metadata=NodeMeta(name="local"),
+        status=LlamaNodeStatus(
+            nvml=nvml,
+            gpus=[
+                Gpu(
+                    index=i, memory_total=total * MiB, memory_used=foreign * MiB, foreign_memory=foreign * MiB
+                )
+                for i, (total, foreign) in gpus.items()
+            ],
+            models=[ModelFile(path="phi-4.gguf", size=1, modified="2026-12-07T00:00:00Z", facts=facts)],
+            heartbeat_at="2026-12-07T12:00:00Z",
+        ),
+    )
+
+
+def test_a_server_that_fits_starts_and_says_what_it_needs(tmp_path):
+    result = plan([_body("a")], CONFIG, MODELS, {}, _machine(tmp_path, {0: (24576, 0), 1: (24576, 0)}), NOW)
+    assert list(result.servers) == ["gpu0"]
+    assert result.fit["default/a"].startswith("needs ") and "GPU 0 has 24.0 GiB" in result.fit["default/a"]
+
+
+def test_a_server_too_large_for_its_gpu_is_invalid_and_one_crowded_out_waits_first_in_line(tmp_path):
+    machine = _machine(tmp_path, {0: (256, 0), 1: (24576, 2048)})
+    result = plan(
+        [_body("big"), _body("crowded", gpuId=1), _body("later", mode="both")],
+        CONFIG,
+        MODELS,
+        {},
+        machine,
+        NOW,
+    )
+    assert result.servers == {}
+    assert (
+        result.invalid["default/big"].startswith("needs ")
+        and "GPU 0 has 256.0 MiB" in result.invalid["default/big"]
+    )
+    assert "2.0 GiB used by other processes" in result.waiting["default/crowded"]
+    assert result.waiting_for_memory
+    # the waiter keeps GPU 1 from a later LlamaModel, as on a node
+    assert result.waiting["default/later"] == "both on local is free, but default/crowded (gpu1) asked first"
+
+
+def test_without_nvml_the_fit_is_not_checked_and_the_servers_start(tmp_path):
+    machine = _machine(tmp_path, {}, nvml="no NVML: libnvidia-ml.so.1 not found")
+    result = plan([_body("a")], CONFIG, MODELS, {}, machine, NOW)
+    assert list(result.servers) == ["gpu0"] and not result.waiting_for_memory
+    assert result.fit["default/a"].endswith("reads no GPU: no NVML: libnvidia-ml.so.1 not found")

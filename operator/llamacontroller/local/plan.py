@@ -8,11 +8,14 @@ made local, so a LlamaModel tried here moves to the cluster unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fit.check import TOO_LARGE, check_fit
 from llamacontroller.ledger import server_hash
+from llamacontroller.llamanode import LlamaNode
 from llamacontroller.render.args import on_this_machine, server_args
 from llamacontroller.render.children import render_children
 from llamacontroller.render.gpus import process_env
@@ -45,6 +48,8 @@ class LocalServer:
     server_hash: str  # identifies the rendered server: a change means a switch
     files: tuple[str, ...] = field(default=(), compare=False)  # the model (and projector) it reads
     readiness_probe: dict[str, Any] = field(default_factory=dict, compare=False)
+    llamamodel: LlamaModel | None = field(default=None, compare=False, repr=False)  # for the fit check
+    placement: Placement | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -54,6 +59,8 @@ class LocalPlan:
     servers: dict[str, LocalServer] = field(default_factory=dict)  # by slot
     waiting: dict[str, str] = field(default_factory=dict)  # who -> message
     invalid: dict[str, str] = field(default_factory=dict)  # who (or file) -> message
+    fit: dict[str, str] = field(default_factory=dict)  # who -> the fit check's verdict on a new server
+    waiting_for_memory: bool = False  # someone waits for other processes to leave a GPU
 
 
 def as_local(body: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +92,8 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
         server_hash=server_hash(children.pod) or "",
         files=tuple(f for f in (model_file, projector_file) if f),
         readiness_probe=container["readinessProbe"],
+        llamamodel=lm,
+        placement=placement,
     )
 
 
@@ -98,10 +107,19 @@ def inside(models_dir: Path, relative: str, field: str) -> str:
 
 
 def plan(
-    bodies: list[dict[str, Any]], config: OperatorConfig, models_dir: Path, running: dict[str, LocalServer]
+    bodies: list[dict[str, Any]],
+    config: OperatorConfig,
+    models_dir: Path,
+    running: dict[str, LocalServer],
+    machine: LlamaNode | None = None,
+    now: datetime | None = None,
 ) -> LocalPlan:
     """Assign slots: running servers that are still wanted unchanged keep theirs; the others are
-    served in file order, and a later one never overtakes an earlier waiter with overlapping GPUs."""
+    served in file order, and a later one never overtakes an earlier waiter with overlapping GPUs.
+
+    ``machine``: this machine's GPUs as the node agent would publish them (local/machine.py); a new
+    server is then checked as the operator checks a Pod (fit/check.py): one that can never fit is
+    invalid, one that fits once other processes leave waits (and keeps its GPUs from later ones)."""
     result = LocalPlan()
     wanted: list[LocalServer] = []
     for body in bodies:
@@ -122,7 +140,19 @@ def plan(
         key = QueueKey(created=f"{order:08d}", waiting_since="", who=server.who)
         placement = _placement(server)
         verdict = judge(placement, server.who, key, claims, waiters)
-        if verdict.granted:
+        fit = None
+        if verdict.granted and machine is not None and server.llamamodel and server.placement and now:
+            fit = check_fit(server.llamamodel, server.placement, config, machine, config.gpus_per_node, now)
+            result.fit[server.who] = fit.message
+        if fit is not None and fit.reason == TOO_LARGE:
+            result.invalid[server.who] = fit.message
+        elif fit is not None and not fit.places:
+            result.waiting[server.who] = fit.message
+            result.waiting_for_memory = True
+            waiters.append(
+                Waiter(LOCAL_NODE, server.slot, server.gpus, server.who, key, owner_uid=server.who)
+            )
+        elif verdict.granted:
             kept[server.slot] = server
             claims.append(Claim(LOCAL_NODE, server.slot, server.gpus, server.who, owner_uid=server.who))
         else:

@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from llamacontroller.config import OperatorConfig
 from llamacontroller.errors import UserError
 from llamacontroller.local import state as state_file
 from llamacontroller.local.gateway import GatewayThread
+from llamacontroller.local.machine import Machine
 from llamacontroller.local.plan import LOCAL_HOST, LocalPlan, plan
 from llamacontroller.local.supervisor import Supervisor
 from llamacontroller.resource import KIND
@@ -30,6 +32,8 @@ from llamacontroller.serving.catalog.routing import Route
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
+# How often a LlamaModel that waits for other processes to free GPU memory is checked again.
+FIT_RECHECK_SECONDS = 5.0
 
 
 def yaml_files(paths: Iterable[Path]) -> list[Path]:
@@ -57,15 +61,30 @@ def read_llamamodels(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], dict[
     return bodies, problems
 
 
-def preflight(paths: list[Path], config: OperatorConfig, models_dir: Path, check_ports: bool = True) -> None:
-    """Before anything starts: every file readable, every LlamaModel valid, the model files there
-    and (``check_ports``) the granted slots' ports free. Raises UserError, one line per problem.
+def model_paths(bodies: Iterable[dict[str, Any]]) -> list[str]:
+    """The model files the LlamaModels name (spec.model.path), as written; before validation."""
+    paths = [((body.get("spec") or {}).get("model") or {}).get("path") for body in bodies]
+    return [path for path in paths if isinstance(path, str)]
+
+
+def preflight(
+    paths: list[Path],
+    config: OperatorConfig,
+    models_dir: Path,
+    check_ports: bool = True,
+    machine: Machine | None = None,
+) -> None:
+    """Before anything starts: every file readable, every LlamaModel valid, the model files there,
+    (``check_ports``) the granted slots' ports free and (``machine``) no model too large for its
+    GPUs. Raises UserError, one line per problem.
 
     Once running, the runtime serves the valid files and reports the others in its state."""
     bodies, problems = read_llamamodels(paths)
     if not bodies and not problems:
         raise UserError(f"no LlamaModel in {', '.join(map(str, paths))}")
-    wanted = plan(bodies, config, models_dir, running={})
+    now = datetime.now(UTC)
+    here = machine.read(model_paths(bodies), {}, now) if machine is not None else None
+    wanted = plan(bodies, config, models_dir, running={}, machine=here, now=now)
     problems.update(wanted.invalid)
     for server in wanted.servers.values():
         for file in server.files:
@@ -110,8 +129,10 @@ class LocalRuntime:
         state_dir: Path,
         watch: bool = False,
         gateway: GatewayThread | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.paths = paths
+        self.machine = machine
         self.config = config
         self.models_dir = models_dir
         self.state_dir = state_dir
@@ -142,7 +163,9 @@ class LocalRuntime:
             self.paths = [Path(p) for p in request["paths"]]
         bodies, problems = read_llamamodels(self.paths)
         running = {slot: s.server for slot, s in self.supervisor.slots.items()}
-        wanted = plan(bodies, self.config, self.models_dir, running)
+        now = datetime.now(UTC)
+        here = self.machine.read(model_paths(bodies), self.snapshot(), now) if self.machine else None
+        wanted = plan(bodies, self.config, self.models_dir, running, machine=here, now=now)
         wanted.invalid.update(problems)
         for slot, server in running.items():
             if wanted.servers.get(slot) != server:
@@ -150,10 +173,12 @@ class LocalRuntime:
         for slot, server in wanted.servers.items():
             if slot not in self.supervisor.slots:
                 self.supervisor.start(server)
+        told = {**self.current.fit, **self.current.waiting, **self.current.invalid}
         self.current = wanted
         self.generation += 1
-        for who, message in {**wanted.waiting, **wanted.invalid}.items():
-            log.info("%s: %s", who, message)
+        for who, message in {**wanted.fit, **wanted.waiting, **wanted.invalid}.items():
+            if told.get(who) != message:  # a recheck tells only what changed
+                log.info("%s: %s", who, message)
 
     def snapshot(self) -> dict[str, Any]:
         servers = [
@@ -206,14 +231,18 @@ class LocalRuntime:
             self.converge()
             self._write_state()
             seen = _fingerprint(self.paths)
+            checked = time.monotonic()
             while not self._stop:
                 time.sleep(TICK_SECONDS)
                 changed = self.supervisor.tick(time.time())
                 if self.watch and _fingerprint(self.paths) != seen:
                     self._reload = True
+                if self.current.waiting_for_memory and time.monotonic() - checked >= FIT_RECHECK_SECONDS:
+                    self._reload = True
                 if self._reload:
                     self._reload = False
                     self.converge()
+                    checked = time.monotonic()
                     seen = _fingerprint(self.paths)
                     changed = True
                 if changed:
@@ -225,6 +254,8 @@ class LocalRuntime:
             if self.gateway is not None:
                 self.gateway.stop()
             self.supervisor.stop_all()
+            if self.machine is not None:
+                self.machine.close()
             state = self.snapshot()
             state.update(pid=None, servers=[])
             state_file.write_json(self.state_dir / state_file.STATE_FILE, state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,10 +52,18 @@ class ModelsVolume:
         files = _gguf_files(self.root)
         if len(files) > MAX_MODEL_FILES:
             log.warning("models volume: %d GGUF files, listing the first %d", len(files), MAX_MODEL_FILES)
+        return self._entries(path.relative_to(self.root).as_posix() for path in files[:MAX_MODEL_FILES])
+
+    def files(self, relatives: Iterable[str]) -> list[ModelFile]:
+        """Only these files (paths relative to the folder, as spec.model.path names them); one that
+        is not there is left out."""
+        return self._entries(relatives)
+
+    def _entries(self, relatives: Iterable[str]) -> list[ModelFile]:
         listed: list[ModelFile] = []
         cache: dict[str, tuple[int, int, ModelFile]] = {}
-        for path in files[:MAX_MODEL_FILES]:
-            relative = path.relative_to(self.root).as_posix()
+        for relative in relatives:
+            path = self.root / relative
             try:
                 stat = path.stat()
             except OSError:  # removed while listing
