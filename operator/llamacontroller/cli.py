@@ -30,6 +30,9 @@ EXIT_INTERRUPTED = 130
 
 CONFIG_HELP = "settings (YAML) over the built-in ones, e.g. config/operator.yaml"
 KEYS_HELP = "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"
+CONSOLE_KEY_HELP = (
+    "a file holding the web console's key (at least 16 characters; never an API key): /ui opens"
+)
 STATE_DIR = ".llamacontroller"
 STATE_DIR_HELP = "where `up` keeps its state and logs"
 LLAMA_SERVER_HELP = "the llama-server binary (else $LLAMA_SERVER, ...)"
@@ -239,13 +242,26 @@ def _adapter(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from llamacontroller.console.session import Access, load_console_key
     from llamacontroller.kube.api import KubeApi
+    from llamacontroller.serving.auth import load_api_keys
     from llamacontroller.serving.cluster_gateway import run_gateway
 
+    config = load_config(args.config)
+    key = load_console_key(args.console_key_file, load_api_keys(args.api_keys_file))
+    header = (args.console_user_header or "").strip().lower() or None
+    access = Access(key=key, user_header=header, writes=args.console_writes)
+    if args.console_writes and not access.enabled:
+        raise UserError("--console-writes needs a console: --console-key-file or --console-user-header")
     api = KubeApi.from_environment(user_agent="llamacontroller-gateway", timeout=args.api_timeout)
     asyncio.run(_check_cluster(api))
     run_gateway(
-        args.listen, args.namespace or None, api_keys_file=args.api_keys_file, api_timeout=args.api_timeout
+        args.listen,
+        args.namespace or None,
+        api_keys_file=args.api_keys_file,
+        api_timeout=args.api_timeout,
+        console=access,
+        config=config,
     )
     return 0
 
@@ -324,6 +340,15 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds a call to the Kubernetes API may take before it is tried again",
+    )
+    gateway.add_argument("--config", help=CONFIG_HELP + " (the console renders and places with it)")
+    gateway.add_argument("--console-key-file", help=CONSOLE_KEY_HELP)
+    gateway.add_argument(
+        "--console-user-header",
+        help="the web console trusts this header of an authenticating proxy (OIDC) as the user's name",
+    )
+    gateway.add_argument(
+        "--console-writes", action="store_true", help="the console may create, change and delete LlamaModels"
     )
     gateway.set_defaults(run=_gateway)
 
