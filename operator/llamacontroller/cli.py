@@ -187,9 +187,35 @@ def _up(args: argparse.Namespace) -> int:
     preflight(paths, config, models_dir)
     gateway = None
     if args.gateway_listen != "off":
-        gateway = GatewayThread(args.gateway_listen, load_api_keys(args.api_keys_file))
+        keys = load_api_keys(args.api_keys_file)
+        console = _local_console(args, paths, config, models_dir, state_dir, keys)
+        gateway = GatewayThread(args.gateway_listen, keys, console)
+    elif args.console_key_file:
+        raise UserError("--console-key-file: the console is served by the gateway, which is off")
     LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway).run()
     return 0
+
+
+def _local_console(
+    args: argparse.Namespace,
+    paths: list[Path],
+    config: Any,
+    models_dir: Path,
+    state_dir: Path,
+    keys: frozenset[str],
+) -> Any:
+    """The console's routes for `up` (None: /ui says it is off)."""
+    from llamacontroller.console.local import LocalSource
+    from llamacontroller.console.routes import Console, off_routes
+    from llamacontroller.console.session import Access, load_console_key
+
+    key = load_console_key(args.console_key_file, keys)
+    if key is None:
+        if args.console_writes:
+            raise UserError("--console-writes needs --console-key-file")
+        return off_routes
+    source = LocalSource(paths, models_dir, state_dir, config)
+    return Console(Access(key=key, writes=args.console_writes), source, config).add_routes
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -366,6 +392,12 @@ def parser() -> argparse.ArgumentParser:
         "--gateway-listen", default="127.0.0.1:11434", help="the Ollama/OpenAI gateway ('off': none)"
     )
     up.add_argument("--api-keys-file", help=KEYS_HELP)
+    up.add_argument("--console-key-file", help=CONSOLE_KEY_HELP)
+    up.add_argument(
+        "--console-writes",
+        action="store_true",
+        help="the console may add, change and remove LlamaModel files",
+    )
     up.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     up.set_defaults(run=_up)
 

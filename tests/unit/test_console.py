@@ -230,6 +230,10 @@ def test_the_load_form_makes_a_llamamodel_and_shows_what_it_runs() -> None:
     with pytest.raises(FormError, match=r"spec\.model\.path"):
         llamamodel_of(LoadForm.from_fields({"name": "q", "path": "../../etc/x.gguf", "node": "n"}), 2)
     assert switch_patch("gpu1", "", 2) == {"gpu": {"mode": "single", "gpuId": 1, "tensorSplit": None}}
+    assert switch_patch("both", "512", 2) == {
+        "gpu": {"mode": "both", "gpuId": None},
+        "parameters": {"ctxSize": 512},
+    }
 
 
 def test_the_fit_estimate_from_the_model_file(tmp_path: Path) -> None:
@@ -243,3 +247,57 @@ def test_the_fit_estimate_from_the_model_file(tmp_path: Path) -> None:
     assert shown.estimate is not None and "GPU" in shown.estimate and "KV" in shown.estimate
     missing = preview(body | {"spec": body["spec"] | {"model": {"path": "none.gguf"}}}, CONFIG, 2, tmp_path)
     assert missing.estimate is None and "none.gguf" in missing.estimate_note
+
+
+def test_the_local_source_reads_files_and_state_and_writes_files(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import yaml
+
+    from llamacontroller.console.local import LocalSource
+    from llamacontroller.console.source import WriteError
+
+    folder, state = tmp_path / "lms", tmp_path / "state"
+    folder.mkdir()
+    state.mkdir()
+    (folder / "one.yaml").write_text(yaml.safe_dump(llamamodel("one", nodeName="ignored")))
+    (folder / "pair.yaml").write_text(
+        yaml.safe_dump_all([llamamodel("two", gpu={"mode": "both"}), llamamodel("three", path="x")])
+    )
+    server = {
+        "llamamodel": "default/one",
+        "slot": "gpu0",
+        "port": 8081,
+        "model": "one:latest",
+        "phase": "Ready",
+        "startedAt": 1.0e9,
+    }
+    (state / "state.json").write_text(json.dumps({"servers": [server], "waiting": {"default/two": "held"}}))
+    reloads: list[int] = []
+    source = LocalSource([folder], tmp_path, state, CONFIG, converge=lambda: reloads.append(1))
+    view = build_view(source.llamamodels(), asyncio.run(source.nodes()), CONFIG)
+    (node,) = view.nodes
+    slots = {s.name: s for s in node.slots}
+    assert node.name == "local" and slots["gpu0"].holder is not None and slots["gpu0"].holder.name == "one"
+    assert [w.name for w in slots["both"].queue] == ["two"]
+
+    body = llamamodel_of(
+        LoadForm.from_fields({"name": "four", "path": "f.gguf", "node": "local", "slot": "gpu1"}), 2
+    )
+    asyncio.run(source.create(body, "console session s1 (from 127.0.0.1)"))
+    written = yaml.safe_load((folder / "four.yaml").read_text())
+    assert written["spec"] == {"model": {"path": "f.gguf"}, "gpu": {"mode": "single", "gpuId": 1}}
+    with pytest.raises(WriteError, match="exists already"):
+        asyncio.run(source.create(body, "s1"))
+    four = next(lm for lm in source.llamamodels() if lm["metadata"]["name"] == "four")
+    asyncio.run(source.patch(four, switch_patch("both", "4096", 2), "s1"))
+    assert yaml.safe_load((folder / "four.yaml").read_text())["spec"]["gpu"] == {"mode": "both"}
+    assert yaml.safe_load((folder / "four.yaml").read_text())["spec"]["parameters"] == {"ctxSize": 4096}
+    events = asyncio.run(source.events(four))
+    assert [e.reason for e in events] == ["ConsoleSwitch", "ConsoleLoad"] and "s1" in events[1].message
+    asyncio.run(source.delete(four, "s1"))
+    assert not (folder / "four.yaml").exists() and len(reloads) == 3
+    two = next(lm for lm in source.llamamodels() if lm["metadata"]["name"] == "two")
+    with pytest.raises(WriteError, match="holds 2 documents"):
+        asyncio.run(source.delete(two, "s1"))

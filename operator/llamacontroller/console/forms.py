@@ -135,8 +135,11 @@ def _estimate(children: Any, config: OperatorConfig, gpu_count: int, file: Path)
 def switch_patch(slot: str, ctx_size: str, gpu_count: int) -> dict[str, Any]:
     """The spec patch that moves a LlamaModel to another slot of its node (and context size)."""
     patch: dict[str, Any] = {"gpu": gpu_spec(slot, gpu_count)}
-    if slot != whole_node_slot(gpu_count):
-        patch["gpu"]["tensorSplit"] = None  # a merge patch drops a whole node's ratios
+    # A merge patch keeps what it does not name: drop what the other mode alone may have.
+    if slot == whole_node_slot(gpu_count):
+        patch["gpu"]["gpuId"] = None
+    else:
+        patch["gpu"]["tensorSplit"] = None
     ctx = _ctx_size(ctx_size)
     if ctx is not None:
         patch["parameters"] = {"ctxSize": ctx}

@@ -14,7 +14,8 @@ from llamacontroller.console.session import CSRF_FIELD, Viewer
 from llamacontroller.console.source import EventLine
 from llamacontroller.console.view import ConsoleView, ModelView, NodeView, SlotView, age
 
-POLL_MS = 2000
+POLL_MS = 1000  # the board: read from memory, cheap
+DETAIL_POLL_MS = 3000  # a LlamaModel's page: two API reads (Events, log) each time
 
 
 def e(value: object) -> str:
@@ -219,7 +220,9 @@ def _switch(model: ModelView, slots: Iterable[str], writes: bool, csrf: str) -> 
     )
 
 
-def detail(model: ModelView, events: list[EventLine], log: str | None, now: datetime) -> str:
+def detail(
+    model: ModelView, events: list[EventLine], log: str | None, now: datetime, log_problem: str | None = None
+) -> str:
     """One LlamaModel's conditions, Events and log: the part the page refreshes."""
     conditions = (
         "".join(
@@ -237,7 +240,7 @@ def detail(model: ModelView, events: list[EventLine], log: str | None, now: date
         )
         or "<tr><td colspan=4 class=muted>none</td></tr>"
     )
-    logs = e(log) if log else "no log: no server runs"
+    logs = e(log) if log else e(log_problem or "no log: no server runs")
     return (
         f"<p>{_phase(model, now)} <span class=muted>{e(model.reason)}</span></p>"
         + (f"<p class=message>{e(model.message)}</p>" if model.message else "")
@@ -260,7 +263,7 @@ def detail_page(
     main = (
         f"<h1>{e(model.ref)}{gitops}</h1><div class=row>{_unload(model, writes, csrf)}</div>"
         f"{_switch(model, slots, writes, csrf)}"
-        f'<div id=detail data-poll="/ui/part/lm/{e(model.ref)}" data-every={POLL_MS}>{part}</div>'
+        f'<div id=detail data-poll="/ui/part/lm/{e(model.ref)}" data-every={DETAIL_POLL_MS}>{part}</div>'
     )
     return shell(f"{model.ref}: LlamaModel", viewer, csrf, where, writes, main)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -45,7 +46,7 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send `Origin: null`
     "Cache-Control": "no-store",
 }
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
@@ -264,8 +265,11 @@ class Console:
     async def detail_part(self, request: Request, csrf: str) -> str:
         lm = self._find(request.match_info["ref"])
         events = await self.source.events(lm)
-        log_text = await self.source.log_tail(lm)
-        return pages.detail(model_view(lm), events, log_text, datetime.now(UTC))
+        try:
+            log_text, problem = await self.source.log_tail(lm), None
+        except ApiError as exc:  # the node's kubelet out of reach, say: the rest of the page stands
+            log_text, problem = None, f"the log cannot be read through the API: {exc}"
+        return pages.detail(model_view(lm), events, log_text, datetime.now(UTC), problem)
 
     async def detail(self, request: Request, viewer: Viewer, csrf: str) -> str:
         lm = self._find(request.match_info["ref"])
@@ -288,7 +292,10 @@ class Console:
     async def load_form(self, request: Request, viewer: Viewer, csrf: str) -> str:
         if not self.access.writes:
             raise Refused(403, "writes are off in this console's settings")
-        return await self._load_page(LoadForm(node=self.config.default_node or ""), viewer, csrf)
+        namespaces = Counter(lm["metadata"].get("namespace", "default") for lm in self.source.llamamodels())
+        namespace = namespaces.most_common(1)[0][0] if namespaces else "default"  # where the others are
+        form = LoadForm(namespace=namespace, node=self.config.default_node or "")
+        return await self._load_page(form, viewer, csrf)
 
     # Writes
 

@@ -67,7 +67,7 @@ def event_lines(events: list[dict[str, Any]], limit: int = 20) -> list[EventLine
             or ""
         )
 
-    newest = sorted(events, key=when, reverse=True)[:limit]
+    newest = sorted(reversed(events), key=when, reverse=True)[:limit]  # ties: the later listed first
     return [
         EventLine(
             when(e),

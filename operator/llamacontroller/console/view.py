@@ -189,13 +189,14 @@ def build_view(
     config: OperatorConfig,
     agents: Mapping[str, tuple[GpuFacts, ...] | None] | None = None,
 ) -> ConsoleView:
-    """The whole board. ``nodes``: the Node objects known (for their GPU count); a node named by a
-    LlamaModel or the settings' default node is shown even when it is not among them. ``agents``:
+    """The whole board. ``nodes``: the Node objects known; those with a GPU count label are shown, and
+    so are a node named by a LlamaModel and the settings' default node. ``agents``:
     each node's GPU facts from its node agent (nodeagent.gpu_facts), where there is one."""
     agents = agents or {}
     bodies = sorted(llamamodels, key=who)
     known = {n["metadata"]["name"]: n for n in nodes}
-    names = set(known)
+    # GPU nodes (by their GPU count label) and the nodes LlamaModels name: not every node of a cluster.
+    names = {name for name, node in known.items() if gpu_count_of(node, config.gpu_count_label)}
     if config.default_node:
         names.add(config.default_node)
     views = {who(b): model_view(b) for b in bodies}
