@@ -179,6 +179,8 @@ def _up(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"no such file or folder: {', '.join(missing)}")
     config, models_dir = load_config(args.config), Path(args.models_dir)
+    keys = load_api_keys(args.api_keys_file)
+    console_key = _local_console_key(args, keys)
     if state_file.running_state(state_dir):  # hand the files to the running `up`, which holds the ports
         preflight(paths, config, models_dir, check_ports=False)
         print(state_file.status_table(request_reload(state_dir, paths)))
@@ -187,13 +189,22 @@ def _up(args: argparse.Namespace) -> int:
     preflight(paths, config, models_dir)
     gateway = None
     if args.gateway_listen != "off":
-        keys = load_api_keys(args.api_keys_file)
-        console = _local_console(args, paths, config, models_dir, state_dir, keys)
+        console = _local_console(args, paths, config, models_dir, state_dir, console_key)
         gateway = GatewayThread(args.gateway_listen, keys, console)
-    elif args.console_key_file:
-        raise UserError("--console-key-file: the console is served by the gateway, which is off")
     LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway).run()
     return 0
+
+
+def _local_console_key(args: argparse.Namespace, keys: frozenset[str]) -> str | None:
+    """The console key of `up`, checked before anything starts."""
+    from llamacontroller.console.session import load_console_key
+
+    key = load_console_key(args.console_key_file, keys)
+    if key is not None and args.gateway_listen == "off":
+        raise UserError("--console-key-file: the console is served by the gateway, which is off")
+    if key is None and args.console_writes:
+        raise UserError("--console-writes needs --console-key-file")
+    return key
 
 
 def _local_console(
@@ -202,17 +213,14 @@ def _local_console(
     config: Any,
     models_dir: Path,
     state_dir: Path,
-    keys: frozenset[str],
+    key: str | None,
 ) -> Any:
-    """The console's routes for `up` (None: /ui says it is off)."""
+    """The console's routes for `up` (without a key, /ui says it is off)."""
     from llamacontroller.console.local import LocalSource
     from llamacontroller.console.routes import Console, off_routes
-    from llamacontroller.console.session import Access, load_console_key
+    from llamacontroller.console.session import Access
 
-    key = load_console_key(args.console_key_file, keys)
     if key is None:
-        if args.console_writes:
-            raise UserError("--console-writes needs --console-key-file")
         return off_routes
     source = LocalSource(paths, models_dir, state_dir, config)
     return Console(Access(key=key, writes=args.console_writes), source, config).add_routes

@@ -245,6 +245,7 @@ def test_the_fit_estimate_from_the_model_file(tmp_path: Path) -> None:
     )
     shown = preview(body, CONFIG, 2, tmp_path)
     assert shown.estimate is not None and "GPU" in shown.estimate and "KV" in shown.estimate
+    assert f"--model {tmp_path / model.name}" in shown.command and "--host 127.0.0.1" in shown.command
     missing = preview(body | {"spec": body["spec"] | {"model": {"path": "none.gguf"}}}, CONFIG, 2, tmp_path)
     assert missing.estimate is None and "none.gguf" in missing.estimate_note
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.errors import UserError
+from llamacontroller.local.plan import local_server
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import GROUP, KIND, VERSION, InvalidSpec, parse_llamamodel
 from llamacontroller.slot_table import whole_node_slot
@@ -103,12 +104,18 @@ class Preview:
 
 
 def preview(body: dict[str, Any], config: OperatorConfig, gpu_count: int, models_dir: Path | None) -> Preview:
+    """``models_dir``: this machine's models folder (the local runtime): the command line as it runs
+    here, and the fit estimate from the file; None on a cluster: the Pod's command line."""
     try:
-        children = render_children(parse_llamamodel(body), config, gpu_count)
+        lm = parse_llamamodel(body)
+        children = render_children(lm, config, gpu_count)
+        if models_dir is not None:
+            args = list(local_server(lm, config, models_dir).args)
+        else:
+            args = children.pod["spec"]["containers"][0]["args"]
     except (InvalidSpec, PlacementError) as exc:
         raise FormError(str(exc)) from exc
-    container = children.pod["spec"]["containers"][0]
-    command = shlex.join([*(container.get("command") or ["llama-server"]), *container["args"]])
+    command = shlex.join(["llama-server", *args])
     estimate, note = None, "the fit estimate needs the model file, which this console cannot read"
     if models_dir is not None:
         estimate, note = _estimate(children, config, gpu_count, models_dir / body["spec"]["model"]["path"])

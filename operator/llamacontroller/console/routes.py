@@ -77,6 +77,13 @@ def _secure(request: Request) -> bool:
     return request.scope.get("scheme") == "https" or request.header(b"x-forwarded-proto") == "https"
 
 
+def same_origin(request: Request) -> bool:
+    """A browser's POST names the page's origin; another site's (or ``null``) is refused. A client
+    that sends no Origin (curl) is judged by its cookies and token alone."""
+    origin, host = request.header(b"origin"), request.header(b"host")
+    return origin is None or (host is not None and origin.split("://", 1)[-1] == host)
+
+
 def off_routes(router: Router) -> None:
     """Without a console key or a trusted header, /ui says that the console is off (404)."""
 
@@ -171,9 +178,7 @@ class Console:
             viewer = self.viewer(request)
             if viewer is None:
                 return html(pages.login_page("Sign in first."), 401)
-            origin = request.header(b"origin")
-            host = request.header(b"host")
-            if origin and host and origin.split("://", 1)[-1] != host:
+            if not same_origin(request):
                 return self._refusal(403, "refused: the request comes from another site")
             fields = form_fields(request)
             if not csrf_matches(
@@ -212,6 +217,8 @@ class Console:
     async def login(self, request: Request) -> Answer:
         if self.access.key is None:
             return redirect(PREFIX)
+        if not same_origin(request):  # no signing in from another site's form either
+            return self._refusal(403, "refused: the request comes from another site")
         given = form_fields(request).get("key", "")
         if not self.access.key_matches(given):
             log.warning("console: a wrong console key from %s", request.remote)
