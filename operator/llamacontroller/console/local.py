@@ -113,7 +113,8 @@ class LocalSource:
         return {}
 
     async def nodes(self) -> list[dict[str, Any]]:
-        return [{"metadata": {"name": LOCAL_NODE, "labels": {}}}]
+        count = str(self.config.gpus_per_node)  # this machine: a GPU node, shown even when idle
+        return [{"metadata": {"name": LOCAL_NODE, "labels": {self.config.gpu_count_label: count}}}]
 
     async def agents(self) -> dict[str, tuple[GpuFacts, ...] | None]:
         return {}
