@@ -217,6 +217,20 @@ def test_sign_in_look_load_watch_and_unload(
         "gpu": {"mode": "single", "gpuId": 1},
         "parameters": {"ctxSize": 2048},
     }
+
+    # A fourth asks for a held slot: no Pod, it waits in that slot's queue, and the board says so.
+    page.click("#load-link")
+    page.fill("input[name=name]", "late")
+    page.fill("input[name=path]", TINY_MODEL)
+    page.fill("input[name=node]", "gpu-node-1")
+    page.select_option("select[name=slot]", "gpu0")
+    page.click("#preview-button")
+    page.click("#apply")
+    page.wait_for_url(f"{console.url}/ui")
+    queue = page.locator('[data-slot="gpu-node-1/gpu0"] .queue')
+    expect(queue.locator("[data-phase]")).to_have_attribute("data-phase", "Waiting", timeout=30_000)
+    expect(queue.locator("a[data-model]")).to_have_attribute("data-model", f"{kube.namespace}/late")
+    assert kube.status("late")["phase"] == "Waiting" and not kube.server_pods("late")
     page.screenshot(path=str(shots / "console-board-three.png"), full_page=True)
 
     # Its page: conditions, the Event naming the session, the server's log read through the API.
@@ -254,6 +268,10 @@ def test_sign_in_look_load_watch_and_unload(
     page.click(f'[data-unload="{kube.namespace}/smol"]')
     page.wait_for_url(f"{console.url}/ui")
     eventually(lambda: kube.llamamodel("smol") is None, what="smol deleted")
+    page.click(f'[data-unload="{kube.namespace}/late"]')
+    page.wait_for_url(f"{console.url}/ui")
+    eventually(lambda: kube.llamamodel("late") is None, what="late deleted")
+    expect(page.locator('[data-slot="gpu-node-1/gpu0"] .queue')).to_have_count(0)
     expect(page.locator('[data-slot="gpu-node-1/gpu1"] [data-phase]')).to_have_attribute(
         "data-phase", "Free", timeout=30_000
     )

@@ -128,7 +128,9 @@ def _slot_row(node: NodeView, slot: SlotView, now: datetime, writes: bool, csrf:
         what, action = '<span class="phase free" data-phase="Free">free</span>', ""
     queue = ""
     if slot.queue:
-        items = "".join(f"<li>{_model_link(w)} {_phase(w, now)}</li>" for w in slot.queue)
+        items = "".join(
+            f"<li>{_model_link(w)} {_phase(w, now)} {_unload(w, writes, csrf)}</li>" for w in slot.queue
+        )
         queue = f"<div class=queue>waiting, in order:<ol>{items}</ol></div>"
     return (
         f'<div class=slot data-slot="{e(node.name)}/{e(slot.name)}">'

@@ -98,6 +98,7 @@ class Console:
         self.access = access
         self.source = source
         self.config = config
+        self._wrong_keys = asyncio.Lock()
         package = resources.files("llamacontroller.console") / "static"
         self.static = {name: (package / name).read_bytes() for name in STATIC}
 
@@ -222,7 +223,10 @@ class Console:
         given = form_fields(request).get("key", "")
         if not self.access.key_matches(given):
             log.warning("console: a wrong console key from %s", request.remote)
-            await asyncio.sleep(WRONG_KEY_DELAY)
+            # One wrong key answered per second and process, however many are sent at once; the
+            # right key never waits for them.
+            async with self._wrong_keys:
+                await asyncio.sleep(WRONG_KEY_DELAY)
             return html(pages.login_page("That is not the console key."), 401)
         session, cookie = self.access.new_session()
         log.info("console: session %s signed in from %s", session, request.remote)
