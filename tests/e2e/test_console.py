@@ -252,6 +252,20 @@ def test_sign_in_look_load_watch_and_unload(
     page.wait_for_url(f"{console.url}/ui/lm/{kube.namespace}/smol")
     assert kube.llamamodel("smol")["spec"]["parameters"] == {"ctxSize": 3072}  # type: ignore[index]
     expect(page.locator("#detail")).to_contain_text("ConsoleSwitch")
+    # A switch from a page built before that change (its spec's generation 1) is refused.
+    csrf = next(c["value"] for c in browser.cookies() if c["name"] == "lc_csrf")
+    stale = browser.request.post(
+        f"{console.url}/ui/switch",
+        form={
+            "ref": f"{kube.namespace}/smol",
+            "slot": "gpu1",
+            "ctx_size": "1024",
+            "generation": "1",
+            "csrf": csrf,
+        },
+    )
+    assert stale.status == 409 and "changed meanwhile" in stale.text()
+    assert kube.llamamodel("smol")["spec"]["parameters"] == {"ctxSize": 3072}  # type: ignore[index]
 
     # A write without its CSRF token, with the session cookie: refused, nothing deleted.
     refused = browser.request.post(f"{console.url}/ui/unload", form={"ref": f"{kube.namespace}/smol"})

@@ -215,6 +215,7 @@ def _switch(model: ModelView, slots: Iterable[str], writes: bool, csrf: str) -> 
     return (
         '<form method=post action="/ui/switch" class="card row">'
         f'{_hidden(csrf)}<input type=hidden name=ref value="{e(model.ref)}">'
+        f'<input type=hidden name=generation value="{e(model.generation)}">'
         f"<label>GPU <select name=slot>{options}</select></label>"
         "<label>context <input name=ctx_size inputmode=numeric size=7"
         f' value="{e(model.ctx_size or "")}"></label>'

@@ -352,6 +352,11 @@ class Console:
             )
         except FormError as exc:
             raise Refused(422, str(exc)) from exc
+        seen, now = fields.get("generation", ""), str(lm["metadata"].get("generation") or "")
+        if seen and now and seen != now:  # the spec changed since the page was built (not its status)
+            raise Refused(
+                409, f"{fields['ref']} was changed meanwhile (generation {seen} -> {now}): look again"
+            )
         actor = viewer.describe(request.remote)
         await self.source.patch(lm, patch, actor)
         log.info("console: %s switched %s to %s", actor, fields["ref"], fields.get("slot"))

@@ -93,6 +93,7 @@ class ModelView:
     conditions: tuple[ConditionView, ...] = ()
     restarts: int | None = None
     pod: str | None = None
+    generation: str = ""  # of its spec: a switch applies only to the spec the page showed
 
     @property
     def ref(self) -> str:
@@ -176,6 +177,7 @@ def model_view(body: dict[str, Any]) -> ModelView:
         ),
         restarts=status.restarts,
         pod=status.pod_name,
+        generation=str(meta.get("generation") or ""),
     )
 
 
