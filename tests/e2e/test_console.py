@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from llamacontroller.console.view import ARGO_ANNOTATION
 from tests.cluster.cluster import LocalCluster
 from tests.deploy.test_rbac import grant_of, granted
 from tests.support.builders import TINY_MODEL, lm
@@ -147,10 +148,11 @@ def test_sign_in_look_load_watch_and_unload(
 ) -> None:
     from playwright.sync_api import expect
 
-    kube.apply(
-        lm("qwen-coder", node="gpu-node-1", gpu={"mode": "single", "gpuId": 0}),
-        lm("phi-4", node="gpu-node-2", gpu={"mode": "single", "gpuId": 1}),
-    )
+    phi = lm("phi-4", node="gpu-node-2", gpu={"mode": "single", "gpuId": 1})
+    phi["metadata"]["annotations"] = {
+        ARGO_ANNOTATION: f"llms:llamacontroller.io/LlamaModel:{kube.namespace}/phi-4"
+    }
+    kube.apply(lm("qwen-coder", node="gpu-node-1", gpu={"mode": "single", "gpuId": 0}), phi)
     page = browser.new_page()
     shots = tmp_path / "screenshots"
 
@@ -177,6 +179,10 @@ def test_sign_in_look_load_watch_and_unload(
         )
     expect(page.locator('[data-slot="gpu-node-1/gpu1"] [data-phase]')).to_have_attribute("data-phase", "Free")
     assert KEY not in page.content()
+    # Argo CD applies phi-4: no unload button, but one that says Git owns it.
+    owned = page.locator('[data-slot="gpu-node-2/gpu1"] .actions button')
+    expect(owned).to_have_text("Git owns it: Argo CD (llms)")
+    expect(owned).to_be_disabled()
     page.screenshot(path=str(shots / "console-board.png"), full_page=True)
 
     # Load a third model into the free slot: the preview shows its server, then Apply.
@@ -275,6 +281,12 @@ def test_sign_in_look_load_watch_and_unload(
     )
     assert wrong.status == 403
     assert kube.llamamodel("smol") is not None
+    # Nor does a well-formed write to a LlamaModel that Git owns go through.
+    owned_write = browser.request.post(
+        f"{console.url}/ui/unload", form={"ref": f"{kube.namespace}/phi-4", "csrf": csrf}
+    )
+    assert owned_write.status == 409 and "Argo CD (llms)" in owned_write.text()
+    assert kube.llamamodel("phi-4") is not None
 
     # Unload from the board (the page asks first): the LlamaModel is deleted, the slot is free.
     page.goto(f"{console.url}/ui")
