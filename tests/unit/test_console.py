@@ -302,3 +302,24 @@ def test_the_local_source_reads_files_and_state_and_writes_files(tmp_path: Path)
     two = next(lm for lm in source.llamamodels() if lm["metadata"]["name"] == "two")
     with pytest.raises(WriteError, match="holds 2 documents"):
         asyncio.run(source.delete(two, "s1"))
+
+
+def test_requests_and_tokens_per_second_from_the_gateways_own_counters() -> None:
+    from llamacontroller.console.traffic import TrafficMeter, counts
+    from llamacontroller.serving.metrics import ServingMetrics
+
+    metrics, meter = ServingMetrics(), TrafficMeter(window=30.0)
+    metrics.child(metrics.requests, "phi:latest", "/api/chat", "200").inc(3)
+    metrics.child(metrics.generated_tokens, "phi:latest", "/api/chat").inc(100)
+    assert counts(metrics.registry) == {"phi:latest": (3.0, 100.0)}
+    assert meter.observe(metrics.registry, 100.0) == {}  # one reading: no rate yet
+    metrics.child(metrics.requests, "phi:latest", "/api/chat", "200").inc(10)
+    metrics.child(metrics.requests, "phi:latest", "/v1/chat/completions", "500").inc(10)
+    metrics.child(metrics.generated_tokens, "phi:latest", "/api/chat").inc(400)
+    seen = meter.observe(metrics.registry, 110.0)
+    assert seen["phi:latest"].requests_per_second == 2.0 and seen["phi:latest"].tokens_per_second == 40.0
+    meter.observe(metrics.registry, 120.0)
+    later = meter.observe(metrics.registry, 160.0)  # nothing for 40 s: the burst has left the window
+    assert later["phi:latest"].requests_per_second == 0.0 and later["phi:latest"].tokens_per_second == 0.0
+    view = build_view([holding("phi", "n", "gpu0")], [], CONFIG)
+    assert "2.00 req/s · 40.0 tokens/s" in board(view, NOW, writes=False, csrf="x", traffic=seen)

@@ -5,13 +5,14 @@ marked ``data-poll``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from html import escape
 
 from llamacontroller.console.forms import LoadForm, Preview
 from llamacontroller.console.session import CSRF_FIELD, Viewer
 from llamacontroller.console.source import EventLine
+from llamacontroller.console.traffic import WINDOW, Traffic
 from llamacontroller.console.view import ConsoleView, ModelView, NodeView, SlotView, age
 
 POLL_MS = 1000  # the board: read from memory, cheap
@@ -108,7 +109,19 @@ def _model_link(model: ModelView) -> str:
     return f'<a href="/ui/lm/{e(model.ref)}" data-model="{e(model.ref)}">{e(model.model)}</a>'
 
 
-def _slot_row(node: NodeView, slot: SlotView, now: datetime, writes: bool, csrf: str) -> str:
+def _traffic(model: ModelView, traffic: Mapping[str, Traffic]) -> str:
+    seen = traffic.get(model.model)
+    if seen is None or model.phase != "Ready":
+        return ""
+    return (
+        f'<div class="muted small" title="answered by this gateway over the last {WINDOW:.0f} s">'
+        f"{seen.requests_per_second:.2f} req/s · {seen.tokens_per_second:.1f} tokens/s</div>"
+    )
+
+
+def _slot_row(
+    node: NodeView, slot: SlotView, now: datetime, writes: bool, csrf: str, traffic: Mapping[str, Traffic]
+) -> str:
     gpus = ", ".join(str(g) for g in slot.gpus)
     if slot.holder is not None:
         holder = slot.holder
@@ -117,7 +130,7 @@ def _slot_row(node: NodeView, slot: SlotView, now: datetime, writes: bool, csrf:
         )
         what = (
             f"{_model_link(holder)}{gitops} {_phase(holder, now)}"
-            f"<div class=muted>{e(holder.ref)} · {e(holder.path)}</div>"
+            f"<div class=muted>{e(holder.ref)} · {e(holder.path)}</div>{_traffic(holder, traffic)}"
         )
         if holder.message and holder.phase != "Ready":
             what += f"<div class=message>{e(holder.message)}</div>"
@@ -165,11 +178,14 @@ def _gpu(node: NodeView) -> str:
     return f"<div class=gpus>{''.join(cells)}</div>{agent}"
 
 
-def board(view: ConsoleView, now: datetime, writes: bool, csrf: str) -> str:
-    """The nodes and their slots; the part the page refreshes."""
+def board(
+    view: ConsoleView, now: datetime, writes: bool, csrf: str, traffic: Mapping[str, Traffic] | None = None
+) -> str:
+    """The nodes and their slots; the part the page refreshes. ``traffic``: each model's rates, as
+    this gateway answered them (console/traffic.py)."""
     cards = []
     for node in view.nodes:
-        slots = "".join(_slot_row(node, s, now, writes, csrf) for s in node.slots)
+        slots = "".join(_slot_row(node, s, now, writes, csrf, traffic or {}) for s in node.slots)
         cards.append(
             f'<section class=card data-node="{e(node.name)}"><h2>{e(node.name)}'
             f" <span class=muted>{node.gpu_count} GPU(s)</span></h2>{_gpu(node)}{slots}</section>"
@@ -196,11 +212,10 @@ def board_page(
     csrf: str,
     where: str,
     writes: bool,
-    notice: str | None = None,
+    traffic: Mapping[str, Traffic] | None = None,
 ) -> str:
-    note = f"<p class=notice role=status>{e(notice)}</p>" if notice else ""
-    part = board(view, now, writes, csrf)
-    main = f'{note}<div id=board data-poll="/ui/part/board" data-every={POLL_MS}>{part}</div>'
+    part = board(view, now, writes, csrf, traffic)
+    main = f'<div id=board data-poll="/ui/part/board" data-every={POLL_MS}>{part}</div>'
     return shell("LlamaController console", viewer, csrf, where, writes, main)
 
 

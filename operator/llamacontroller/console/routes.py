@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,8 +28,10 @@ from llamacontroller.console.session import (
     set_cookie,
 )
 from llamacontroller.console.source import ConsoleSource, WriteError
+from llamacontroller.console.traffic import Traffic, TrafficMeter
 from llamacontroller.console.view import build_view, model_view
 from llamacontroller.kube.api import ApiError
+from llamacontroller.serving.metrics import METRICS
 from llamacontroller.serving.web.request import Request
 from llamacontroller.serving.web.response import Answer, Response
 from llamacontroller.serving.web.router import Router
@@ -99,6 +102,7 @@ class Console:
         self.source = source
         self.config = config
         self._wrong_keys = asyncio.Lock()
+        self.meter = TrafficMeter()
         package = resources.files("llamacontroller.console") / "static"
         self.static = {name: (package / name).read_bytes() for name in STATIC}
 
@@ -251,12 +255,18 @@ class Console:
             self.source.llamamodels(), await self.source.nodes(), self.config, await self.source.agents()
         )
 
+    def _traffic(self, request: Request) -> dict[str, Traffic]:
+        metrics = request.app.state.get(METRICS)
+        return self.meter.observe(metrics.registry, time.monotonic()) if metrics is not None else {}
+
     async def board(self, request: Request, viewer: Viewer, csrf: str) -> str:
-        view = await self._view()
-        return pages.board_page(view, datetime.now(UTC), viewer, csrf, self.source.where, self.access.writes)
+        view, traffic = await self._view(), self._traffic(request)
+        where, writes = self.source.where, self.access.writes
+        return pages.board_page(view, datetime.now(UTC), viewer, csrf, where, writes, traffic)
 
     async def board_part(self, request: Request, csrf: str) -> str:
-        return pages.board(await self._view(), datetime.now(UTC), self.access.writes, csrf)
+        view, traffic = await self._view(), self._traffic(request)
+        return pages.board(view, datetime.now(UTC), self.access.writes, csrf, traffic)
 
     def _find(self, ref: str) -> dict[str, Any]:
         namespace, _, name = ref.partition("/")
