@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -223,6 +224,16 @@ def test_sign_in_look_load_watch_and_unload(
         "gpu": {"mode": "single", "gpuId": 1},
         "parameters": {"ctxSize": 2048},
     }
+
+    # A request through the gateway shows on the board as smol's traffic.
+    answer = httpx.post(
+        f"{console.url}/api/generate",
+        json={"model": "smol", "prompt": "hi", "stream": False, "options": {"num_predict": 4}},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    rate = page.locator('[data-slot="gpu-node-1/gpu1"] .holder').get_by_text(re.compile(r"req/s"))
+    expect(rate).to_have_text(re.compile(r"^(0\.0[1-9]|0\.[1-9]\d|[1-9][\d.]*) req/s"), timeout=10_000)
 
     # A fourth asks for a held slot: no Pod, it waits in that slot's queue, and the board says so.
     page.click("#load-link")
