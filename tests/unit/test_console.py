@@ -116,7 +116,9 @@ def test_gitops_marks() -> None:
         )
         == "Flux (flux-system/models)"
     )
-    assert gitops_owner({"app.kubernetes.io/instance": "helm-release"}, {}) is None
+    assert gitops_owner({"app.kubernetes.io/instance": "llms"}, {}) == "Argo CD (llms)"  # label tracking
+    helm = {"app.kubernetes.io/instance": "release", "app.kubernetes.io/managed-by": "Helm"}
+    assert gitops_owner(helm, {}) is None and gitops_owner({}, {}) is None
     body = holding("phi", "n", "gpu0")
     body["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": "llms:x", "big": "x" * 10000}
     stripped = strip_for_console(body)

@@ -25,6 +25,7 @@ from llamacontroller.slots import gpu_count_of
 # label tracking, the instance label it sets), and Flux's kustomize-controller labels.
 ARGO_ANNOTATION = "argocd.argoproj.io/tracking-id"
 ARGO_INSTANCE_LABEL = "app.kubernetes.io/instance"
+HELM_LABEL = "app.kubernetes.io/managed-by"
 FLUX_LABELS = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")
 # Kept of a LlamaModel's annotations in the console's cache: only those it reads.
 KEPT_ANNOTATIONS = (ARGO_ANNOTATION,)
@@ -33,14 +34,16 @@ KEPT_ANNOTATIONS = (ARGO_ANNOTATION,)
 def gitops_owner(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
     """``Argo CD (app)`` or ``Flux (name)`` when a GitOps tool applies the object, else None.
 
-    The instance label alone is everyone's (Helm sets it too): it counts as Argo CD's only beside
-    Argo CD's own annotation or its label tracking's other mark, the ``argocd.argoproj.io/instance``
-    label."""
+    Argo CD marks what it applies with its tracking annotation (the default since Argo CD 3) or, with
+    label tracking, the ``app.kubernetes.io/instance`` label; Helm sets that label too, with
+    ``app.kubernetes.io/managed-by: Helm``, which is not counted. A label set by hand makes the
+    console take the object for Argo CD's: it refuses to write, which is the safe mistake."""
     if ARGO_ANNOTATION in annotations:
         app = annotations[ARGO_ANNOTATION].split(":", 1)[0]
         return f"Argo CD ({app})"
-    if "argocd.argoproj.io/instance" in labels:
-        return f"Argo CD ({labels['argocd.argoproj.io/instance']})"
+    for label in ("argocd.argoproj.io/instance", ARGO_INSTANCE_LABEL):
+        if label in labels and labels.get(HELM_LABEL) != "Helm":
+            return f"Argo CD ({labels[label]})"
     for label in FLUX_LABELS:
         if label in labels:
             namespace = labels.get(label.replace("/name", "/namespace"))
