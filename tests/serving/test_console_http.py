@@ -119,6 +119,8 @@ def test_writes_need_their_token_the_same_origin_and_the_settings(tmp_path: Path
 def test_a_trusted_proxy_header(tmp_path: Path) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         assert (await client.get("/ui")).status_code == 303
+        login = await client.get("/ui/login")
+        assert login.status_code == 401 and "through the proxy" in login.text and "password" not in login.text
         board = await client.get("/ui", headers={"x-auth-request-user": "ada@example.org"})
         assert board.status_code == 200 and "ada@example.org" in board.text and "Sign out" not in board.text
 

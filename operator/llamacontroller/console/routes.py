@@ -217,6 +217,11 @@ class Console:
     async def login_form(self, request: Request) -> Answer:
         if self.viewer(request) is not None:
             return redirect(PREFIX)
+        if self.access.key is None:  # only the proxy signs people in, and it named nobody
+            message = (
+                f"Sign in through the proxy in front of this console (it sets {self.access.user_header})."
+            )
+            return self._refusal(401, message)
         return html(pages.login_page())
 
     async def login(self, request: Request) -> Answer:
