@@ -43,7 +43,12 @@ def test_the_read_only_console(tmp_path: Path) -> None:
     mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["console-key"]["readOnly"] and mounts["config"]["subPath"] == "operator.yaml"
     role = one(manifests, "ClusterRole", "llamacontroller-console")
-    assert granted(role) == {("", "nodes", "list"), ("", "events", "list"), ("", "pods/log", "get")}
+    assert granted(role) == {
+        ("", "nodes", "list"),
+        ("", "events", "list"),
+        ("", "pods/log", "get"),
+        ("llamacontroller.io", "llamanodes", "list"),
+    }
     binding = one(manifests, "ClusterRoleBinding", "llamacontroller-console")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "llamacontroller-gateway", "namespace": "llamacontroller"}

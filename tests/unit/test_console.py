@@ -129,28 +129,40 @@ def test_gitops_marks() -> None:
 
 
 def test_node_agent_facts_when_published_and_none_without_an_agent() -> None:
+    from llamacontroller.console.nodeagent import model_paths
+
     assert gpu_facts(None) is None and gpu_facts({"status": {}}) is None
-    agent = {
-        "status": {
-            "gpus": [
-                {
-                    "index": 1,
-                    "memoryTotalBytes": 24 << 30,
-                    "memoryUsedBytes": 6 << 30,
-                    "utilizationPercent": 40,
-                },
-                {"index": 0, "memoryTotalBytes": "junk"},
-            ]
-        }
-    }
+    assert gpu_facts({"status": {"nvml": "no NVML library", "gpus": []}}) is None
+    # The shape of llamanode.py's LlamaNode status (issue 22), as its node agent writes it.
+    gpus = [
+        {
+            "index": 1,
+            "name": "NVIDIA L4",
+            "memoryTotal": 24 << 30,
+            "memoryUsed": 6 << 30,
+            "foreignMemory": 0,
+            "utilization": 40,
+            "summary": "held by default/phi",
+        },
+        {
+            "index": 0,
+            "memoryTotal": "junk",
+            "memoryUsed": 3 << 30,
+            "foreignMemory": 3 << 30,
+            "summary": "occupied: 3.0 GiB by others",
+        },
+    ]
+    agent = {"status": {"nvml": "ok", "gpus": gpus, "models": [{"path": "phi.gguf", "size": 1}, {"size": 2}]}}
     facts = gpu_facts(agent)
     assert facts is not None and [(f.index, f.memory_total, f.utilization) for f in facts] == [
         (0, None, None),
         (1, 24 << 30, 40),
     ]
+    assert model_paths(agent) == ["phi.gguf"] and model_paths(None) == []
     view = build_view([holding("phi", "n", "gpu1")], [], CONFIG, {"n": facts})
     html = board(view, NOW, writes=False, csrf="token")
     assert view.nodes[0].agent and "6.0 GiB of 24.0 GiB" in html and "no node agent" not in html
+    assert "occupied: 3.0 GiB by others" in html  # GPU 0: free in the ledger, used by another process
     assert "data-unload" not in html  # read-only: no buttons
 
 

@@ -1,8 +1,11 @@
-"""What a node agent publishes about a node's GPUs, read from its ``LlamaNode`` resource.
+"""What a node agent publishes about a node's GPUs, read from its ``LlamaNode`` (cluster-scoped,
+named after the node; issue 22, ``llamanode.py`` on main: ``status.gpus[]`` with ``index``,
+``name``, ``memoryTotal``, ``memoryUsed``, ``foreignMemory``, ``utilization`` and ``summary``, in
+bytes and percent; ``status.nvml`` says why there are none; ``status.models[].path`` the files of
+the models volume).
 
-The agent (issue 22) is not part of this build yet: every caller passes None and the console says
-"no node agent". This is the one function to point at the LlamaNode once it exists; it reads its
-``status.gpus`` leniently, so a field the agent does not write shows as unknown instead of failing.
+Read from the object as a mapping and leniently: a field an agent does not write shows as unknown,
+and a node without a LlamaNode shows "no node agent".
 """
 
 from __future__ import annotations
@@ -19,20 +22,25 @@ class GpuFacts:
     name: str | None = None
     memory_total: int | None = None  # bytes
     memory_used: int | None = None  # bytes, by every process
-    memory_foreign: int | None = None  # bytes used by processes other than the slot Pods'
+    memory_foreign: int | None = None  # bytes used by processes other than the slot Pods' servers
     utilization: int | None = None  # percent
+    summary: str | None = None  # the agent's own word: "idle", "held by ns/name", ...
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def gpu_facts(llamanode: dict[str, Any] | None) -> tuple[GpuFacts, ...] | None:
-    """The GPUs of a node by its agent's resource; None when there is no agent (or it says nothing)."""
+    """The GPUs of a node by its agent's LlamaNode; None when there is no agent (or it lists none)."""
     if not llamanode:
         return None
     gpus = (llamanode.get("status") or {}).get("gpus")
-    if not isinstance(gpus, list):
+    if not isinstance(gpus, list) or not gpus:
         return None
     facts = []
     for position, gpu in enumerate(g for g in gpus if isinstance(g, dict)):
@@ -40,11 +48,20 @@ def gpu_facts(llamanode: dict[str, Any] | None) -> tuple[GpuFacts, ...] | None:
         facts.append(
             GpuFacts(
                 index=position if index is None else index,
-                name=gpu.get("name") if isinstance(gpu.get("name"), str) else None,
-                memory_total=_int(gpu.get("memoryTotalBytes")),
-                memory_used=_int(gpu.get("memoryUsedBytes")),
-                memory_foreign=_int(gpu.get("memoryForeignBytes")),
-                utilization=_int(gpu.get("utilizationPercent")),
+                name=_str(gpu.get("name")),
+                memory_total=_int(gpu.get("memoryTotal")),
+                memory_used=_int(gpu.get("memoryUsed")),
+                memory_foreign=_int(gpu.get("foreignMemory")),
+                utilization=_int(gpu.get("utilization")),
+                summary=_str(gpu.get("summary")),
             )
         )
     return tuple(sorted(facts, key=lambda g: g.index))
+
+
+def model_paths(llamanode: dict[str, Any] | None) -> list[str]:
+    """The GGUF files of the node's models volume, as its agent lists them (the load form's catalog)."""
+    models = ((llamanode or {}).get("status") or {}).get("models")
+    if not isinstance(models, list):
+        return []
+    return [m["path"] for m in models if isinstance(m, dict) and isinstance(m.get("path"), str)]

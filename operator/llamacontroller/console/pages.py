@@ -171,6 +171,8 @@ def _gpu(node: NodeView) -> str:
                 + "</div>"
             )
         held = f"{e(gpu.model)} <span class=muted>({e(gpu.held_by)})</span>" if gpu.held_by else "idle"
+        if facts is not None and facts.summary and facts.summary != "idle" and not gpu.held_by:
+            held = e(facts.summary)  # the agent sees what the ledger does not: another process
         cells.append(
             f'<div class=gpu data-gpu="{e(node.name)}/{gpu.index}"><b>GPU {gpu.index}</b> {held}{used}</div>'
         )

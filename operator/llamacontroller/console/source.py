@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from llamacontroller.console.nodeagent import GpuFacts
+from llamacontroller.console.nodeagent import GpuFacts, gpu_facts, model_paths
 from llamacontroller.kube.api import ApiError, KubeApi
 from llamacontroller.status import SERVER_CONTAINER, rfc3339
 
 NODES_TTL = 15.0  # seconds a read of the Nodes serves the pages (their GPU counts change rarely)
+AGENTS_TTL = 5.0  # seconds a read of the LlamaNodes serves them (agents write every few seconds)
 LOG_LINES = 40
 
 
@@ -96,6 +97,8 @@ class ClusterSource:
         self._llamamodels = llamamodels
         self._nodes: list[dict[str, Any]] = []
         self._nodes_read = float("-inf")
+        self._llamanodes: list[dict[str, Any]] = []
+        self._llamanodes_read = float("-inf")
 
     def llamamodels(self) -> list[dict[str, Any]]:
         return self._llamamodels()
@@ -110,8 +113,21 @@ class ClusterSource:
             self._nodes_read = time.monotonic()
         return self._nodes
 
+    async def _read_llamanodes(self) -> list[dict[str, Any]]:
+        """The node agents' LlamaNodes; none where their kind is not installed (an older CRD set) or
+        the console's role does not grant them (an older component): the board says "no node agent"."""
+        if time.monotonic() - self._llamanodes_read > AGENTS_TTL:
+            try:
+                self._llamanodes = await self.api.list_llamanodes()
+            except ApiError as exc:
+                if exc.status != 403:
+                    raise
+                self._llamanodes = []
+            self._llamanodes_read = time.monotonic()
+        return self._llamanodes
+
     async def agents(self) -> dict[str, tuple[GpuFacts, ...] | None]:
-        return {}  # no node agent yet: nodeagent.gpu_facts(LlamaNode) once there is one
+        return {n["metadata"]["name"]: gpu_facts(n) for n in await self._read_llamanodes()}
 
     async def events(self, lm: dict[str, Any]) -> list[EventLine]:
         meta = lm["metadata"]
@@ -124,10 +140,11 @@ class ClusterSource:
         return await self.api.pod_log(lm["metadata"]["namespace"], pod, SERVER_CONTAINER, lines)
 
     def model_files(self) -> list[str]:
-        """The files the cluster's LlamaModels serve (no node agent reads the volume yet)."""
-        return sorted(
-            {str((lm.get("spec") or {}).get("model", {}).get("path", "")) for lm in self.llamamodels()} - {""}
-        )
+        """The files of the models volume as the node agents list them, and those the cluster's
+        LlamaModels serve."""
+        served = {str((lm.get("spec") or {}).get("model", {}).get("path", "")) for lm in self.llamamodels()}
+        listed = {path for node in self._llamanodes for path in model_paths(node)}
+        return sorted((served | listed) - {""})
 
     async def _record(self, lm: dict[str, Any], reason: str, message: str) -> None:
         await self.api.post_event(lm, "Normal", reason, message, rfc3339(datetime.now(UTC)))

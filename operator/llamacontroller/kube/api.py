@@ -424,6 +424,10 @@ class KubeApi:
     async def list_nodes(self) -> list[dict[str, Any]]:
         return items_of(await self._call("GET", "/api/v1/nodes"))
 
+    async def list_llamanodes(self) -> list[dict[str, Any]]:
+        """The node agents' LlamaNodes (cluster-scoped); none when the kind is not served (404)."""
+        return items_of(await self._call("GET", f"{LLAMAMODELS}/llamanodes", missing_ok=True))
+
     async def pod_log(
         self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int = 64 << 10
     ) -> str | None:
