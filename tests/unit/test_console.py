@@ -11,7 +11,7 @@ import pytest
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.console.forms import FormError, LoadForm, llamamodel_of, preview, switch_patch
-from llamacontroller.console.nodeagent import gpu_facts
+from llamacontroller.console.gpufacts import gpu_facts
 from llamacontroller.console.pages import board
 from llamacontroller.console.session import (
     SESSION_SECONDS,
@@ -129,7 +129,7 @@ def test_gitops_marks() -> None:
 
 
 def test_node_agent_facts_when_published_and_none_without_an_agent() -> None:
-    from llamacontroller.console.nodeagent import model_paths
+    from llamacontroller.console.gpufacts import model_paths
 
     assert gpu_facts(None) is None and gpu_facts({"status": {}}) is None
     assert gpu_facts({"status": {"nvml": "no NVML library", "gpus": []}}) is None

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.console.nodeagent import GpuFacts
+from llamacontroller.console.gpufacts import GpuFacts
 from llamacontroller.console.source import LOG_LINES, EventLine, WriteError, event_lines
 from llamacontroller.local import state as state_file
 from llamacontroller.local.plan import LOCAL_NODE

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from llamacontroller.console.nodeagent import GpuFacts, gpu_facts, model_paths
+from llamacontroller.console.gpufacts import GpuFacts, gpu_facts, model_paths
 from llamacontroller.kube.api import ApiError, KubeApi
 from llamacontroller.status import SERVER_CONTAINER, rfc3339
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.console.nodeagent import GpuFacts
+from llamacontroller.console.gpufacts import GpuFacts
 from llamacontroller.ledger import holds_slot, queue_key, status_of, who
 from llamacontroller.resource import Phase
 from llamacontroller.slot_table import slot_gpus, slot_table
@@ -196,7 +196,7 @@ def build_view(
 ) -> ConsoleView:
     """The whole board. ``nodes``: the Node objects known; those with a GPU count label are shown, and
     so are a node named by a LlamaModel and the settings' default node. ``agents``:
-    each node's GPU facts from its node agent (nodeagent.gpu_facts), where there is one."""
+    each node's GPU facts from its node agent (gpufacts.gpu_facts), where there is one."""
     agents = agents or {}
     bodies = sorted(llamamodels, key=who)
     known = {n["metadata"]["name"]: n for n in nodes}
