@@ -31,6 +31,9 @@ EXIT_INTERRUPTED = 130
 
 CONFIG_HELP = "settings (YAML) over the built-in ones, e.g. config/operator.yaml"
 KEYS_HELP = "accepted API keys, one per line (else $LLAMACONTROLLER_API_KEYS)"
+CONSOLE_KEY_HELP = (
+    "a file holding the web console's key (at least 16 characters; never an API key): /ui opens"
+)
 STATE_DIR = ".llamacontroller"
 STATE_DIR_HELP = "where `up` keeps its state and logs"
 LLAMA_SERVER_HELP = "the llama-server binary (else $LLAMA_SERVER, ...)"
@@ -183,6 +186,8 @@ def _up(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"no such file or folder: {', '.join(missing)}")
     config, models_dir = load_config(args.config), Path(args.models_dir)
+    keys = load_api_keys(args.api_keys_file)
+    console_key = _local_console_key(args, keys)
     if state_file.running_state(state_dir):  # hand the files to the running `up`, which holds the ports
         preflight(paths, config, models_dir, check_ports=False)
         print(state_file.status_table(request_reload(state_dir, paths)))
@@ -192,9 +197,41 @@ def _up(args: argparse.Namespace) -> int:
     preflight(paths, config, models_dir, machine=machine)
     gateway = None
     if args.gateway_listen != "off":
-        gateway = GatewayThread(args.gateway_listen, load_api_keys(args.api_keys_file))
+        console = _local_console(args, paths, config, models_dir, state_dir, console_key)
+        gateway = GatewayThread(args.gateway_listen, keys, console)
     LocalRuntime(paths, config, models_dir, binary, state_dir, args.watch, gateway, machine).run()
     return 0
+
+
+def _local_console_key(args: argparse.Namespace, keys: frozenset[str]) -> str | None:
+    """The console key of `up`, checked before anything starts."""
+    from llamacontroller.console.session import load_console_key
+
+    key = load_console_key(args.console_key_file, keys)
+    if key is not None and args.gateway_listen == "off":
+        raise UserError("--console-key-file: the console is served by the gateway, which is off")
+    if key is None and args.console_writes:
+        raise UserError("--console-writes needs --console-key-file")
+    return key
+
+
+def _local_console(
+    args: argparse.Namespace,
+    paths: list[Path],
+    config: Any,
+    models_dir: Path,
+    state_dir: Path,
+    key: str | None,
+) -> Any:
+    """The console's routes for `up` (without a key, /ui says it is off)."""
+    from llamacontroller.console.local import LocalSource
+    from llamacontroller.console.routes import Console, off_routes
+    from llamacontroller.console.session import Access
+
+    if key is None:
+        return off_routes
+    source = LocalSource(paths, models_dir, state_dir, config)
+    return Console(Access(key=key, writes=args.console_writes), source, config).add_routes
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -253,13 +290,26 @@ def _adapter(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from llamacontroller.console.session import Access, load_console_key
     from llamacontroller.kube.api import KubeApi
+    from llamacontroller.serving.auth import load_api_keys
     from llamacontroller.serving.cluster_gateway import run_gateway
 
+    config = load_config(args.config)
+    key = load_console_key(args.console_key_file, load_api_keys(args.api_keys_file))
+    header = (args.console_user_header or "").strip().lower() or None
+    access = Access(key=key, user_header=header, writes=args.console_writes)
+    if args.console_writes and not access.enabled:
+        raise UserError("--console-writes needs a console: --console-key-file or --console-user-header")
     api = KubeApi.from_environment(user_agent="llamacontroller-gateway", timeout=args.api_timeout)
     asyncio.run(_check_cluster(api))
     run_gateway(
-        args.listen, args.namespace or None, api_keys_file=args.api_keys_file, api_timeout=args.api_timeout
+        args.listen,
+        args.namespace or None,
+        api_keys_file=args.api_keys_file,
+        api_timeout=args.api_timeout,
+        console=access,
+        config=config,
     )
     return 0
 
@@ -357,6 +407,15 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds a call to the Kubernetes API may take before it is tried again",
     )
+    gateway.add_argument("--config", help=CONFIG_HELP + " (the console renders and places with it)")
+    gateway.add_argument("--console-key-file", help=CONSOLE_KEY_HELP)
+    gateway.add_argument(
+        "--console-user-header",
+        help="the web console trusts this header of an authenticating proxy (OIDC) as the user's name",
+    )
+    gateway.add_argument(
+        "--console-writes", action="store_true", help="the console may create, change and delete LlamaModels"
+    )
     gateway.set_defaults(run=_gateway)
 
     agent = command("node-agent", "publish this node's GPUs and models volume as its LlamaNode")
@@ -387,6 +446,12 @@ def parser() -> argparse.ArgumentParser:
         "--gateway-listen", default="127.0.0.1:11434", help="the Ollama/OpenAI gateway ('off': none)"
     )
     up.add_argument("--api-keys-file", help=KEYS_HELP)
+    up.add_argument("--console-key-file", help=CONSOLE_KEY_HELP)
+    up.add_argument(
+        "--console-writes",
+        action="store_true",
+        help="the console may add, change and remove LlamaModel files",
+    )
     up.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     up.set_defaults(run=_up)
 

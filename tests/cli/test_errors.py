@@ -204,3 +204,22 @@ def test_verbose_adds_the_traceback(folder: Path):
     assert "Traceback" in run.stderr and run.stderr.strip().endswith(
         "error: nope.yaml: No such file or directory"
     )
+
+
+# --- the web console -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["gateway", "up"])
+def test_a_console_key_that_would_open_the_console_by_mistake(folder: Path, command: str):
+    args = ["-f", write(folder, "tiny.yaml", yaml.safe_dump(VALID))] if command == "up" else []
+    write(folder, "short", "abc\n")
+    run = llamacontroller(folder, command, *args, "--console-key-file", "short")
+    assert_user_error(run, "console key file short: the key must be at least 16 characters")
+    write(folder, "shared", "the-same-key-as-an-api-key\n")
+    run = llamacontroller(folder, command, *args, "--console-key-file", "shared", "--api-keys-file", "shared")
+    assert_user_error(run, "console key file shared: the console key is also an API key")
+
+
+def test_console_writes_without_a_console(folder: Path):
+    run = llamacontroller(folder, "gateway", "--console-writes")
+    assert_user_error(run, "--console-writes needs a console: --console-key-file or --console-user-header")

@@ -34,7 +34,7 @@ from tests.support.manifests import DEPLOY, kustomize_build
 from tests.support.paths import REPO
 
 DOCS = REPO / "docs"
-PAGES = ("architecture", "install", "gpu-placement", "clients", "metrics", "troubleshooting")
+PAGES = ("architecture", "install", "gpu-placement", "clients", "metrics", "troubleshooting", "console")
 TROUBLESHOOTING = (DOCS / "troubleshooting.md").read_text()
 POD = "phi-4-24aede54"  # the Pod name the troubleshooting page uses
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)

@@ -406,3 +406,60 @@ class KubeApi:
 
     async def delete_service(self, namespace: str, name: str) -> None:
         await self._call("DELETE", f"/api/v1/namespaces/{namespace}/services/{name}", missing_ok=True)
+
+    # The console (console/source.py): what a person looks at and asks for, through the API only.
+
+    async def create_llamamodel(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The created LlamaModel; an existing one of the name is a 409 for the caller to say."""
+        path = f"{LLAMAMODELS}/namespaces/{body['metadata']['namespace']}/{PLURAL}"
+        created = await self._call("POST", path, body=body)
+        assert created is not None
+        return created
+
+    async def patch_llamamodel_spec(
+        self, namespace: str, name: str, spec: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Merge-patch a LlamaModel's spec, only if it is still at ``resource_version`` (else 409:
+        someone changed it since the person looked)."""
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}"
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
+        patched = await self._call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        assert patched is not None
+        return patched
+
+    async def delete_llamamodel(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the LlamaModel of that UID (not a newer one of the same name); gone already is fine."""
+        path = f"{LLAMAMODELS}/namespaces/{namespace}/{PLURAL}/{name}"
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        await self._call("DELETE", path, body=options, missing_ok=True)
+
+    async def events_of(self, namespace: str, uid: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The Events about one object (by UID), as `kubectl describe` shows them."""
+        path = f"/api/v1/namespaces/{namespace}/events"
+        params = {"fieldSelector": f"involvedObject.uid={uid}", "limit": str(limit)}
+        return items_of(await self._call("GET", path, params=params))
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        return items_of(await self._call("GET", "/api/v1/nodes"))
+
+    async def list_llamanodes(self) -> list[dict[str, Any]]:
+        """The node agents' LlamaNodes (cluster-scoped); none when the kind is not served (404)."""
+        return items_of(await self._call("GET", f"{LLAMAMODELS}/llamanodes", missing_ok=True))
+
+    async def pod_log(
+        self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int = 64 << 10
+    ) -> str | None:
+        """The last lines of a container's log, as `kubectl logs --tail` reads them; None when the Pod
+        or its container is gone (or has not started)."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        params = {"container": container, "tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
+        try:
+            response = await self.client.get(path, params=params, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise _unreachable(f"GET {path}", exc) from exc
+        log.debug("GET %s: %d", path, response.status_code)
+        if response.status_code in (400, 404):  # no such Pod, or its container is not running yet
+            return None
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.reason_phrase, response.text[:200])
+        return response.text

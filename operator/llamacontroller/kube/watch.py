@@ -4,7 +4,7 @@ with the Ready ones (never an API call per request)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from llamacontroller.kube.api import LLAMAMODELS, KubeApi
@@ -34,11 +34,18 @@ class LlamaModelWatch:
     """Keeps a catalog's routes in line with the LlamaModels of some namespaces (None: all): an
     Informer of LlamaModels per namespace, whose every change publishes the routes anew."""
 
-    def __init__(self, api: KubeApi, catalog: RoutingCatalog, namespaces: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        catalog: RoutingCatalog,
+        namespaces: list[str] | None = None,
+        strip: Callable[[dict[str, Any]], dict[str, Any]] = strip_llamamodel,
+    ) -> None:
+        """``strip``: what is kept of each LlamaModel (the console keeps its labels too)."""
         self.catalog = catalog
         scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self.informers = [
-            Informer(api, collection(LLAMAMODELS, PLURAL, scope), self._publish, strip=strip_llamamodel)
+            Informer(api, collection(LLAMAMODELS, PLURAL, scope), self._publish, strip=strip)
             for scope in scopes
         ]
 
@@ -48,6 +55,10 @@ class LlamaModelWatch:
 
     def _publish(self, _: Change) -> None:
         self.catalog.set_routes(routes_from(lm for i in self.informers for lm in i.store.values()))
+
+    def llamamodels(self) -> list[dict[str, Any]]:
+        """Every LlamaModel the watch holds now, as stripped."""
+        return [lm for informer in self.informers for lm in informer.store.values()]
 
     async def run(self) -> None:
         await asyncio.gather(*(informer.run() for informer in self.informers))

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 
 from llamacontroller.serving.app import build_app
 from llamacontroller.serving.catalog.digests import FileDigests
 from llamacontroller.serving.catalog.routing import Route, RoutingCatalog
 from llamacontroller.serving.upstream.client import Client
+from llamacontroller.serving.web.router import Router
 from llamacontroller.serving.web.server import (
     ListenError,
     Serving,
@@ -23,9 +25,16 @@ START_TIMEOUT = 30.0
 
 
 class GatewayThread:
-    def __init__(self, listen: str, api_keys: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        listen: str,
+        api_keys: frozenset[str] = frozenset(),
+        console: Callable[[Router], None] | None = None,
+    ) -> None:
+        """``console``: the web console's routes (console/routes.py over console/local.py)."""
         self.host, self.port = parse_listen(listen)
         self.api_keys = api_keys
+        self.console = console
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
         self._serving: Serving | None = None
@@ -49,7 +58,7 @@ class GatewayThread:
     async def _start(self, sock: socket.socket) -> None:
         self._client, self._digests = Client(), FileDigests()
         self.catalog = RoutingCatalog(self._client, self._digests)
-        self._serving = Serving(build_app(self.catalog, self.api_keys), sock)
+        self._serving = Serving(build_app(self.catalog, self.api_keys, self.console), sock)
         await self._serving.start()
 
     def set_routes(self, routes: dict[str, list[Route]]) -> None:

@@ -80,7 +80,12 @@ def accepted(token: str | None, keys: frozenset[str]) -> bool:
     return found
 
 
+CONSOLE_PREFIX = "/ui"  # the web console signs its users in itself (console/session.py)
+
+
 def needs_key(method: str, path: str) -> bool:
+    if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+        return False
     return not (path in OPEN_PATHS and method in ("GET", "HEAD"))
 
 

@@ -11,6 +11,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from llamacontroller.config import OperatorConfig
+from llamacontroller.console.routes import Console, off_routes
+from llamacontroller.console.session import Access
+from llamacontroller.console.source import ClusterSource
+from llamacontroller.console.view import strip_for_console
 from llamacontroller.kube.api import TIMEOUT, KubeApi
 from llamacontroller.kube.watch import LlamaModelWatch
 from llamacontroller.serving.app import build_app
@@ -42,8 +47,11 @@ def run_gateway(
     api_keys_file: str | None = None,
     api_keys_env: str | None = DEFAULT_ENV,
     api_timeout: float = TIMEOUT,
+    console: Access | None = None,
+    config: OperatorConfig | None = None,
 ) -> None:
-    """Serve the cluster's models on `listen`; blocks."""
+    """Serve the cluster's models on `listen`; blocks. ``console``: who may use the web console at
+    /ui (off without a key or a trusted header); ``config``: the settings it renders and places with."""
     host, port = parse_listen(listen)
     keys = load_api_keys(api_keys_file, api_keys_env)
     client, digests = Client(), FileDigests()
@@ -51,13 +59,27 @@ def run_gateway(
     # with the gateway's first key, so adapters with API keys must accept it.
     catalog = RoutingCatalog(client, digests, sidecar_api_key=min(keys) if keys else None)
     api = KubeApi.from_environment(user_agent="llamacontroller-gateway", timeout=api_timeout)
-    watch = LlamaModelWatch(api, catalog, namespaces)
+    access = console or Access()
+    strip = strip_for_console if access.enabled else None
+    watch = LlamaModelWatch(api, catalog, namespaces, **({"strip": strip} if strip else {}))
 
     async def closing() -> None:
         digests.close()
         await client.aclose()
         await api.close()
 
-    app = build_app(catalog, keys)
+    if access.enabled:
+        source = ClusterSource(api, watch.llamamodels)
+        routes = Console(access, source, config or OperatorConfig()).add_routes
+    else:
+        routes = off_routes
+    app = build_app(catalog, keys, routes)
     app.lifecycle.append(gateway_lifecycle(watch, closing))
-    serve(app, host, port, f"the gateway ({describe_keys(keys)})")
+    serve(app, host, port, f"the gateway ({describe_keys(keys)}; {describe_console(access)})")
+
+
+def describe_console(access: Access) -> str:
+    if not access.enabled:
+        return "console off"
+    how = "a console key" if access.key else f"the proxy header {access.user_header}"
+    return f"console at /ui by {how}, writes {'on' if access.writes else 'off'}"
