@@ -11,7 +11,6 @@ import pytest
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.console.forms import FormError, LoadForm, llamamodel_of, preview, switch_patch
-from llamacontroller.console.gpufacts import gpu_facts
 from llamacontroller.console.pages import board
 from llamacontroller.console.session import (
     SESSION_SECONDS,
@@ -23,6 +22,7 @@ from llamacontroller.console.session import (
 )
 from llamacontroller.console.view import age, build_view, gitops_owner, strip_for_console
 from llamacontroller.errors import UserError
+from llamacontroller.llamanode import parse_llamanode
 from tests.support.builders import llamamodel
 
 NOW = datetime(2026, 12, 7, 6, 0, 0, tzinfo=UTC)
@@ -128,41 +128,45 @@ def test_gitops_marks() -> None:
     assert "Git owns it: Argo CD (llms)" in html and "data-unload" not in html
 
 
-def test_node_agent_facts_when_published_and_none_without_an_agent() -> None:
-    from llamacontroller.console.gpufacts import model_paths
-
-    assert gpu_facts(None) is None and gpu_facts({"status": {}}) is None
-    assert gpu_facts({"status": {"nvml": "no NVML library", "gpus": []}}) is None
-    # The shape of llamanode.py's LlamaNode status (issue 22), as its node agent writes it.
-    gpus = [
+def test_node_agent_facts_when_published_and_why_not_without_them() -> None:
+    # A LlamaNode as the node agent writes it (llamanode.py), parsed as the console's source does.
+    agent = parse_llamanode(
         {
-            "index": 1,
-            "name": "NVIDIA L4",
-            "memoryTotal": 24 << 30,
-            "memoryUsed": 6 << 30,
-            "foreignMemory": 0,
-            "utilization": 40,
-            "summary": "held by default/phi",
-        },
-        {
-            "index": 0,
-            "memoryTotal": "junk",
-            "memoryUsed": 3 << 30,
-            "foreignMemory": 3 << 30,
-            "summary": "occupied: 3.0 GiB by others",
-        },
-    ]
-    agent = {"status": {"nvml": "ok", "gpus": gpus, "models": [{"path": "phi.gguf", "size": 1}, {"size": 2}]}}
-    facts = gpu_facts(agent)
-    assert facts is not None and [(f.index, f.memory_total, f.utilization) for f in facts] == [
-        (0, None, None),
-        (1, 24 << 30, 40),
-    ]
-    assert model_paths(agent) == ["phi.gguf"] and model_paths(None) == []
-    view = build_view([holding("phi", "n", "gpu1")], [], CONFIG, {"n": facts})
+            "metadata": {"name": "n"},
+            "status": {
+                "nvml": "ok",
+                "gpus": [
+                    {
+                        "index": 1,
+                        "name": "NVIDIA L4",
+                        "memoryTotal": 24 << 30,
+                        "memoryUsed": 6 << 30,
+                        "utilization": 40,
+                        "summary": "held by default/phi",
+                    },
+                    {
+                        "index": 0,
+                        "memoryTotal": 24 << 30,
+                        "memoryUsed": 3 << 30,
+                        "foreignMemory": 3 << 30,
+                        "summary": "occupied: 3.0 GiB by others",
+                    },
+                ],
+            },
+        }
+    )
+    view = build_view([holding("phi", "n", "gpu1")], [], CONFIG, {"n": agent})
     html = board(view, NOW, writes=False, csrf="token")
     assert view.nodes[0].agent and "6.0 GiB of 24.0 GiB" in html and "no node agent" not in html
+    assert "40% busy" in html and "3.0 GiB by others" in html
     assert "occupied: 3.0 GiB by others" in html  # GPU 0: free in the ledger, used by another process
+    blind = agent.model_copy(
+        update={"status": agent.status.model_copy(update={"nvml": "no NVML: x", "gpus": []})}
+    )
+    html = board(
+        build_view([holding("phi", "n", "gpu1")], [], CONFIG, {"n": blind}), NOW, writes=False, csrf="t"
+    )
+    assert "node agent: no NVML: x" in html
     assert "data-unload" not in html  # read-only: no buttons
 
 
@@ -234,7 +238,7 @@ def test_the_load_form_makes_a_llamamodel_and_shows_what_it_runs() -> None:
     shown = preview(body, CONFIG, 2, None)
     assert shown.slot == "both" and shown.port == 8081
     assert "--ctx-size 8192" in shown.command and "--tensor-split 0.5,0.5" in shown.command
-    assert shown.estimate is None and "needs the model file" in shown.estimate_note
+    assert shown.estimate is None and "no node agent publishes" in shown.estimate_note
     with pytest.raises(FormError, match="no slot 'gpu2'"):
         llamamodel_of(LoadForm.from_fields({"name": "q", "path": "q.gguf", "node": "n", "slot": "gpu2"}), 2)
     with pytest.raises(FormError, match="context size"):
@@ -337,3 +341,33 @@ def test_requests_and_tokens_per_second_from_the_gateways_own_counters() -> None
     assert later["phi:latest"].requests_per_second == 0.0 and later["phi:latest"].tokens_per_second == 0.0
     view = build_view([holding("phi", "n", "gpu0")], [], CONFIG)
     assert "2.00 req/s · 40.0 tokens/s" in board(view, NOW, writes=False, csrf="x", traffic=seen)
+
+
+def test_on_a_cluster_the_estimate_and_the_fit_verdict_come_from_the_node_agents_facts(
+    tmp_path: Path,
+) -> None:
+    from llamacontroller.demo_model import write_demo_model
+    from llamacontroller.fit.model import model_facts
+    from llamacontroller.gguf_header import read_header
+    from llamacontroller.llamanode import Gpu, LlamaNode, LlamaNodeStatus, ModelFile, NodeMeta
+    from llamacontroller.status import rfc3339
+
+    facts = model_facts(read_header(write_demo_model(tmp_path / "tiny.gguf")))
+    agent = LlamaNode(
+        metadata=NodeMeta(name="n"),
+        status=LlamaNodeStatus(
+            nvml="ok",
+            gpus=[Gpu(index=i, memory_total=24 << 30, memory_used=0) for i in (0, 1)],
+            models=[ModelFile(path="tiny.gguf", size=1, modified="2026-12-07T00:00:00Z", facts=facts)],
+            heartbeat_at=rfc3339(datetime.now(UTC)),
+        ),
+    )
+    form = LoadForm.from_fields({"name": "t", "path": "tiny.gguf", "node": "n", "slot": "gpu1"})
+    shown = preview(llamamodel_of(form, 2), CONFIG, 2, None, agent)
+    assert shown.estimate is not None and "KV" in shown.estimate
+    assert (
+        "the fit check: Fits: needs " in shown.estimate_note and "GPU 1 has 24.0 GiB" in shown.estimate_note
+    )
+    other = LoadForm.from_fields({"name": "t", "path": "other.gguf", "node": "n", "slot": "gpu1"})
+    unlisted = preview(llamamodel_of(other, 2), CONFIG, 2, None, agent)
+    assert unlisted.estimate is None and "lists other.gguf: not among its models" in unlisted.estimate_note

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.errors import UserError
+from llamacontroller.llamanode import LlamaNode
 from llamacontroller.local.plan import local_server
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import GROUP, KIND, VERSION, InvalidSpec, parse_llamamodel
@@ -103,9 +105,17 @@ class Preview:
     estimate_note: str
 
 
-def preview(body: dict[str, Any], config: OperatorConfig, gpu_count: int, models_dir: Path | None) -> Preview:
+def preview(
+    body: dict[str, Any],
+    config: OperatorConfig,
+    gpu_count: int,
+    models_dir: Path | None,
+    agent: LlamaNode | None = None,
+) -> Preview:
     """``models_dir``: this machine's models folder (the local runtime): the command line as it runs
-    here, and the fit estimate from the file; None on a cluster: the Pod's command line."""
+    here, and the fit estimate from the file; None on a cluster: the Pod's command line, and the fit
+    estimate from the header facts that the node's agent (``agent``, its LlamaNode) publishes, with
+    the operator's fit verdict on its GPUs."""
     try:
         lm = parse_llamamodel(body)
         children = render_children(lm, config, gpu_count)
@@ -116,10 +126,39 @@ def preview(body: dict[str, Any], config: OperatorConfig, gpu_count: int, models
     except (InvalidSpec, PlacementError) as exc:
         raise FormError(str(exc)) from exc
     command = shlex.join(["llama-server", *args])
-    estimate, note = None, "the fit estimate needs the model file, which this console cannot read"
+    estimate, note = None, "no estimate: no node agent publishes this node's model files"
     if models_dir is not None:
         estimate, note = _estimate(children, config, gpu_count, models_dir / body["spec"]["model"]["path"])
+    elif agent is not None:
+        estimate, note = _estimate_from_agent(children, config, gpu_count, agent)
     return Preview(children.placement.slot, children.placement.port, command, estimate, note)
+
+
+def _estimate_from_agent(
+    children: Any, config: OperatorConfig, gpu_count: int, agent: LlamaNode
+) -> tuple[str | None, str]:
+    """The estimate from the facts the node agent read of the file, and the fit check's verdict
+    as the operator will make it before it creates the Pod."""
+    from llamacontroller.fit.check import check_fit
+    from llamacontroller.fit.estimate import slot_estimate
+    from llamacontroller.fit.report import as_table
+
+    path = children.lm.spec.model.path
+    listed = agent.status.model_file(path)
+    if listed is None or listed.facts is None:
+        why = listed.error if listed is not None and listed.error else "not among its models"
+        return None, f"no estimate: the node agent of {agent.metadata.name} lists {path}: {why}"
+    try:
+        slot = slot_estimate(children.lm, children.placement, config, listed.facts, gpu_count)
+    except UserError as exc:
+        return None, f"no estimate: {exc}"
+    who = f"{children.lm.metadata.namespace}/{children.lm.metadata.name}"
+    verdict = check_fit(children.lm, children.placement, config, agent, gpu_count, datetime.now(UTC))
+    table = as_table(who, path, slot, listed.facts.n_layer)
+    return (
+        table,
+        f"from the header facts of the node agent; the fit check: {verdict.reason}: {verdict.message}",
+    )
 
 
 def _estimate(children: Any, config: OperatorConfig, gpu_count: int, file: Path) -> tuple[str | None, str]:

@@ -17,11 +17,12 @@ from typing import Any
 import yaml
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.console.gpufacts import GpuFacts
 from llamacontroller.console.source import LOG_LINES, EventLine, WriteError, event_lines
+from llamacontroller.llamanode import LlamaNode
 from llamacontroller.local import state as state_file
+from llamacontroller.local.machine import Machine
 from llamacontroller.local.plan import LOCAL_NODE
-from llamacontroller.local.runtime import yaml_files
+from llamacontroller.local.runtime import model_paths, yaml_files
 from llamacontroller.resource import KIND, InvalidSpec, parse_llamamodel
 from llamacontroller.slots import slot_name
 from llamacontroller.status import rfc3339
@@ -56,6 +57,7 @@ class LocalSource:
         self.state_dir = state_dir
         self.config = config
         self._converge = converge or _reload_this_process
+        self._machine = Machine(models_dir)  # its own: the console serves from the gateway's thread
 
     def _files(self) -> dict[str, tuple[Path, dict[str, Any], int]]:
         """Each LlamaModel of the files, by namespace/name: its file, its document and how many
@@ -116,8 +118,11 @@ class LocalSource:
         count = str(self.config.gpus_per_node)  # this machine: a GPU node, shown even when idle
         return [{"metadata": {"name": LOCAL_NODE, "labels": {self.config.gpu_count_label: count}}}]
 
-    async def agents(self) -> dict[str, tuple[GpuFacts, ...] | None]:
-        return {}
+    async def agents(self) -> dict[str, LlamaNode]:
+        """This machine's GPUs as a node agent would publish them (no NVML: none listed)."""
+        state = state_file.running_state(self.state_dir) or {}
+        files = model_paths(doc for _, doc, _ in self._files().values())
+        return {LOCAL_NODE: self._machine.read(files, state, datetime.now(UTC))}
 
     async def events(self, lm: dict[str, Any]) -> list[EventLine]:
         try:

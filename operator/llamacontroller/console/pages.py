@@ -162,12 +162,12 @@ def _gpu(node: NodeView) -> str:
         facts = gpu.facts
         used = ""
         if facts is not None and facts.memory_total:
-            share = 100 * (facts.memory_used or 0) / facts.memory_total
+            share = 100 * facts.memory_used / facts.memory_total
             used = (
                 f'<progress max=100 value="{share:.0f}"></progress>'
                 f"<div class=muted>{_size(facts.memory_used)} of {_size(facts.memory_total)}"
                 + (f" · {facts.utilization}% busy" if facts.utilization is not None else "")
-                + (f" · {_size(facts.memory_foreign)} by others" if facts.memory_foreign else "")
+                + (f" · {_size(facts.foreign_memory)} by others" if facts.foreign_memory else "")
                 + "</div>"
             )
         held = f"{e(gpu.model)} <span class=muted>({e(gpu.held_by)})</span>" if gpu.held_by else "idle"
@@ -176,7 +176,7 @@ def _gpu(node: NodeView) -> str:
         cells.append(
             f'<div class=gpu data-gpu="{e(node.name)}/{gpu.index}"><b>GPU {gpu.index}</b> {held}{used}</div>'
         )
-    agent = "" if node.agent else '<div class="muted small">no node agent: memory and occupancy unknown</div>'
+    agent = f'<div class="muted small">{e(node.agent_note)}</div>' if node.agent_note else ""
     return f"<div class=gpus>{''.join(cells)}</div>{agent}"
 
 

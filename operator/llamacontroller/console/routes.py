@@ -331,7 +331,8 @@ class Console:
         gpu_count = await self._gpu_count(form.node)
         try:
             body = llamamodel_of(form, gpu_count)
-            shown = preview(body, self.config, gpu_count, self.source.models_dir)
+            agent = (await self.source.agents()).get(form.node) if self.source.models_dir is None else None
+            shown = preview(body, self.config, gpu_count, self.source.models_dir, agent)
         except FormError as exc:
             return html(await self._load_page(form, viewer, csrf, error=str(exc)), 422)
         if fields.get("action") != "apply":

@@ -5,6 +5,7 @@ what the console did, and each one is recorded as an Event naming the session.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,9 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from llamacontroller.console.gpufacts import GpuFacts, gpu_facts, model_paths
 from llamacontroller.kube.api import ApiError, KubeApi
+from llamacontroller.llamanode import LlamaNode, parse_llamanode
+from llamacontroller.resource import InvalidSpec
 from llamacontroller.status import SERVER_CONTAINER, rfc3339
+
+log = logging.getLogger(__name__)
 
 NODES_TTL = 15.0  # seconds a read of the Nodes serves the pages (their GPU counts change rarely)
 AGENTS_TTL = 5.0  # seconds a read of the LlamaNodes serves them (agents write every few seconds)
@@ -42,7 +46,9 @@ class ConsoleSource(Protocol):
 
     async def nodes(self) -> list[dict[str, Any]]: ...
 
-    async def agents(self) -> dict[str, tuple[GpuFacts, ...] | None]: ...
+    async def agents(self) -> dict[str, LlamaNode]:
+        """Each node's LlamaNode, by node name: what its node agent reads of its GPUs and models."""
+        ...
 
     async def events(self, lm: dict[str, Any]) -> list[EventLine]: ...
 
@@ -97,7 +103,7 @@ class ClusterSource:
         self._llamamodels = llamamodels
         self._nodes: list[dict[str, Any]] = []
         self._nodes_read = float("-inf")
-        self._llamanodes: list[dict[str, Any]] = []
+        self._llamanodes: list[LlamaNode] = []
         self._llamanodes_read = float("-inf")
 
     def llamamodels(self) -> list[dict[str, Any]]:
@@ -113,21 +119,28 @@ class ClusterSource:
             self._nodes_read = time.monotonic()
         return self._nodes
 
-    async def _read_llamanodes(self) -> list[dict[str, Any]]:
+    async def _read_llamanodes(self) -> list[LlamaNode]:
         """The node agents' LlamaNodes; none where their kind is not installed (an older CRD set) or
-        the console's role does not grant them (an older component): the board says "no node agent"."""
+        the console's role does not grant them (an older component): the board says "no node agent".
+        One that does not parse (another version's agent gone wrong) is left out, and logged."""
         if time.monotonic() - self._llamanodes_read > AGENTS_TTL:
             try:
-                self._llamanodes = await self.api.list_llamanodes()
+                listed = await self.api.list_llamanodes()
             except ApiError as exc:
                 if exc.status != 403:
                     raise
-                self._llamanodes = []
+                listed = []
+            self._llamanodes = []
+            for body in listed:
+                try:
+                    self._llamanodes.append(parse_llamanode(body))
+                except InvalidSpec as exc:
+                    log.warning("console: LlamaNode %s: %s", (body.get("metadata") or {}).get("name"), exc)
             self._llamanodes_read = time.monotonic()
         return self._llamanodes
 
-    async def agents(self) -> dict[str, tuple[GpuFacts, ...] | None]:
-        return {n["metadata"]["name"]: gpu_facts(n) for n in await self._read_llamanodes()}
+    async def agents(self) -> dict[str, LlamaNode]:
+        return {node.metadata.name: node for node in await self._read_llamanodes()}
 
     async def events(self, lm: dict[str, Any]) -> list[EventLine]:
         meta = lm["metadata"]
@@ -143,7 +156,7 @@ class ClusterSource:
         """The files of the models volume as the node agents list them, and those the cluster's
         LlamaModels serve."""
         served = {str((lm.get("spec") or {}).get("model", {}).get("path", "")) for lm in self.llamamodels()}
-        listed = {path for node in self._llamanodes for path in model_paths(node)}
+        listed = {file.path for node in self._llamanodes for file in node.status.models}
         return sorted((served | listed) - {""})
 
     async def _record(self, lm: dict[str, Any], reason: str, message: str) -> None:

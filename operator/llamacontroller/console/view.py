@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
-from llamacontroller.console.gpufacts import GpuFacts
 from llamacontroller.ledger import holds_slot, queue_key, status_of, who
+from llamacontroller.llamanode import Gpu, LlamaNode
 from llamacontroller.resource import Phase
 from llamacontroller.slot_table import slot_gpus, slot_table
 from llamacontroller.slots import gpu_count_of
@@ -118,7 +118,7 @@ class GpuView:
     index: int
     held_by: str | None  # the slot whose holder occupies it
     model: str | None
-    facts: GpuFacts | None
+    facts: Gpu | None  # what the node agent read of it
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ class NodeView:
     gpus: tuple[GpuView, ...]
     slots: tuple[SlotView, ...]
     agent: bool  # a node agent publishes its GPUs' facts
+    agent_note: str = ""  # why there are none: no agent, or what its agent says (no NVML: ...)
 
 
 @dataclass(frozen=True)
@@ -192,11 +193,11 @@ def build_view(
     llamamodels: Iterable[dict[str, Any]],
     nodes: Iterable[dict[str, Any]],
     config: OperatorConfig,
-    agents: Mapping[str, tuple[GpuFacts, ...] | None] | None = None,
+    agents: Mapping[str, LlamaNode] | None = None,
 ) -> ConsoleView:
     """The whole board. ``nodes``: the Node objects known; those with a GPU count label are shown, and
     so are a node named by a LlamaModel and the settings' default node. ``agents``:
-    each node's GPU facts from its node agent (gpufacts.gpu_facts), where there is one."""
+    each node's LlamaNode, written by its node agent, where there is one."""
     agents = agents or {}
     bodies = sorted(llamamodels, key=who)
     known = {n["metadata"]["name"]: n for n in nodes}
@@ -226,7 +227,7 @@ def build_view(
     for name in sorted(names):
         count = _node_gpu_count(known.get(name), config)
         table = slot_table(count, config.ports)
-        facts = agents.get(name)
+        agent = agents.get(name)
         held_gpus: dict[int, tuple[str, ModelView]] = {}
         for slot in table:
             holder = holders.get((name, slot))
@@ -241,7 +242,7 @@ def build_view(
                 blocker = next((s for g, (s, _) in sorted(held_gpus.items()) if g in entry.gpus), None)
             queue = tuple(v for _, v in sorted(waiting.get((name, slot), []), key=lambda kv: kv[0]))
             slots.append(SlotView(slot, tuple(sorted(entry.gpus)), entry.port, holder, queue, blocker))
-        by_index = {f.index: f for f in facts or ()}
+        by_index = {gpu.index: gpu for gpu in agent.status.gpus} if agent is not None else {}
         gpus = tuple(
             GpuView(
                 i,
@@ -251,7 +252,13 @@ def build_view(
             )
             for i in range(count)
         )
-        node_views.append(NodeView(name, count, gpus, tuple(slots), facts is not None))
+        if by_index:
+            note = ""
+        elif agent is None:
+            note = "no node agent: memory and occupancy unknown"
+        else:
+            note = f"node agent: {agent.status.nvml or 'no GPU read'}"
+        node_views.append(NodeView(name, count, gpus, tuple(slots), bool(by_index), note))
     unplaced = tuple(v for v in views.values() if v.ref not in placed)
     return ConsoleView(tuple(node_views), unplaced, tuple(views.values()))
 
