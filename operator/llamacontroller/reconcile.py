@@ -49,6 +49,7 @@ class Observed:
     gpu_count: int | None = None  # the node's, from its label; None: the config's gpusPerNode
     node: NodeHealth | None = None  # whether the wanted node's kubelet reports; None: not known
     node_exists: bool = True  # False: the wanted node is not in the cluster (the cache holds every Node)
+    fetch_progress: dict[str, str] = field(default_factory=dict)  # pod name -> its fetch's last log line
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def _decide_children(
         return _unload_first(stale, fields, _keeps_slot(previous, children), observed.node)
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
-        decision = _follow(current[0], children, config, now, fields, observed.node)
+        progress = observed.fetch_progress.get(current[0]["metadata"]["name"])
+        decision = _follow(current[0], children, config, now, fields, observed.node, progress)
     elif not observed.node_exists:
         return Decision(report=_no_such_node(children, fields), delete_services=own_services)
     else:
@@ -175,10 +177,11 @@ def _follow(
     now: datetime,
     fields: dict[str, Any],
     node: NodeHealth | None,
+    progress: str | None = None,
 ) -> Decision:
     """The server runs: its Pod tells the phase. An evicted Pod (or one lost with its node) never
     runs again: a bare Pod is the operator's to heal, so it is replaced."""
-    seen = observe_pod(pod, now, startup_budget(children.lm, config), node)
+    seen = observe_pod(pod, now, startup_budget(children.lm, config), node, progress)
     doomed = [pod["metadata"]["name"]] if _is_terminal(pod) else []
     report = Report(
         phase=seen.phase,

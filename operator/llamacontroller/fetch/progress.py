@@ -3,14 +3,11 @@ the operator reads into the status) or as one line redrawn in place (a terminal)
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import TextIO
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-# A progress line, as the operator finds it at the end of the init container's log.
-PROGRESS_LINE = re.compile(r"^(\d{1,3}) % of (\d+(\.\d)? [KMGT]?i?B)")
 BAR_WIDTH = 30
 
 
@@ -29,11 +26,11 @@ def percent(done: int, total: int) -> int:
     return 100 if done >= total else min(99, done * 100 // total)
 
 
-def progress_line(done: int, total: int | None, what: str = "") -> str:
-    tail = f" ({what})" if what else ""
+def progress_line(done: int, total: int | None) -> str:
+    """What the operator puts in the status while the fetch runs (status.PROGRESS_LINE)."""
     if not total:
-        return f"{human_size(done)} so far{tail}"
-    return f"{percent(done, total)} % of {human_size(total)}{tail}"
+        return f"{human_size(done)} so far"
+    return f"{percent(done, total)} % of {human_size(total)}"
 
 
 class Progress:
@@ -51,7 +48,6 @@ class Progress:
         self._out, self._in_place, self._interval, self._clock = out, in_place, interval, clock
         self._shown: tuple[int, int | None] | None = None
         self._at = float("-inf")
-        self.what = ""
 
     def say(self, line: str) -> None:
         """A line of its own (waiting for a lock, found in place, resuming)."""
@@ -68,7 +64,7 @@ class Progress:
         if step == self._shown or (not final and now - self._at < self._interval):
             return
         self._shown, self._at = step, now
-        line = progress_line(done, total, self.what)
+        line = progress_line(done, total)
         if self._in_place:
             self._out.write("\r" + _bar(done, total) + line + ("\n" if final else ""))
             if final:

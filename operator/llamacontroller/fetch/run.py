@@ -42,7 +42,6 @@ def fetch(
                 token=token,
             )
         assert source.url is not None and source.sha256 is not None
-        progress.what = ""
         return store.ensure_blob(
             models_dir, source.sha256, layout.url_file_name(source.url), source.url, client, progress
         )

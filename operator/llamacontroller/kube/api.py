@@ -348,6 +348,20 @@ class KubeApi:
         found = items_of(await self._call("GET", path, params={"fieldSelector": f"metadata.name={name}"}))
         return found[0] if found else None
 
+    async def pod_log_tail(self, namespace: str, name: str, container: str, lines: int = 1) -> str:
+        """The last lines of a container's log, as `kubectl logs --tail` reads them (the API server
+        asks the node's kubelet). Raises ApiError when it cannot say."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}/log"
+        params = {"container": container, "tailLines": str(lines)}
+        try:
+            response = await self.client.get(path, params=params, timeout=httpx.Timeout(self.timeout))
+        except httpx.HTTPError as exc:
+            raise _unreachable(f"GET {path}", exc) from exc
+        log.debug("GET %s: %d", path, response.status_code)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.reason_phrase, response.text[:200])
+        return response.text
+
     async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as it is now (terminating), or None when it is gone already."""
         answer = await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", missing_ok=True)
