@@ -9,16 +9,19 @@ What it does, as the kubelet does:
 * watches the Pods bound to it (fieldSelector ``spec.nodeName``; relists on 410 Gone) and runs each
   one (pods.PodWorker): a network namespace per Pod with its own IP, every container a local process
   chosen by the image table (images.py), env from the spec, startup/readiness/liveness probes,
-  restartPolicy with CrashLoopBackOff, FallbackToLogsOnError termination messages, status through
+  restartPolicy with CrashLoopBackOff, FallbackToLogsOnError termination messages, init containers
+  (in order, each to its success, restarted with the backoff when it fails, before the containers
+  start; initContainerStatuses and the Initialized condition), status through
   pods/status, graceful deletion (SIGTERM, SIGKILL at the deadline, then delete with grace 0 and a
   UID precondition);
 * can lose its node (``disconnect``): no heartbeat, no API traffic at all, while the processes go on,
   as behind a network partition; ``reconnect`` resumes and resyncs by listing again.
 
 What it cannot do: pull or isolate images (an image is a local command), GPUs (``nvidia.com/gpu`` is
-a number on the Node), cgroups and resource limits (OOMKilled never happens), securityContext, init
-and ephemeral containers, volumes other than the folders it is given by mountPath (the models
-volume: the Pod sees it at the same path through a bind mount), projected service-account tokens,
+a number on the Node), cgroups and resource limits (OOMKilled never happens), securityContext,
+sidecar init containers (restartPolicy Always on an init container) and ephemeral containers,
+volumes other than the folders it is given by mountPath (the models volume: the Pod sees it at the
+same path through a bind mount), projected service-account tokens,
 env from Secrets/ConfigMaps (envFrom, secretKeyRef, configMapKeyRef), terminationMessagePath files,
 lifecycle hooks, ``kubectl logs``/``exec`` (no kubelet API; the logs are files, see pods.py) and
 Pod resource accounting (the scheduler does that from the Node's allocatable).

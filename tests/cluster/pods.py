@@ -156,11 +156,16 @@ class ContainerRunner:
     """One container: starts its process (again, per the restart policy and backoff), runs its
     probes, and keeps its ContainerRecord."""
 
-    def __init__(self, pod: PodWorker, spec: Mapping[str, Any]) -> None:
+    def __init__(
+        self, pod: PodWorker, spec: Mapping[str, Any], init: bool = False, waiting: str = ""
+    ) -> None:
         self.pod = pod
         self.spec = spec
+        self.init = init  # an init container: runs to completion, restarted only when it fails
         self.name: str = spec["name"]
         self.record = ContainerRecord(name=self.name, image=spec.get("image", ""))
+        if waiting:
+            self.record.waiting_reason = waiting
         self.process: asyncio.subprocess.Process | None = None
         self.kill_requested = asyncio.Event()
         self.finished = False  # exited and will not run again
@@ -212,7 +217,13 @@ class ContainerRunner:
 
     def _restarts(self) -> bool:
         policy = self.pod.spec.get("restartPolicy", "Always")
+        if self.init:  # the kubelet restarts a failed init container unless the policy is Never
+            return policy != "Never" and self.record.exit_code != 0
         return policy == "Always" or (policy == "OnFailure" and self.record.exit_code != 0)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.record.state == "terminated" and self.record.exit_code == 0
 
     def _waiting(self, reason: str, message: str = "") -> None:
         record = self.record
@@ -458,7 +469,13 @@ class PodWorker:
         self.name: str = meta["name"]
         self.spec: dict[str, Any] = pod["spec"]
         self.directory = self.settings.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
-        self.containers = [ContainerRunner(self, spec) for spec in self.spec.get("containers") or []]
+        self.init_containers = [
+            ContainerRunner(self, spec, init=True) for spec in self.spec.get("initContainers") or []
+        ]
+        after_init = "PodInitializing" if self.init_containers else ""
+        self.containers = [
+            ContainerRunner(self, spec, waiting=after_init) for spec in self.spec.get("containers") or []
+        ]
         self.sandbox: PodNetwork | None = None
         self.pod_ip = ""
         self.start_time = ""
@@ -533,7 +550,7 @@ class PodWorker:
         publisher = asyncio.create_task(self._publish_loop(), name=f"status {self.describe()}")
         runners: list[asyncio.Task[None]] = []
         try:
-            if not self.stopping and await self._make_sandbox():
+            if not self.stopping and await self._make_sandbox() and await self._initialize():
                 runners = [asyncio.create_task(c.run(), name=f"container {c.name}") for c in self.containers]
                 for runner in runners:
                     runner.add_done_callback(log_failure)
@@ -550,6 +567,27 @@ class PodWorker:
             await self._remove_sandbox()
         if not self.removed:
             await self._final_delete()
+
+    async def _initialize(self) -> bool:
+        """The init containers in order, each to its success (a failed one is restarted with the
+        backoff, unless the policy is Never) before the next; False if the Pod stops first, or an
+        init container failed for good (the Pod then waits for its deletion)."""
+        for container in self.init_containers:
+            runner = asyncio.create_task(container.run(), name=f"init container {container.name}")
+            runner.add_done_callback(log_failure)
+            stopped = asyncio.create_task(self.stop_requested.wait())
+            try:
+                await asyncio.wait({runner, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not runner.done():  # the Pod stops while it runs: stopped as any container
+                    container.kill(MINIMUM_GRACE_SECONDS if self.removed else self.grace_seconds())
+                    await asyncio.gather(runner, return_exceptions=True)
+            finally:
+                stopped.cancel()
+                runner.cancel()
+            if self.stopping or not container.succeeded:
+                await self.stop_requested.wait()
+                return False
+        return True
 
     async def shutdown(self) -> None:
         """The agent stops: every container is stopped now (2 s grace), without API writes."""
@@ -582,7 +620,7 @@ class PodWorker:
 
     async def _stop_containers(self, runners: list[asyncio.Task[None]]) -> None:
         grace = MINIMUM_GRACE_SECONDS if self.removed else self.grace_seconds()
-        for container in self.containers:
+        for container in [*self.init_containers, *self.containers]:
             container.kill(grace)
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
@@ -599,7 +637,10 @@ class PodWorker:
             previous_conditions=self._conditions,
         )
         return pod_status(
-            self.spec.get("restartPolicy", "Always"), [c.record for c in self.containers], facts
+            self.spec.get("restartPolicy", "Always"),
+            [c.record for c in self.containers],
+            facts,
+            [c.record for c in self.init_containers],
         )
 
     async def _publish_loop(self) -> None:

@@ -445,3 +445,58 @@ def test_an_image_outside_the_table_cannot_be_pulled(cluster: LocalCluster, pods
     eventually(lambda: waiting().get("reason") == "ErrImagePull", what="ErrImagePull")
     assert "registry.example/unknown:1" in waiting()["message"]
     assert pods.status("unpullable")["phase"] == "Pending"
+
+
+def test_init_containers_run_in_order_each_to_success_before_the_containers(
+    cluster: LocalCluster, pods: Pods, tmp_path: Path
+) -> None:
+    marker, trail = tmp_path / "failed-once", tmp_path / "trail"
+    first = f"""
+        import os, pathlib, sys, time
+        pathlib.Path("{trail}").open("a").write("first\\n")
+        if not os.path.exists("{marker}"):
+            open("{marker}", "w").close()
+            print("error: the first run fails")
+            sys.exit(2)
+        time.sleep(1.5)
+    """
+    second = f"""
+        import pathlib
+        pathlib.Path("{trail}").open("a").write("second\\n")
+    """
+    main = f"""
+        import pathlib, time
+        pathlib.Path("{trail}").open("a").write("main\\n")
+        time.sleep(60)
+    """
+    init = [
+        python_container(first, name="first", terminationMessagePolicy="FallbackToLogsOnError"),
+        python_container(second, name="second"),
+    ]
+    pods.create(pod_body("initialized", [python_container(main)], initContainers=init, nodeName="node-a"))
+
+    def init_status(name: str) -> dict[str, Any]:
+        statuses = pods.status("initialized").get("initContainerStatuses") or []
+        return next((s for s in statuses if s["name"] == name), {})
+
+    def first_running_again() -> bool:
+        status = init_status("first")
+        return "running" in (status.get("state") or {}) and status.get("restartCount") == 1
+
+    eventually(first_running_again, what="the first init container running again after its failure")
+    status = pods.status("initialized")
+    assert status["phase"] == "Pending"
+    assert pods.condition("initialized", "Initialized") == "False"
+    assert pods.container("initialized", "main")["state"] == {"waiting": {"reason": "PodInitializing"}}
+    failed = init_status("first")["lastState"]["terminated"]
+    assert (failed["exitCode"], failed["message"].strip()) == (2, "error: the first run fails")
+
+    eventually(
+        lambda: "running" in pods.container("initialized", "main").get("state", {}), what="main running"
+    )
+    eventually(lambda: trail.read_text() == "first\nfirst\nsecond\nmain\n", what="each in its turn")
+    assert [s["name"] for s in pods.status("initialized")["initContainerStatuses"]] == ["first", "second"]
+    for name in ("first", "second"):
+        assert init_status(name)["state"]["terminated"]["reason"] == "Completed"
+    assert pods.condition("initialized", "Initialized") == "True"
+    assert pods.status("initialized")["phase"] == "Running"
