@@ -176,18 +176,19 @@ class ModelServers:
 
 
 @contextmanager
-def model_servers() -> Iterator[ModelServers]:
-    """The file server (and hub) and the hub's storage, on two loopback ports."""
+def model_servers(host: str = "127.0.0.1") -> Iterator[ModelServers]:
+    """The file server (and hub) and the hub's storage, on two ports of ``host`` (loopback, or the
+    test cluster's bridge, which its Pods reach)."""
     served = Served()
     storage: list[str] = []
-    front = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served, storage))
-    back = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served, storage))
-    storage.append(f"http://127.0.0.1:{back.server_address[1]}")
+    front = ThreadingHTTPServer((host, 0), _handler(served, storage))
+    back = ThreadingHTTPServer((host, 0), _handler(served, storage))
+    storage.append(f"http://{host}:{back.server_address[1]}")
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (front, back)]
     for thread in threads:
         thread.start()
     try:
-        yield ModelServers(served, f"http://127.0.0.1:{front.server_address[1]}", storage[0])
+        yield ModelServers(served, f"http://{host}:{front.server_address[1]}", storage[0])
     finally:
         for server in (front, back):
             server.shutdown()
