@@ -170,6 +170,7 @@ def _up(args: argparse.Namespace) -> int:
     from llamacontroller.local.binary import find_llama_server
     from llamacontroller.local.gateway import GatewayThread
     from llamacontroller.local.runtime import LocalRuntime, preflight, request_reload
+    from llamacontroller.local.sources import fetch_sources
     from llamacontroller.serving.auth import load_api_keys
 
     state_dir, paths = Path(args.state_dir), [Path(p) for p in args.file]
@@ -177,6 +178,7 @@ def _up(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"no such file or folder: {', '.join(missing)}")
     config, models_dir = load_config(args.config), Path(args.models_dir)
+    fetch_sources(paths, models_dir)  # before anything runs: a model source is a file in models_dir after
     if state_file.running_state(state_dir):  # hand the files to the running `up`, which holds the ports
         preflight(paths, config, models_dir, check_ports=False)
         print(state_file.status_table(request_reload(state_dir, paths)))
@@ -372,7 +374,9 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--config", help=CONFIG_HELP)
     up.add_argument(
-        "--models-dir", default="models", help="where model.path is resolved (the volume's stand-in)"
+        "--models-dir",
+        default="models",
+        help="where model.path is resolved and model.source fetched to (the volume's stand-in)",
     )
     up.add_argument("--llama-server", help=LLAMA_SERVER_HELP)
     up.add_argument("--watch", action="store_true", help="converge whenever the files change")

@@ -675,8 +675,8 @@ class LlamaModelSpec(CamelModel):
 
 class Phase(StrEnum):
     PENDING = "Pending"
-    DOWNLOADING = "Downloading"
     WAITING = "Waiting"
+    DOWNLOADING = "Downloading"
     LOADING = "Loading"
     READY = "Ready"
     FAILED = "Failed"
