@@ -154,3 +154,6 @@ def test_the_command_takes_hf_endpoint_and_its_token_from_the_environment(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(models_dir / layout.source_path(_hub()))
     assert "100 % of 533.5 KiB" in done.stderr
+    sha = servers.served.repos[REPO_ID].files["main"]["tiny-q8_0.gguf"].sha256
+    # the hub's protocol only: huggingface_hub's HEAD of the file, then its bytes (no telemetry)
+    assert servers.served.requests == [f"HEAD /{REPO_ID}/resolve/main/tiny-q8_0.gguf", f"GET /blobs/{sha}"]

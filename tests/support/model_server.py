@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ class Served:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)  # path -> GETs of its bytes
     ranges: list[str] = field(default_factory=list)  # the Range headers asked, in order
+    requests: list[str] = field(default_factory=list)  # "METHOD path" of every request, in order
     drop_once: dict[str, int] = field(default_factory=dict)  # path -> bytes to send before dropping
     delay: float = 0.0  # seconds between chunks (a slow link, so that fetches overlap)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,6 +73,8 @@ def _handler(served: Served, storage: list[str]) -> type[BaseHTTPRequestHandler]
 
         def _answer(self, body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
+            with served.lock:
+                served.requests.append(f"{self.command} {path}")
             if path.startswith("/blobs/"):
                 data = served.blobs.get(path.removeprefix("/blobs/"))
                 return self._bytes(path, data, body)
@@ -152,6 +156,16 @@ def _handler(served: Served, storage: list[str]) -> type[BaseHTTPRequestHandler]
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that goes away mid-answer (a fetch stopped, a connection dropped on purpose) is
+        no error of the server; anything else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | OSError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @dataclass
 class ModelServers:
     served: Served
@@ -181,8 +195,8 @@ def model_servers(host: str = "127.0.0.1") -> Iterator[ModelServers]:
     test cluster's bridge, which its Pods reach)."""
     served = Served()
     storage: list[str] = []
-    front = ThreadingHTTPServer((host, 0), _handler(served, storage))
-    back = ThreadingHTTPServer((host, 0), _handler(served, storage))
+    front = _Server((host, 0), _handler(served, storage))
+    back = _Server((host, 0), _handler(served, storage))
     storage.append(f"http://{host}:{back.server_address[1]}")
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (front, back)]
     for thread in threads:
