@@ -24,8 +24,6 @@ from llamacontroller.fetch.errors import FetchError
 from llamacontroller.fetch.progress import Progress, human_size
 from llamacontroller.resource import SHA256_PATTERN, HuggingFaceSource
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-
 
 @dataclass(frozen=True)
 class HubFile:

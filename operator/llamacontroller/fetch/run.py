@@ -8,17 +8,18 @@ from pathlib import Path
 
 import httpx
 
-from llamacontroller.fetch import hub, layout, store
+from llamacontroller.fetch import layout, store
 from llamacontroller.fetch.progress import Progress
 from llamacontroller.resource import ModelSource
 
 TIMEOUT = httpx.Timeout(30.0, connect=15.0)
+DEFAULT_ENDPOINT = "https://huggingface.co"
 TOKEN_VARIABLE = "HF_TOKEN"
 
 
 def hub_endpoint() -> str:
     """$HF_ENDPOINT (a mirror), else the hub itself, as huggingface_hub reads it."""
-    return (os.environ.get("HF_ENDPOINT") or hub.DEFAULT_ENDPOINT).rstrip("/")
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def fetch(
@@ -33,6 +34,8 @@ def fetch(
     ``layout.source_path(source)``. Raises FetchError, one line, on any failure."""
     with httpx.Client(timeout=TIMEOUT, follow_redirects=True) as client:
         if source.hugging_face is not None:
+            from llamacontroller.fetch import hub  # huggingface_hub: loaded for hub sources only
+
             return hub.ensure(
                 models_dir,
                 source.hugging_face,
