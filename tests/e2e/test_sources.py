@@ -25,16 +25,17 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def operator_config(tmp_path: Path) -> Path:
-    return write_settings(tmp_path, resyncSeconds=1)
-
-
-@pytest.fixture
 def files(cluster: LocalCluster) -> Iterator[ModelServers]:
-    """The file server, on the cluster's bridge: the Pods reach it there."""
+    """The file server and hub, on the cluster's bridge: the Pods reach them there."""
     assert cluster.network is not None
     with model_servers(cluster.network.host_address) as running:
         yield running
+
+
+@pytest.fixture
+def operator_config(tmp_path: Path, files: ModelServers) -> Path:
+    """Looks again every second; the fetch's hub is the loopback one (a mirror, to the Pods)."""
+    return write_settings(tmp_path, resyncSeconds=1, sources={"hubEndpoint": files.url})
 
 
 @pytest.fixture
@@ -87,3 +88,23 @@ def test_a_source_whose_checksum_does_not_match_fails_with_both_hashes(
     )
     assert kube.status("wrong")["phase"] == "Failed"  # the retries do not flap it to Downloading
     assert not target.exists()
+
+
+def test_a_hub_source_is_fetched_from_the_configs_mirror_and_served(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, files: ModelServers, model: bytes
+) -> None:
+    models = cluster.options.models_dir
+    assert models is not None
+    entry = files.add_hub_file("tiny-org/tiny-GGUF", "tiny-q8_0.gguf", model)
+    hub = {"repo": "tiny-org/tiny-GGUF", "file": "tiny-q8_0.gguf"}
+    kube.apply(lm("hub", model={"source": {"huggingFace": hub}}))
+    kube.wait_phase("hub", "Ready", "ServerReady", timeout=120)
+    link = "/models/.sources/huggingface/tiny-org/tiny-GGUF/main/tiny-q8_0.gguf"
+    assert arg(kube.one_pod("hub"), "--model") == link
+    assert (models / link.removeprefix("/models/")).resolve() == (
+        models / layout.blob_path(entry.sha256, "tiny-q8_0.gguf")
+    ).resolve()
+    assert files.served.requests == [
+        "HEAD /tiny-org/tiny-GGUF/resolve/main/tiny-q8_0.gguf",
+        f"GET /blobs/{entry.sha256}",
+    ]
