@@ -53,7 +53,6 @@ def download(
     *,
     headers: dict[str, str] | None = None,
     size: int | None = None,
-    sleep: float | None = None,
 ) -> str:
     """Fetch ``url`` into ``partial`` (continuing what it holds) and return the sha256 of the whole.
 
@@ -96,9 +95,8 @@ def download(
             why = str(exc) or type(exc).__name__
             if attempt == ATTEMPTS - 1:
                 raise FetchError(f"{_shown(url)}: {why} (after {ATTEMPTS} tries)") from exc
-            pause = BACKOFF_SECONDS[attempt] if sleep is None else sleep
             progress.say(f"the connection failed at {human_size(offset)} ({why}): trying again")
-            time.sleep(pause)
+            time.sleep(BACKOFF_SECONDS[attempt])
     return digest.hexdigest()
 
 
