@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llamacontroller.fetch import layout
-from llamacontroller.fetch.errors import ChecksumMismatch
+from llamacontroller.fetch.errors import ChecksumMismatch, FetchError
 from llamacontroller.fetch.progress import Progress
 from llamacontroller.fetch.run import fetch
 from llamacontroller.resource import ModelSource
@@ -63,6 +63,21 @@ def test_a_broken_connection_is_resumed_where_it_stopped(
     assert path.read_bytes() == model_bytes
     assert servers.served.ranges == ["", "bytes=200000-"]
     assert "the connection failed at 195.3 KiB" in said
+
+
+def test_a_server_error_is_tried_again_and_a_client_error_is_not(
+    servers: ModelServers, models_dir: Path, model_bytes: bytes
+):
+    url = servers.add_file("/files/tiny.gguf", model_bytes)
+    servers.served.fail_once["/files/tiny.gguf"] = 503
+    path, said = _fetch(_source(url, model_bytes), models_dir)
+    assert path.read_bytes() == model_bytes
+    assert "(HTTP 503 Service Unavailable): trying again" in said
+    missing = servers.add_file("/files/other.gguf", b"x").replace("other", "gone")
+    with pytest.raises(FetchError) as caught:
+        _fetch(ModelSource(url=missing, sha256="0" * 64), models_dir)
+    assert str(caught.value) == f"{missing}: HTTP 404 Not Found"
+    assert not (models_dir / layout.BLOBS_DIR / ("0" * 64)).exists()
 
 
 def test_a_killed_fetch_is_resumed_from_its_partial_file(

@@ -54,6 +54,7 @@ class Served:
     ranges: list[str] = field(default_factory=list)  # the Range headers asked, in order
     requests: list[str] = field(default_factory=list)  # "METHOD path" of every request, in order
     drop_once: dict[str, int] = field(default_factory=dict)  # path -> bytes to send before dropping
+    fail_once: dict[str, int] = field(default_factory=dict)  # path -> the status of its next GET
     delay: float = 0.0  # seconds between chunks (a slow link, so that fetches overlap)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,6 +118,10 @@ def _handler(served: Served, storage: list[str]) -> type[BaseHTTPRequestHandler]
         def _bytes(self, path: str, data: bytes | None, body: bool) -> None:
             if data is None:
                 return self._error(404, "NotFound", "no such file")
+            with served.lock:
+                failure = served.fail_once.pop(path, None) if body else None
+            if failure is not None:
+                return self._error(failure, "Failure", "failed on purpose")
             start, status = 0, 200
             asked = self.headers.get("Range")
             match = _RANGE.match(asked or "")

@@ -73,8 +73,11 @@ def download(
                     digest, offset = hashlib.sha256(), 0  # what was kept no longer fits: start over
                     partial.unlink(missing_ok=True)
                     continue
+                answer = f"HTTP {response.status_code} {response.reason_phrase}"
+                if response.status_code >= 500:
+                    raise httpx.RemoteProtocolError(answer)  # the server's failure may pass: again
                 if response.status_code >= 400:
-                    raise FetchError(f"{_shown(url)}: HTTP {response.status_code} {response.reason_phrase}")
+                    raise FetchError(f"{_shown(url)}: {answer}")
                 if offset and response.status_code == 200:
                     digest, offset = hashlib.sha256(), 0  # the server ignores Range: the whole again
                     partial.unlink(missing_ok=True)
