@@ -8,7 +8,8 @@ What it does, as the kubelet does:
   Lease in ``kube-node-lease`` and reports its status regularly;
 * watches the Pods bound to it (fieldSelector ``spec.nodeName``; relists on 410 Gone) and runs each
   one (pods.PodWorker): a network namespace per Pod with its own IP, every container a local process
-  chosen by the image table (images.py), env from the spec, startup/readiness/liveness probes,
+  chosen by the image table (images.py), env from the spec (``secretKeyRef`` read with the node's
+  credentials), startup/readiness/liveness probes,
   restartPolicy with CrashLoopBackOff, FallbackToLogsOnError termination messages, init containers
   (in order, each to its success, restarted with the backoff when it fails, before the containers
   start; initContainerStatuses and the Initialized condition), status through
@@ -22,7 +23,7 @@ a number on the Node), cgroups and resource limits (OOMKilled never happens), se
 sidecar init containers (restartPolicy Always on an init container) and ephemeral containers,
 volumes other than the folders it is given by mountPath (the models volume: the Pod sees it at the
 same path through a bind mount), projected service-account tokens,
-env from Secrets/ConfigMaps (envFrom, secretKeyRef, configMapKeyRef), terminationMessagePath files,
+envFrom and configMapKeyRef, terminationMessagePath files,
 lifecycle hooks, ``kubectl logs``/``exec`` (no kubelet API; the logs are files, see pods.py) and
 Pod resource accounting (the scheduler does that from the Node's allocatable).
 """

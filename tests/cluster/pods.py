@@ -12,6 +12,7 @@ mountPath is created on this machine, empty, if missing). Its output goes to
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -131,19 +132,54 @@ def field_value(pod: Mapping[str, Any], path: str, facts: Mapping[str, str]) -> 
     raise ContainerConfigError(f"fieldRef {path!r} is not supported by the node agent")
 
 
+def secret_refs(container: Mapping[str, Any]) -> set[str]:
+    """The Secrets the container's env reads (``secretKeyRef``), by name."""
+    return {
+        var["valueFrom"]["secretKeyRef"]["name"]
+        for var in container.get("env") or []
+        if "secretKeyRef" in (var.get("valueFrom") or {})
+    }
+
+
+def secret_value(
+    ref: Mapping[str, Any], secrets: Mapping[str, Mapping[str, Any] | None], pod: str
+) -> str | None:
+    """A ``secretKeyRef``'s value (None: an optional one that is missing), as the kubelet resolves
+    it; a missing Secret or key that is not optional is a CreateContainerConfigError."""
+    secret = secrets.get(ref["name"])
+    data = (secret or {}).get("data") or {}
+    if ref["key"] in data:
+        return base64.b64decode(data[ref["key"]]).decode(errors="replace")
+    if ref.get("optional"):
+        return None
+    if secret is None:
+        raise ContainerConfigError(f'secret "{ref["name"]}" not found')
+    raise ContainerConfigError(f"couldn't find key {ref['key']} in Secret {pod}/{ref['name']}")
+
+
 def container_env(
-    pod: Mapping[str, Any], container: Mapping[str, Any], base: Mapping[str, str], facts: Mapping[str, str]
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    base: Mapping[str, str],
+    facts: Mapping[str, str],
+    secrets: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, str]:
     """The process environment: the base, then the container's ``env`` in order (values may refer to
-    earlier variables as ``$(NAME)``). ``envFrom`` and Secret/ConfigMap references are refused."""
+    earlier variables as ``$(NAME)``; ``secretKeyRef`` from ``secrets``, the Secrets it names, read
+    by the node). ``envFrom`` and ConfigMap references are refused."""
     if container.get("envFrom"):
         raise ContainerConfigError("envFrom is not supported by the node agent")
     env = dict(base)
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
     for var in container.get("env") or []:
         if "value" in var or "valueFrom" not in var:
             env[var["name"]] = expand(str(var.get("value", "")), env)
         elif "fieldRef" in var["valueFrom"]:
             env[var["name"]] = field_value(pod, var["valueFrom"]["fieldRef"]["fieldPath"], facts)
+        elif "secretKeyRef" in var["valueFrom"]:
+            value = secret_value(var["valueFrom"]["secretKeyRef"], secrets or {}, namespace)
+            if value is not None:
+                env[var["name"]] = value
         else:
             source = next(iter(var["valueFrom"]), "?")
             raise ContainerConfigError(
@@ -188,7 +224,7 @@ class ContainerRunner:
                 if await self.pod.sleep_unless_stopping(remaining):
                     return
             try:
-                argv, env = self._command()
+                argv, env = self._command(await self._secrets())
             except ImageNotFound as error:
                 self._waiting("ErrImagePull", str(error))
                 await self.pod.stop_requested.wait()
@@ -233,10 +269,25 @@ class ContainerRunner:
         record.ready = record.started = False
         self.pod.changed()
 
-    def _command(self) -> tuple[list[str], dict[str, str]]:
+    async def _secrets(self) -> dict[str, dict[str, Any] | None]:
+        """The Secrets the env names, read with the node's credentials as the kubelet reads them
+        (the Node authorizer lets a node read what its Pods reference); None: not there."""
+        found: dict[str, dict[str, Any] | None] = {}
+        for name in sorted(secret_refs(self.spec)):
+            try:
+                found[name] = await self.pod.node.client.get(
+                    f"/api/v1/namespaces/{self.pod.namespace}/secrets/{name}"
+                )
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                found[name] = None
+        return found
+
+    def _command(self, secrets: Mapping[str, Mapping[str, Any] | None]) -> tuple[list[str], dict[str, str]]:
         image = self.pod.settings.images.resolve(self.record.image)
         base = {**self.pod.base_env(), **image.env}
-        env = container_env(self.pod.pod, self.spec, base, self.pod.env_facts())
+        env = container_env(self.pod.pod, self.spec, base, self.pod.env_facts(), secrets)
         return command_line(self.spec, image, env), env
 
     def log_path(self, run: int) -> Path:

@@ -500,3 +500,29 @@ def test_init_containers_run_in_order_each_to_success_before_the_containers(
         assert init_status(name)["state"]["terminated"]["reason"] == "Completed"
     assert pods.condition("initialized", "Initialized") == "True"
     assert pods.status("initialized")["phase"] == "Running"
+
+
+def test_env_from_a_secret_is_read_by_the_node_and_a_missing_one_is_a_config_error(
+    cluster: LocalCluster, pods: Pods
+) -> None:
+    core = pods.core
+    core.create_namespaced_secret(
+        pods.namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "hf_s3cret"}}
+    )
+    container = python_container('import os; print("token", os.environ["TOKEN"])')
+    container["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}]
+    pods.create(pod_body("with-secret", [container], restartPolicy="Never", nodeName="node-a"))
+    eventually(lambda: pods.status("with-secret").get("phase") == "Succeeded", what="Succeeded")
+    assert "token hf_s3cret" in cluster.container_log(pods.namespace, "with-secret", "main")
+
+    missing = python_container("print('never')")
+    missing["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "nothing", "key": "token"}}}]
+    pods.create(pod_body("without-secret", [missing], restartPolicy="Never", nodeName="node-a"))
+
+    def config_error() -> dict[str, Any]:
+        waiting = (pods.container("without-secret", "main").get("state") or {}).get("waiting") or {}
+        return waiting if waiting.get("reason") == "CreateContainerConfigError" else {}
+
+    assert (
+        eventually(config_error, what="CreateContainerConfigError")["message"] == 'secret "nothing" not found'
+    )

@@ -108,3 +108,38 @@ def test_a_hub_source_is_fetched_from_the_configs_mirror_and_served(
         "HEAD /tiny-org/tiny-GGUF/resolve/main/tiny-q8_0.gguf",
         f"GET /blobs/{entry.sha256}",
     ]
+
+
+def test_a_private_hub_repository_takes_the_token_of_its_secret(
+    cluster: LocalCluster, kube: Kube, operator: OperatorProcess, files: ModelServers, model: bytes
+) -> None:
+    files.add_hub_file("tiny-org/private-GGUF", "tiny-q8_0.gguf", model)
+    files.served.repos["tiny-org/private-GGUF"].token = "hf_granted"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf"},
+            "stringData": {"token": "hf_other"},
+        }
+    )
+    hub = {
+        "repo": "tiny-org/private-GGUF",
+        "file": "tiny-q8_0.gguf",
+        "tokenSecret": {"name": "hf", "key": "token"},
+    }
+    kube.apply(lm("private", model={"source": {"huggingFace": hub}}))
+    status = kube.wait_phase("private", "Failed", "FetchFailed", timeout=60)
+    assert "tiny-org/private-GGUF: no such repository on " in status["message"], status["message"]
+
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf"},
+            "stringData": {"token": "hf_granted"},
+        }
+    )
+    kube.wait_phase(
+        "private", "Ready", "ServerReady", timeout=120
+    )  # the kubelet's next try takes the new token
