@@ -32,6 +32,7 @@ LLAMAMODELS = f"/apis/{GROUP}/{VERSION}"
 LEASES = "/apis/coordination.k8s.io/v1"
 TIMEOUT = 30.0  # seconds a call may take (a watch: to answer its headers) before it counts as failed
 THROTTLE_RETRIES = 5  # a call the server throttles (429, 503 with Retry-After) is tried this often again
+LOG_TIMEOUT_SECONDS = 5.0  # a log tail (the progress of a model fetch) is skipped when slower
 RETRY_AFTER_MAX = 30.0  # seconds: the longest Retry-After honoured
 
 
@@ -350,11 +351,13 @@ class KubeApi:
 
     async def pod_log_tail(self, namespace: str, name: str, container: str, lines: int = 1) -> str:
         """The last lines of a container's log, as `kubectl logs --tail` reads them (the API server
-        asks the node's kubelet). Raises ApiError when it cannot say."""
+        asks the node's kubelet). Raises ApiError when it cannot say within LOG_TIMEOUT_SECONDS: a
+        log is news, not worth waiting for."""
         path = f"/api/v1/namespaces/{namespace}/pods/{name}/log"
         params = {"container": container, "tailLines": str(lines)}
+        limit = httpx.Timeout(min(LOG_TIMEOUT_SECONDS, self.timeout))
         try:
-            response = await self.client.get(path, params=params, timeout=httpx.Timeout(self.timeout))
+            response = await self.client.get(path, params=params, timeout=limit)
         except httpx.HTTPError as exc:
             raise _unreachable(f"GET {path}", exc) from exc
         log.debug("GET %s: %d", path, response.status_code)

@@ -108,20 +108,22 @@ class Reconciler:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return None, None
             node = wanted_node(body, self.config)
+            # read before the node's lock: a node slow to show a log delays no decision of others
+            progress = await self._fetch_progress(self.cache.pods_of(body["metadata"]["uid"]))
             async with self._node_locks[node] if node else contextlib.nullcontext():
                 body = self.cache.llamamodel(namespace, name)  # what the cache holds now, under the lock
                 if body is None or wanted_node(body, self.config) != node:
                     continue  # gone, or moved to another node while it waited: under that node's lock
-                return await self._decide_and_act(body, node)
+                return await self._decide_and_act(body, node, progress)
 
     async def _decide_and_act(
-        self, body: dict[str, Any], node: str | None
+        self, body: dict[str, Any], node: str | None, progress: dict[str, str]
     ) -> tuple[Decision | None, str | None]:
         """Under the lock of the LlamaModel's node: its decision, carried out and reported."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         await self._settle_doubts(node, body["metadata"]["uid"])
         observed = self._observe(body, node)
-        observed.fetch_progress.update(await self._fetch_progress(observed.pods))
+        observed.fetch_progress.update(progress)
         decision = decide(body, self.config, observed, datetime.now(UTC))
         try:
             await self._act(body, decision, node)
