@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -179,6 +180,7 @@ def _up(args: argparse.Namespace) -> int:
     from llamacontroller.local.gateway import GatewayThread
     from llamacontroller.local.machine import Machine
     from llamacontroller.local.runtime import LocalRuntime, preflight, request_reload
+    from llamacontroller.local.sources import fetch_sources
     from llamacontroller.serving.auth import load_api_keys
 
     state_dir, paths = Path(args.state_dir), [Path(p) for p in args.file]
@@ -188,6 +190,7 @@ def _up(args: argparse.Namespace) -> int:
     config, models_dir = load_config(args.config), Path(args.models_dir)
     keys = load_api_keys(args.api_keys_file)
     console_key = _local_console_key(args, keys)
+    fetch_sources(paths, models_dir)  # before anything runs: a model source is a file in models_dir after
     if state_file.running_state(state_dir):  # hand the files to the running `up`, which holds the ports
         preflight(paths, config, models_dir, check_ports=False)
         print(state_file.status_table(request_reload(state_dir, paths)))
@@ -232,6 +235,44 @@ def _local_console(
         return off_routes
     source = LocalSource(paths, models_dir, state_dir, config)
     return Console(Access(key=key, writes=args.console_writes), source, config).add_routes
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from llamacontroller.fetch.progress import Progress
+    from llamacontroller.fetch.run import fetch
+    from llamacontroller.resource import ModelSource, describe_validation_error
+
+    hub = {"repo": args.hf_repo, "file": args.hf_file, "revision": args.hf_revision}
+    given = {
+        "url": args.url,
+        "sha256": args.sha256,
+        "huggingFace": hub if args.hf_repo or args.hf_file else None,
+    }
+    try:
+        source = ModelSource.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc).replace("huggingFace.", "--hf-")) from exc
+    progress = Progress(sys.stderr, in_place=sys.stderr.isatty())
+    try:
+        path = fetch(source, Path(args.models_dir), progress, token=os.environ.get(args.token_env) or None)
+    except UserError as exc:
+        _write_termination_message(args.termination_log, f"error: {exc}")
+        raise
+    print(path)
+    return 0
+
+
+def _write_termination_message(path: str | None, message: str) -> None:
+    """The kubelet puts this file's text in the container's status (terminated.message), where the
+    operator reads why a fetch failed."""
+    if path:
+        # no such file outside a Pod: the message is on stderr all the same
+        with contextlib.suppress(OSError):
+            Path(path).write_text(message[-4096:])
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -438,7 +479,9 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--config", help=CONFIG_HELP)
     up.add_argument(
-        "--models-dir", default="models", help="where model.path is resolved (the volume's stand-in)"
+        "--models-dir",
+        default="models",
+        help="where model.path is resolved and model.source fetched to (the volume's stand-in)",
     )
     up.add_argument("--llama-server", help=LLAMA_SERVER_HELP)
     up.add_argument("--watch", action="store_true", help="converge whenever the files change")
@@ -454,6 +497,17 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)
     up.set_defaults(run=_up)
+
+    fetch = command("fetch", "fetch a model source into the models folder: verified, resumable, once")
+    fetch.add_argument("--models-dir", default="models", help="the models volume (or folder)")
+    fetch.add_argument("--url", help="an http(s) address of the GGUF file (with --sha256)")
+    fetch.add_argument("--sha256", help="the file's sha256, 64 hex digits")
+    fetch.add_argument("--hf-repo", help="a Hugging Face repository, owner/name ($HF_ENDPOINT: a mirror)")
+    fetch.add_argument("--hf-file", help="the GGUF file in that repository")
+    fetch.add_argument("--hf-revision", default="main", help="a branch, tag or commit")
+    fetch.add_argument("--token-env", default="HF_TOKEN", help="the variable holding a hub token")
+    fetch.add_argument("--termination-log", help="also write a failure here (a Pod's /dev/termination-log)")
+    fetch.set_defaults(run=_fetch)
 
     down = command("down", "stop the running `up` and its servers")
     down.add_argument("--state-dir", default=STATE_DIR, help=STATE_DIR_HELP)

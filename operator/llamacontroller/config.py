@@ -61,9 +61,10 @@ class ModelsVolume(CamelModel):
             self.persistent_volume_claim = {"claimName": DEFAULT_MODELS_CLAIM}
         return self
 
-    def volume_source(self) -> dict[str, Any]:
+    def volume_source(self, writable: bool = False) -> dict[str, Any]:
+        """Read-only, unless a Pod's fetch writes to it (then only its mount is read-write)."""
         if self.persistent_volume_claim is not None:
-            return {"persistentVolumeClaim": {**self.persistent_volume_claim, "readOnly": True}}
+            return {"persistentVolumeClaim": {**self.persistent_volume_claim, "readOnly": not writable}}
         return {"hostPath": dict(self.host_path or {})}
 
 
@@ -88,6 +89,34 @@ class ApiKeys(CamelModel):
     secret_key: str = "keys"
 
     @field_validator("secret_name")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class SourceSettings(CamelModel):
+    """The init container that fetches a LlamaModel's spec.model.source into the models volume (the
+    project's image, ``adapter.image``)."""
+
+    hub_endpoint: str | None = Field(
+        default=None, description="HF_ENDPOINT of the fetch: a mirror of the hub (the hub itself when unset)"
+    )
+    security_context: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    )
+    resources: dict[str, Any] | None = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+    )
+
+    @field_validator("hub_endpoint")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -164,6 +193,7 @@ class OperatorConfig(CamelModel):
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     local: LocalSettings = Field(default_factory=LocalSettings)
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
     api_keys: ApiKeys = Field(default_factory=ApiKeys)
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
     fit: FitSettings = Field(default_factory=FitSettings)
@@ -185,7 +215,7 @@ class OperatorConfig(CamelModel):
 
 # Groups of settings whose fields a file overrides one by one; any other setting it names replaces
 # the default whole (a file's `ports` is the whole slot table, its `modelsVolume` the whole source).
-MERGED_GROUPS = ("defaults", "local", "adapter", "apiKeys", "leaderElection", "fit")
+MERGED_GROUPS = ("defaults", "local", "adapter", "sources", "apiKeys", "leaderElection", "fit")
 
 
 def with_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pythonjsonlogger.json import JsonFormatter
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Libraries that log every request at INFO: only their warnings are kept.
-CHATTY_LIBRARIES = ("httpx", "httpcore", "kubernetes", "urllib3", "aiohttp.access")
+CHATTY_LIBRARIES = ("httpx", "httpx2", "httpcore", "kubernetes", "urllib3", "aiohttp.access")
 
 
 class LogFormat(StrEnum):

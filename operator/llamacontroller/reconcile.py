@@ -53,6 +53,7 @@ class Observed:
     node: NodeHealth | None = None  # whether the wanted node's kubelet reports; None: not known
     node_exists: bool = True  # False: the wanted node is not in the cluster (the cache holds every Node)
     llamanode: LlamaNode | None = None  # what the node's agent reads of its GPUs and models; None: none
+    fetch_progress: dict[str, str] = field(default_factory=dict)  # pod name -> its fetch's last log line
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ def _decide_children(
         return _unload_first(stale, fields, _keeps_slot(previous, children), observed.node)
     own_services = [s["metadata"]["name"] for s in observed.services]
     if current:
-        decision = _follow(current[0], children, config, now, fields, observed.node, _checked(previous))
+        progress = observed.fetch_progress.get(current[0]["metadata"]["name"])
+        decision = _follow(
+            current[0], children, config, now, fields, observed.node, _checked(previous), progress
+        )
     elif not observed.node_exists:
         return Decision(report=_no_such_node(children, fields), delete_services=own_services)
     else:
@@ -197,10 +201,11 @@ def _follow(
     fields: dict[str, Any],
     node: NodeHealth | None,
     fit: FitVerdict | None,
+    progress: str | None = None,
 ) -> Decision:
     """The server runs: its Pod tells the phase. An evicted Pod (or one lost with its node) never
     runs again: a bare Pod is the operator's to heal, so it is replaced."""
-    seen = observe_pod(pod, now, startup_budget(children.lm, config), node)
+    seen = observe_pod(pod, now, startup_budget(children.lm, config), node, progress)
     doomed = [pod["metadata"]["name"]] if _is_terminal(pod) else []
     report = Report(
         phase=seen.phase,

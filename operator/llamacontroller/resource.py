@@ -132,12 +132,111 @@ def cel_rules(*rules: dict[str, JsonValue]) -> ConfigDict:
 PARENT_COMPONENT = "(^|/)[.][.](/|$)"
 
 
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# A download address: http(s) (the sha256 guards the content whichever it is), no whitespace or control
+# characters.
+URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
+# A Hugging Face repository: owner/name, as the hub spells them.
+HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+# A git revision: a branch, a tag or a commit (refs/pr/1 too); no control characters or spaces.
+HF_REVISION_PATTERN = r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$"
+
+
+class SecretKey(CamelModel):
+    """A key of a Secret in the LlamaModel's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = Field(max_length=253, pattern=CONFIG_KEY_PATTERN)
+
+
+class HuggingFaceSource(CamelModel):
+    """A file of a Hugging Face repository, verified against the LFS sha256 the hub publishes."""
+
+    model_config = cel_rules(
+        {
+            "rule": f"!self.file.matches('{PARENT_COMPONENT}')",
+            "message": "must be a file of the repository: '..' is not allowed",
+            "fieldPath": ".file",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": f"!self.revision.matches('{PARENT_COMPONENT}')",
+            "message": "'..' is not allowed in a revision",
+            "fieldPath": ".revision",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    repo: str = Field(max_length=200, pattern=HF_REPO_PATTERN, description="owner/name on the hub.")
+    file: str = Field(
+        min_length=6,
+        max_length=1024,
+        pattern=GGUF_PATH_PATTERN,
+        description="The GGUF file in the repository (e.g. qwen2.5-7b-instruct-q4_k_m.gguf).",
+    )
+    revision: str = Field(
+        default="main",
+        max_length=255,
+        pattern=HF_REVISION_PATTERN,
+        description="A branch, tag or commit; a branch is looked up again each time the Pod starts.",
+    )
+    token_secret: SecretKey | None = Field(
+        default=None, description="A Secret key holding a hub token, for gated or private repositories."
+    )
+
+    @field_validator("file", "revision")
+    @classmethod
+    def _no_parent(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("'..' is not allowed")
+        return value
+
+
+class ModelSource(CamelModel):
+    """Where the operator fetches the GGUF file from: a URL with its sha256, or the hub."""
+
+    model_config = cel_rules(
+        {
+            "rule": "has(self.url) != has(self.huggingFace)",
+            "message": "needs exactly one of url or huggingFace",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "has(self.url) == has(self.sha256)",
+            "message": "a url needs its sha256 (the hub publishes its own)",
+            "fieldPath": ".sha256",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    url: str | None = Field(
+        default=None, max_length=4096, pattern=URL_PATTERN, description="An http(s) address of the GGUF file."
+    )
+    sha256: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="The file's sha256 (64 lowercase hex digits)."
+    )
+    hugging_face: HuggingFaceSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.url is None) == (self.hugging_face is None):
+            raise ValueError("needs exactly one of url or huggingFace")
+        if (self.url is None) != (self.sha256 is None):
+            raise ValueError("a url needs its sha256 (the hub publishes its own)")
+        return self
+
+
 class ModelRef(CamelModel):
     """Which GGUF file to serve and the name clients ask for."""
 
     model_config = cel_rules(
         {
-            "rule": f"!self.path.matches('{PARENT_COMPONENT}')",
+            "rule": "has(self.path) != has(self.source)",
+            "message": "needs exactly one of path (a file in the models volume) or source (fetched into it)",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": f"!has(self.path) || !self.path.matches('{PARENT_COMPONENT}')",
             "message": "must stay inside the models volume: '..' is not allowed",
             "fieldPath": ".path",
             "reason": "FieldValueInvalid",
@@ -157,11 +256,18 @@ class ModelRef(CamelModel):
         description="The name clients use (Ollama style name:tag, ':latest' implied). "
         "Defaults to the object's name.",
     )
-    path: str = Field(
+    path: str | None = Field(
+        default=None,
         min_length=6,
         max_length=1024,
         pattern=GGUF_PATH_PATTERN,
-        description="The GGUF file, relative to the models volume (e.g. qwen2.5/qwen2.5-7b-q4_k_m.gguf).",
+        description="The GGUF file, relative to the models volume (e.g. qwen2.5/qwen2.5-7b-q4_k_m.gguf), "
+        "put there by hand. Nothing is fetched for it.",
+    )
+    source: ModelSource | None = Field(
+        default=None,
+        description="Where to fetch the GGUF file from, into the models volume (verified, kept, "
+        "fetched once per node volume); instead of path.",
     )
     projector: str | None = Field(
         default=None,
@@ -178,6 +284,14 @@ class ModelRef(CamelModel):
         if path is not None and ".." in path.split("/"):
             raise ValueError("must stay inside the models volume: '..' is not allowed")
         return path
+
+    @model_validator(mode="after")
+    def _path_or_source(self) -> ModelRef:
+        if (self.path is None) == (self.source is None):
+            raise ValueError(
+                "needs exactly one of path (a file in the models volume) or source (fetched into it)"
+            )
+        return self
 
 
 class GpuMode(StrEnum):
@@ -562,6 +676,7 @@ class LlamaModelSpec(CamelModel):
 class Phase(StrEnum):
     PENDING = "Pending"
     WAITING = "Waiting"
+    DOWNLOADING = "Downloading"
     LOADING = "Loading"
     READY = "Ready"
     FAILED = "Failed"

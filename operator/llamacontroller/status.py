@@ -6,6 +6,7 @@ status changes, so `kubectl describe` tells when things really happened.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # the adapters import this module for its time formats: not t
     from llamacontroller.fit.check import FitVerdict
 
 SERVER_CONTAINER = "llama-server"
+FETCH_CONTAINER = "fetch"  # the init container that fetches spec.model.source (render/pod.py)
 CONDITION_READY = "Ready"
 CONDITION_SLOT = "SlotAvailable"
 CONDITION_FIT = "FitsOnSlot"
@@ -181,11 +183,71 @@ def node_health(node: dict[str, Any] | None) -> NodeHealth | None:
     )
 
 
+def _last_line(message: str) -> str:
+    """The fetch's one-line verdict: the last line of its termination message."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[-1].removeprefix("error: ") if lines else ""
+
+
+def _fetching(pod: dict[str, Any], name: str, progress: str | None) -> Report | None:
+    """The init container that fetches the model: running (Downloading, with how far it is when
+    known), failed at its last run (Failed, with its own words: a checksum mismatch names both
+    hashes), or done or not started (None: the Pod's other states tell)."""
+    statuses = pod.get("status", {}).get("initContainerStatuses") or []
+    fetch = next((c for c in statuses if c.get("name") == FETCH_CONTAINER), None)
+    if fetch is None:
+        return None
+    state = fetch.get("state") or {}
+    terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
+    if terminated.get("exitCode") == 0:
+        return None
+    failed = terminated or ((fetch.get("lastState") or {}).get("terminated") or {})
+    if failed and failed.get("exitCode") != 0:
+        why = _last_line(failed.get("message") or "") or f"exit code {failed.get('exitCode')}"
+        again = "" if terminated else "; the kubelet tries again"
+        message = f"fetching the model in pod {name} failed: {why}{again}"
+        return Report(phase=Phase.FAILED, reason="FetchFailed", message=message)
+    if waiting.get("reason") in FAILING_WAIT_REASONS:
+        reason = waiting["reason"]
+        detail = f": {waiting['message']}" if waiting.get("message") else ""
+        return Report(
+            phase=Phase.FAILED, reason=reason, message=f"the fetch container of pod {name}: {reason}{detail}"
+        )
+    if "running" in state:
+        how_far = f": {progress}" if progress else ""
+        message = f"pod {name} is fetching the model into the models volume{how_far}"
+        return Report(phase=Phase.DOWNLOADING, reason="Downloading", message=message)
+    return None
+
+
+# A progress line of `llamacontroller fetch` (fetch/progress.py): "43 % of 4.9 GiB".
+PROGRESS_LINE = re.compile(r"^\d{1,3} % of \d+(\.\d)? [KMGT]?i?B$")
+
+
+def fetch_progress_line(log_tail: str) -> str | None:
+    """The progress a fetch's last log line tells, if it is a progress line (not any text a log
+    may hold: the status says only what the fetch itself printed)."""
+    lines = log_tail.strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    return last if PROGRESS_LINE.fullmatch(last) else None
+
+
+def fetch_running(pod: dict[str, Any]) -> bool:
+    """Whether the Pod's fetch init container runs now (its progress is worth reading)."""
+    statuses = pod.get("status", {}).get("initContainerStatuses") or []
+    return any(c.get("name") == FETCH_CONTAINER and "running" in (c.get("state") or {}) for c in statuses)
+
+
 def observe_pod(
-    pod: dict[str, Any], now: datetime, startup_budget: int, node: NodeHealth | None = None
+    pod: dict[str, Any],
+    now: datetime,
+    startup_budget: int,
+    node: NodeHealth | None = None,
+    fetch_progress: str | None = None,
 ) -> Report:
-    """Read a server Pod the way a person would: is it scheduled, loading, serving or broken?"""
-    report = _observe(pod, now, startup_budget, node)
+    """Read a server Pod the way a person would: is it scheduled, fetching its model, loading,
+    serving or broken? ``fetch_progress``: the last line of the fetch's log, when it was read."""
+    report = _observe(pod, now, startup_budget, node, fetch_progress)
     ready = _pod_condition(pod, "Ready")
     return report.with_fields(
         restarts=_container(pod).get("restartCount", 0),
@@ -232,7 +294,9 @@ def _failing_sidecar(pod: dict[str, Any], name: str) -> Report | None:
     return None
 
 
-def _observe(pod: dict[str, Any], now: datetime, startup_budget: int, node: NodeHealth | None) -> Report:
+def _observe(
+    pod: dict[str, Any], now: datetime, startup_budget: int, node: NodeHealth | None, progress: str | None
+) -> Report:
     name = pod["metadata"]["name"]
     stopping = bool(pod["metadata"].get("deletionTimestamp"))
     if node is not None and not node.responding and pod.get("spec", {}).get("nodeName") == node.name:
@@ -247,6 +311,9 @@ def _observe(pod: dict[str, Any], now: datetime, startup_budget: int, node: Node
         detail = pod["status"].get("message") or terminated.get("message") or ""
         message = f"pod {name} failed: {reason}" + (f": {tail(detail)}" if detail else "")
         return Report(phase=Phase.FAILED, reason=reason, message=message)
+    fetching = _fetching(pod, name, progress)
+    if fetching is not None:
+        return fetching
     outlived = None if server.get("ready") else _outlived_startup(server, startup_budget)
     if outlived is not None:
         return Report(
@@ -341,5 +408,7 @@ def transition_event(previous: dict[str, Any], report: Report) -> tuple[str, str
     """One Event per real transition (phase or reason changed), never one per reconcile."""
     if previous.get("phase") == report.phase.value and previous.get("message") == report.message:
         return None
+    if report.phase is Phase.DOWNLOADING and previous.get("phase") == report.phase.value:
+        return None  # the download's progress moved: the status says it, no Event for each step
     kind = "Warning" if report.phase is Phase.FAILED else "Normal"
     return kind, report.reason, report.message

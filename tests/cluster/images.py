@@ -11,7 +11,9 @@ import fnmatch
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import llamacontroller
 from llamacontroller.local.binary import find_llama_server
 
 LLAMA_CPP_IMAGES = "ghcr.io/ggml-org/llama.cpp:*"
@@ -56,11 +58,15 @@ class ImageTable:
 
 def project_images(python: str = sys.executable) -> ImageTable:
     """The project's images: llama.cpp's server image runs the llama-server that the project finds
-    (find_llama_server), the project's image runs the package's CLI with this Python."""
+    (find_llama_server), the project's image runs the package's CLI with this Python, from the very
+    package the tests import (a checkout's, not whichever is installed)."""
+    package_root = str(Path(llamacontroller.__file__).resolve().parents[1])
     return ImageTable(
         {
             LLAMA_CPP_IMAGES: Image(lambda: [str(find_llama_server())]),
-            PROJECT_IMAGES: Image([python, "-m", "llamacontroller.cli"], ["--help"]),
+            PROJECT_IMAGES: Image(
+                [python, "-m", "llamacontroller.cli"], ["--help"], env={"PYTHONPATH": package_root}
+            ),
         }
     )
 

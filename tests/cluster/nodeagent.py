@@ -8,8 +8,11 @@ What it does, as the kubelet does:
   Lease in ``kube-node-lease`` and reports its status regularly;
 * watches the Pods bound to it (fieldSelector ``spec.nodeName``; relists on 410 Gone) and runs each
   one (pods.PodWorker): a network namespace per Pod with its own IP, every container a local process
-  chosen by the image table (images.py), env from the spec, startup/readiness/liveness probes,
-  restartPolicy with CrashLoopBackOff, FallbackToLogsOnError termination messages, status through
+  chosen by the image table (images.py), env from the spec (``secretKeyRef`` read with the node's
+  credentials), startup/readiness/liveness probes,
+  restartPolicy with CrashLoopBackOff, FallbackToLogsOnError termination messages, init containers
+  (in order, each to its success, restarted with the backoff when it fails, before the containers
+  start; initContainerStatuses and the Initialized condition), status through
   pods/status, graceful deletion (SIGTERM, SIGKILL at the deadline, then delete with grace 0 and a
   UID precondition);
 * can lose its node (``disconnect``): no heartbeat, no API traffic at all, while the processes go on,
@@ -17,10 +20,10 @@ What it does, as the kubelet does:
 
 What it cannot do: pull or isolate images (an image is a local command), GPUs (``nvidia.com/gpu`` is
 a number on the Node), resource limits (a Pod has a cgroup that names it, cgroups.py, but nothing is
-limited: OOMKilled never happens), securityContext, init
-and ephemeral containers, volumes other than the folders it is given by mountPath (the models
-volume: the Pod sees it at the same path through a bind mount), projected service-account tokens,
-env from Secrets/ConfigMaps (envFrom, secretKeyRef, configMapKeyRef), terminationMessagePath files,
+limited: OOMKilled never happens), securityContext, sidecar init containers (restartPolicy Always on
+an init container) and ephemeral containers, volumes other than the folders it is given by mountPath
+(the models volume: the Pod sees it at the same path through a bind mount), projected
+service-account tokens, envFrom and configMapKeyRef, terminationMessagePath files,
 lifecycle hooks, ``kubectl logs``/``exec`` (no kubelet API; the logs are files, see pods.py) and
 Pod resource accounting (the scheduler does that from the Node's allocatable).
 """

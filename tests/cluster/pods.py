@@ -14,6 +14,7 @@ mountPath is created on this machine, empty, if missing). Its output goes to
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -134,19 +135,54 @@ def field_value(pod: Mapping[str, Any], path: str, facts: Mapping[str, str]) -> 
     raise ContainerConfigError(f"fieldRef {path!r} is not supported by the node agent")
 
 
+def secret_refs(container: Mapping[str, Any]) -> set[str]:
+    """The Secrets the container's env reads (``secretKeyRef``), by name."""
+    return {
+        var["valueFrom"]["secretKeyRef"]["name"]
+        for var in container.get("env") or []
+        if "secretKeyRef" in (var.get("valueFrom") or {})
+    }
+
+
+def secret_value(
+    ref: Mapping[str, Any], secrets: Mapping[str, Mapping[str, Any] | None], pod: str
+) -> str | None:
+    """A ``secretKeyRef``'s value (None: an optional one that is missing), as the kubelet resolves
+    it; a missing Secret or key that is not optional is a CreateContainerConfigError."""
+    secret = secrets.get(ref["name"])
+    data = (secret or {}).get("data") or {}
+    if ref["key"] in data:
+        return base64.b64decode(data[ref["key"]]).decode(errors="replace")
+    if ref.get("optional"):
+        return None
+    if secret is None:
+        raise ContainerConfigError(f'secret "{ref["name"]}" not found')
+    raise ContainerConfigError(f"couldn't find key {ref['key']} in Secret {pod}/{ref['name']}")
+
+
 def container_env(
-    pod: Mapping[str, Any], container: Mapping[str, Any], base: Mapping[str, str], facts: Mapping[str, str]
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    base: Mapping[str, str],
+    facts: Mapping[str, str],
+    secrets: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, str]:
     """The process environment: the base, then the container's ``env`` in order (values may refer to
-    earlier variables as ``$(NAME)``). ``envFrom`` and Secret/ConfigMap references are refused."""
+    earlier variables as ``$(NAME)``; ``secretKeyRef`` from ``secrets``, the Secrets it names, read
+    by the node). ``envFrom`` and ConfigMap references are refused."""
     if container.get("envFrom"):
         raise ContainerConfigError("envFrom is not supported by the node agent")
     env = dict(base)
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
     for var in container.get("env") or []:
         if "value" in var or "valueFrom" not in var:
             env[var["name"]] = expand(str(var.get("value", "")), env)
         elif "fieldRef" in var["valueFrom"]:
             env[var["name"]] = field_value(pod, var["valueFrom"]["fieldRef"]["fieldPath"], facts)
+        elif "secretKeyRef" in var["valueFrom"]:
+            value = secret_value(var["valueFrom"]["secretKeyRef"], secrets or {}, namespace)
+            if value is not None:
+                env[var["name"]] = value
         else:
             source = next(iter(var["valueFrom"]), "?")
             raise ContainerConfigError(
@@ -159,11 +195,16 @@ class ContainerRunner:
     """One container: starts its process (again, per the restart policy and backoff), runs its
     probes, and keeps its ContainerRecord."""
 
-    def __init__(self, pod: PodWorker, spec: Mapping[str, Any]) -> None:
+    def __init__(
+        self, pod: PodWorker, spec: Mapping[str, Any], init: bool = False, waiting: str = ""
+    ) -> None:
         self.pod = pod
         self.spec = spec
+        self.init = init  # an init container: runs to completion, restarted only when it fails
         self.name: str = spec["name"]
         self.record = ContainerRecord(name=self.name, image=spec.get("image", ""))
+        if waiting:
+            self.record.waiting_reason = waiting
         self.process: asyncio.subprocess.Process | None = None
         self.kill_requested = asyncio.Event()
         self.finished = False  # exited and will not run again
@@ -186,7 +227,7 @@ class ContainerRunner:
                 if await self.pod.sleep_unless_stopping(remaining):
                     return
             try:
-                argv, env = self._command()
+                argv, env = self._command(await self._secrets())
             except ImageNotFound as error:
                 self._waiting("ErrImagePull", str(error))
                 await self.pod.stop_requested.wait()
@@ -215,7 +256,13 @@ class ContainerRunner:
 
     def _restarts(self) -> bool:
         policy = self.pod.spec.get("restartPolicy", "Always")
+        if self.init:  # the kubelet restarts a failed init container unless the policy is Never
+            return policy != "Never" and self.record.exit_code != 0
         return policy == "Always" or (policy == "OnFailure" and self.record.exit_code != 0)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.record.state == "terminated" and self.record.exit_code == 0
 
     def _waiting(self, reason: str, message: str = "") -> None:
         record = self.record
@@ -225,10 +272,25 @@ class ContainerRunner:
         record.ready = record.started = False
         self.pod.changed()
 
-    def _command(self) -> tuple[list[str], dict[str, str]]:
+    async def _secrets(self) -> dict[str, dict[str, Any] | None]:
+        """The Secrets the env names, read with the node's credentials as the kubelet reads them
+        (the Node authorizer lets a node read what its Pods reference); None: not there."""
+        found: dict[str, dict[str, Any] | None] = {}
+        for name in sorted(secret_refs(self.spec)):
+            try:
+                found[name] = await self.pod.node.client.get(
+                    f"/api/v1/namespaces/{self.pod.namespace}/secrets/{name}"
+                )
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                found[name] = None
+        return found
+
+    def _command(self, secrets: Mapping[str, Mapping[str, Any] | None]) -> tuple[list[str], dict[str, str]]:
         image = self.pod.settings.images.resolve(self.record.image)
         base = {**self.pod.base_env(), **image.env}
-        env = container_env(self.pod.pod, self.spec, base, self.pod.env_facts())
+        env = container_env(self.pod.pod, self.spec, base, self.pod.env_facts(), secrets)
         return command_line(self.spec, image, env), env
 
     def log_path(self, run: int) -> Path:
@@ -464,7 +526,13 @@ class PodWorker:
         self.name: str = meta["name"]
         self.spec: dict[str, Any] = pod["spec"]
         self.directory = self.settings.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
-        self.containers = [ContainerRunner(self, spec) for spec in self.spec.get("containers") or []]
+        self.init_containers = [
+            ContainerRunner(self, spec, init=True) for spec in self.spec.get("initContainers") or []
+        ]
+        after_init = "PodInitializing" if self.init_containers else ""
+        self.containers = [
+            ContainerRunner(self, spec, waiting=after_init) for spec in self.spec.get("containers") or []
+        ]
         self.sandbox: PodNetwork | None = None
         self.pod_ip = ""
         self.start_time = ""
@@ -539,7 +607,7 @@ class PodWorker:
         publisher = asyncio.create_task(self._publish_loop(), name=f"status {self.describe()}")
         runners: list[asyncio.Task[None]] = []
         try:
-            if not self.stopping and await self._make_sandbox():
+            if not self.stopping and await self._make_sandbox() and await self._initialize():
                 runners = [asyncio.create_task(c.run(), name=f"container {c.name}") for c in self.containers]
                 for runner in runners:
                     runner.add_done_callback(log_failure)
@@ -557,6 +625,27 @@ class PodWorker:
             cgroups.remove_pod_cgroups(self.uid)
         if not self.removed:
             await self._final_delete()
+
+    async def _initialize(self) -> bool:
+        """The init containers in order, each to its success (a failed one is restarted with the
+        backoff, unless the policy is Never) before the next; False if the Pod stops first, or an
+        init container failed for good (the Pod then waits for its deletion)."""
+        for container in self.init_containers:
+            runner = asyncio.create_task(container.run(), name=f"init container {container.name}")
+            runner.add_done_callback(log_failure)
+            stopped = asyncio.create_task(self.stop_requested.wait())
+            try:
+                await asyncio.wait({runner, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not runner.done():  # the Pod stops while it runs: stopped as any container
+                    container.kill(MINIMUM_GRACE_SECONDS if self.removed else self.grace_seconds())
+                    await asyncio.gather(runner, return_exceptions=True)
+            finally:
+                stopped.cancel()
+                runner.cancel()
+            if self.stopping or not container.succeeded:
+                await self.stop_requested.wait()
+                return False
+        return True
 
     async def shutdown(self) -> None:
         """The agent stops: every container is stopped now (2 s grace), without API writes."""
@@ -589,7 +678,7 @@ class PodWorker:
 
     async def _stop_containers(self, runners: list[asyncio.Task[None]]) -> None:
         grace = MINIMUM_GRACE_SECONDS if self.removed else self.grace_seconds()
-        for container in self.containers:
+        for container in [*self.init_containers, *self.containers]:
             container.kill(grace)
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
@@ -606,7 +695,10 @@ class PodWorker:
             previous_conditions=self._conditions,
         )
         return pod_status(
-            self.spec.get("restartPolicy", "Always"), [c.record for c in self.containers], facts
+            self.spec.get("restartPolicy", "Always"),
+            [c.record for c in self.containers],
+            facts,
+            [c.record for c in self.init_containers],
         )
 
     async def _publish_loop(self) -> None:

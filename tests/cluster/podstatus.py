@@ -152,8 +152,12 @@ def _condition(
     return condition
 
 
-def pod_conditions(records: Sequence[ContainerRecord], facts: PodFacts) -> list[dict[str, Any]]:
+def pod_conditions(
+    records: Sequence[ContainerRecord], facts: PodFacts, init: Sequence[ContainerRecord] = ()
+) -> list[dict[str, Any]]:
     previous = {c["type"]: c for c in facts.previous_conditions if "type" in c}
+    incomplete = [r.name for r in init if not (r.state == "terminated" and r.exit_code == 0)]
+    init_message = f"containers with incomplete status: [{' '.join(incomplete)}]"
     unready = [r.name for r in records if not r.ready]
     if facts.terminal:
         reason, message = "PodCompleted", ""
@@ -163,19 +167,32 @@ def pod_conditions(records: Sequence[ContainerRecord], facts: PodFacts) -> list[
     return [
         _condition("PodScheduled", True, previous),  # the kubelet adds it to Pods bound by nodeName
         _condition("PodReadyToStartContainers", facts.sandbox_ready, previous),
-        _condition("Initialized", True, previous),
+        _condition("Initialized", not incomplete, previous, "ContainersNotInitialized", init_message),
         _condition("ContainersReady", ready, previous, reason, message),
         _condition("Ready", ready, previous, reason, message),
     ]
 
 
-def pod_status(restart_policy: str, records: Sequence[ContainerRecord], facts: PodFacts) -> dict[str, Any]:
-    """The status the node agent writes through pods/status."""
+def pod_status(
+    restart_policy: str,
+    records: Sequence[ContainerRecord],
+    facts: PodFacts,
+    init: Sequence[ContainerRecord] = (),
+) -> dict[str, Any]:
+    """The status the node agent writes through pods/status. While an init container has not
+    succeeded the Pod is Pending (Failed when one failed for good: restartPolicy Never)."""
+    phase = pod_phase(restart_policy, records, facts.terminal)
+    pending_init = [r for r in init if not (r.state == "terminated" and r.exit_code == 0)]
+    if pending_init and not facts.terminal:
+        failed = any(r.state == "terminated" for r in pending_init) and restart_policy == "Never"
+        phase = "Failed" if failed else "Pending"
     status: dict[str, Any] = {
-        "phase": pod_phase(restart_policy, records, facts.terminal),
-        "conditions": pod_conditions(records, facts),
+        "phase": phase,
+        "conditions": pod_conditions(records, facts, init),
         "containerStatuses": [record.status() for record in records],
     }
+    if init:
+        status["initContainerStatuses"] = [record.status() for record in init]
     if facts.host_ip:
         status["hostIP"] = facts.host_ip
         status["hostIPs"] = [{"ip": facts.host_ip}]

@@ -468,3 +468,84 @@ def test_a_containers_cgroup_names_its_pod_as_the_kubelets_cgroupfs_driver_does(
     pods.delete("cg", grace=0)
     folder = cgroups.root() / f"pod{uid}"  # type: ignore[operator]
     eventually(lambda: not folder.exists(), what="its cgroup removed with the pod")
+
+
+def test_init_containers_run_in_order_each_to_success_before_the_containers(
+    cluster: LocalCluster, pods: Pods, tmp_path: Path
+) -> None:
+    marker, trail = tmp_path / "failed-once", tmp_path / "trail"
+    first = f"""
+        import os, pathlib, sys, time
+        pathlib.Path("{trail}").open("a").write("first\\n")
+        if not os.path.exists("{marker}"):
+            open("{marker}", "w").close()
+            print("error: the first run fails")
+            sys.exit(2)
+        time.sleep(1.5)
+    """
+    second = f"""
+        import pathlib
+        pathlib.Path("{trail}").open("a").write("second\\n")
+    """
+    main = f"""
+        import pathlib, time
+        pathlib.Path("{trail}").open("a").write("main\\n")
+        time.sleep(60)
+    """
+    init = [
+        python_container(first, name="first", terminationMessagePolicy="FallbackToLogsOnError"),
+        python_container(second, name="second"),
+    ]
+    pods.create(pod_body("initialized", [python_container(main)], initContainers=init, nodeName="node-a"))
+
+    def init_status(name: str) -> dict[str, Any]:
+        statuses = pods.status("initialized").get("initContainerStatuses") or []
+        return next((s for s in statuses if s["name"] == name), {})
+
+    def first_running_again() -> bool:
+        status = init_status("first")
+        return "running" in (status.get("state") or {}) and status.get("restartCount") == 1
+
+    eventually(first_running_again, what="the first init container running again after its failure")
+    status = pods.status("initialized")
+    assert status["phase"] == "Pending"
+    assert pods.condition("initialized", "Initialized") == "False"
+    assert pods.container("initialized", "main")["state"] == {"waiting": {"reason": "PodInitializing"}}
+    failed = init_status("first")["lastState"]["terminated"]
+    assert (failed["exitCode"], failed["message"].strip()) == (2, "error: the first run fails")
+
+    eventually(
+        lambda: "running" in pods.container("initialized", "main").get("state", {}), what="main running"
+    )
+    eventually(lambda: trail.read_text() == "first\nfirst\nsecond\nmain\n", what="each in its turn")
+    assert [s["name"] for s in pods.status("initialized")["initContainerStatuses"]] == ["first", "second"]
+    for name in ("first", "second"):
+        assert init_status(name)["state"]["terminated"]["reason"] == "Completed"
+    assert pods.condition("initialized", "Initialized") == "True"
+    assert pods.status("initialized")["phase"] == "Running"
+
+
+def test_env_from_a_secret_is_read_by_the_node_and_a_missing_one_is_a_config_error(
+    cluster: LocalCluster, pods: Pods
+) -> None:
+    core = pods.core
+    core.create_namespaced_secret(
+        pods.namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "hf_s3cret"}}
+    )
+    container = python_container('import os; print("token", os.environ["TOKEN"])')
+    container["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}]
+    pods.create(pod_body("with-secret", [container], restartPolicy="Never", nodeName="node-a"))
+    eventually(lambda: pods.status("with-secret").get("phase") == "Succeeded", what="Succeeded")
+    assert "token hf_s3cret" in cluster.container_log(pods.namespace, "with-secret", "main")
+
+    missing = python_container("print('never')")
+    missing["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "nothing", "key": "token"}}}]
+    pods.create(pod_body("without-secret", [missing], restartPolicy="Never", nodeName="node-a"))
+
+    def config_error() -> dict[str, Any]:
+        waiting = (pods.container("without-secret", "main").get("state") or {}).get("waiting") or {}
+        return waiting if waiting.get("reason") == "CreateContainerConfigError" else {}
+
+    assert (
+        eventually(config_error, what="CreateContainerConfigError")["message"] == 'secret "nothing" not found'
+    )

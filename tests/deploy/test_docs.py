@@ -205,12 +205,40 @@ OBSERVED = {  # the reason each Pod is reported with
     "Evicted": pod(
         {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}
     ),
+    "Downloading": pod(
+        {
+            "phase": "Pending",
+            "containerStatuses": container({"waiting": {"reason": "PodInitializing"}}),
+            "initContainerStatuses": [{"name": "fetch", "state": {"running": {}}}],
+        }
+    ),
+    "FetchFailed": pod(
+        {
+            "phase": "Pending",
+            "containerStatuses": container({"waiting": {"reason": "PodInitializing"}}),
+            "initContainerStatuses": [
+                {
+                    "name": "fetch",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 2,
+                            "message": "error: checksum mismatch for https://example.com/phi-4-q4_k_m.gguf: "
+                            "expected sha256 9c5e…, got 41b8…",
+                        }
+                    },
+                }
+            ],
+        }
+    ),
 }
+# The progress the operator read from a running fetch's log, where the docs quote one.
+PROGRESS = {"Downloading": "43 % of 4.9 GiB"}
 
 
 @pytest.mark.parametrize("reason", list(OBSERVED))
 def test_the_pod_messages_quoted_are_the_operators(reason: str):
-    report = observe_pod(OBSERVED[reason], NOW, 300)
+    report = observe_pod(OBSERVED[reason], NOW, 300, None, PROGRESS.get(reason))
     assert report.reason == reason
     assert f"#### `{reason}`" in TROUBLESHOOTING
     assert report.message in TROUBLESHOOTING, report.message

@@ -15,6 +15,7 @@ grant), and every grant was called (no permission nobody needs).
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import yaml
 
 from llamacontroller import cli
 from llamacontroller.config import load_config
+from llamacontroller.demo_model import write_demo_model
 from llamacontroller.render.children import render_children
 from llamacontroller.resource import parse_llamamodel
 from tests.cluster.cluster import LocalCluster
@@ -45,6 +47,7 @@ from tests.support.fake_nvml import RECORDINGS
 from tests.support.kube import Kube, refused_by_rbac, requests_of, service_account_user
 from tests.support.manifests import NAMESPACE, mounted_config, one
 from tests.support.manifests import NODE_AGENT_NAMESPACE as MANIFESTS_NODE_AGENT_NAMESPACE
+from tests.support.model_server import model_servers
 from tests.support.paths import REPO
 from tests.support.polling import eventually
 
@@ -210,6 +213,19 @@ def scenario(kube: Kube, config: Path) -> None:
     eventually(
         lambda: (kube.service("llama-quad-gpu2") or {}).get("metadata", {}).get("uid") not in (None, gone)
     )
+
+    # A model source: while the Pod's init container fetches it, the operator reads the last line of
+    # its log (its progress; the tests' node agent has no kubelet API to answer, the call is made).
+    assert kube.cluster.network is not None and kube.cluster.options.models_dir is not None
+    seed = int(kube.namespace.rsplit("-", 1)[-1], 16)  # a file no other test fetched this session
+    fresh = write_demo_model(kube.cluster.options.models_dir.parent / f"{kube.namespace}.gguf", seed=seed)
+    with model_servers(kube.cluster.network.host_address) as files:
+        files.served.delay = 0.1
+        data = fresh.read_bytes()
+        source = {"url": files.add_file("/fresh.gguf", data), "sha256": hashlib.sha256(data).hexdigest()}
+        kube.apply(lm("fetched", node="gpu-node-2", model={"source": source}))
+        kube.wait_phase("fetched", "Downloading", timeout=60)
+        kube.wait_phase("fetched", "Ready", timeout=90)
 
     # The story is told in Events on the LlamaModels.
     involved = {

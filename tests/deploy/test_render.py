@@ -24,7 +24,7 @@ def render(example: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> s
 
 
 def test_the_examples_are_there():
-    assert [p.stem for p in EXAMPLES] == ["both", "gpu0", "gpu1", "vision"]
+    assert [p.stem for p in EXAMPLES] == ["both", "gpu0", "gpu1", "huggingface", "vision"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

@@ -128,6 +128,23 @@ BAD_SPECS = {
         {"model": {"path": "m.gguf", "projector": "vision/../../mmproj.gguf"}},
         "spec.model.projector: Invalid value: must stay inside the models volume: '..' is not allowed",
     ),
+    "both a path and a source": (
+        {"model": {"path": "m.gguf", "source": {"url": "https://x.io/m.gguf", "sha256": "0" * 64}}},
+        "spec.model: Invalid value: needs exactly one of path (a file in the models volume) "
+        "or source (fetched into it)",
+    ),
+    "neither a path nor a source": (
+        {"model": {"name": "m"}},
+        "needs exactly one of path (a file in the models volume) or source (fetched into it)",
+    ),
+    "a url without its sha256": (
+        {"model": {"source": {"url": "https://x.io/m.gguf"}}},
+        "spec.model.source.sha256: Invalid value: a url needs its sha256 (the hub publishes its own)",
+    ),
+    "a hub file out of its repository": (
+        {"model": {"source": {"huggingFace": {"repo": "a/b", "file": "../m.gguf"}}}},
+        "spec.model.source.huggingFace.file: Invalid value: must be a file of the repository",
+    ),
 }
 
 
@@ -148,6 +165,11 @@ def test_a_good_spec_next_to_each_rule_is_accepted(kube: Kube) -> None:
         lm("split", gpu={"mode": "both", "tensorSplit": "0,1"}),
         lm("embed", parameters={"embeddings": True, "pooling": "mean"}),
         lm("dots", model={"path": "v1..2/model..q4.gguf", "projector": "mm..proj.gguf"}),
+        lm("url", model={"source": {"url": "https://x.io/a..b/m.gguf?v=1", "sha256": "0" * 64}}),
+        lm(
+            "hub",
+            model={"source": {"huggingFace": {"repo": "a/b", "file": "q4/m..gguf", "revision": "refs/pr/1"}}},
+        ),
     ]
     for body in good:
         kube.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(body))

@@ -239,6 +239,19 @@ APPLY_DEFECTS: list[tuple[str, Path, Any] | tuple[str, Path, Any, str]] = [
     ("no GGUF file", ("spec", "model", "path"), "notes.txt"),
     ("a path too long", ("spec", "model", "path"), "a" * 1020 + ".gguf"),
     ("a path of a number", ("spec", "model", "path"), 5),
+    # model sources: what the schema refuses in them
+    ("a source URL of another scheme", ("spec", "model", "source", "url"), "file:///etc/x.gguf"),
+    ("a source URL with a space", ("spec", "model", "source", "url"), "https://x.io/a b.gguf"),
+    ("a sha256 in capitals", ("spec", "model", "source", "sha256"), "AB" * 32),
+    ("a sha256 too short", ("spec", "model", "source", "sha256"), "ab" * 31),
+    ("a hub repository without its owner", ("spec", "model", "source", "huggingFace", "repo"), "gguf"),
+    ("a hub revision with a space", ("spec", "model", "source", "huggingFace", "revision"), "main x"),
+    ("a hub file that is no GGUF", ("spec", "model", "source", "huggingFace", "file"), "README.md"),
+    (
+        "a token Secret's name in capitals",
+        ("spec", "model", "source", "huggingFace", "tokenSecret", "name"),
+        "HF-Token",
+    ),
     # names
     ("a model name with a space", ("spec", "model", "name"), "my model"),
     ("a unicode model name", ("spec", "model", "name"), "модель"),
@@ -364,6 +377,17 @@ RULE_DEFECTS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("a tensorSplit of zeros", {"gpu": {"mode": "both", "tensorSplit": "0,0.0"}}, "spec.gpu.tensorSplit"),
     ("pooling without embeddings", {"parameters": {"pooling": "mean"}}, "spec.parameters.pooling"),
+    (
+        "both a path and a source",
+        {"model": {"path": "m.gguf", "source": {"url": "https://x.io/m.gguf", "sha256": "0" * 64}}},
+        "spec.model",
+    ),
+    ("a URL without its sha256", {"model": {"source": {"url": "https://x.io/m.gguf"}}}, "spec.model.source"),
+    (
+        "a hub file out of its repository",
+        {"model": {"source": {"huggingFace": {"repo": "a/b", "file": "q/../../m.gguf"}}}},
+        "spec.model.source.huggingFace.file",
+    ),
     (
         "a request over its limit",
         {"resources": {"limits": {"memory": "1Gi"}, "requests": {"memory": "1025Mi"}}},

@@ -42,7 +42,7 @@ def project_cluster_options(models: Path, images: dict[str, Image]) -> ClusterOp
     tiny = write_demo_model(models / TINY_MODEL)
     for example in sorted((REPO / "examples").glob("*.yaml")):
         model = yaml.safe_load(example.read_text())["spec"]["model"]
-        for name in (model["path"], model.get("projector")):
+        for name in (model.get("path"), model.get("projector")):  # a source is fetched, not placed
             if name and not (models / name).exists():
                 (models / name).hardlink_to(tiny)
     plugins = ("NodeRestriction", "OwnerReferencesPermissionEnforcement")

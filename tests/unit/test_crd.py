@@ -79,7 +79,9 @@ def test_examples_are_valid_against_the_crd_schema(example: Path):
         {"model": {"path": "m.gguf"}, "gpu": {"mode": "triple"}},
         {"model": {"path": "m.gguf"}, "gpu": {"gpuId": -1}},
         {"model": {"path": "m.gguf"}, "parameters": {"flashAttn": "maybe"}},
-        {"model": {}},
+        {"model": {"source": {"url": "ftp://example.com/m.gguf", "sha256": "0" * 64}}},
+        {"model": {"source": {"url": "https://example.com/m.gguf", "sha256": "ABC"}}},
+        {"model": {"source": {"huggingFace": {"repo": "no-owner", "file": "m.gguf"}}}},
         {"model": {"path": "/abs.gguf"}},
     ],
 )

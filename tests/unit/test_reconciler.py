@@ -31,6 +31,8 @@ class FakeApi:
         self.existing: dict[str, dict[str, Any]] = {}  # pods done whose answer was lost
         self.timeout = 30.0
         self.service_answer: ApiError | None = None  # the error every service write meets
+        self.logs: dict[tuple[str, str], str | ApiError] = {}  # (pod, container) -> its log's tail
+        self.log_reads: list[tuple[str, str, int]] = []
 
     async def create_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
         name = pod["metadata"]["name"]
@@ -66,6 +68,13 @@ class FakeApi:
 
     async def post_event(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    async def pod_log_tail(self, namespace: str, name: str, container: str, lines: int = 1) -> str:
+        self.log_reads.append((name, container, lines))
+        tail = self.logs.get((name, container), ApiError(404, "NotFound", "no such container"))
+        if isinstance(tail, ApiError):
+            raise tail
+        return tail
 
 
 def node(name: str) -> dict[str, Any]:
@@ -171,3 +180,42 @@ def test_a_write_to_an_object_gone_meanwhile_is_tried_again_not_refused() -> Non
     asyncio.run(main())
     said = api.statuses["x"]
     assert said["conditions"][-1]["reason"] == "Retrying" and said["message"].endswith("trying again")
+
+
+def fetching(body: dict[str, Any]) -> dict[str, Any]:
+    """The server Pod of a LlamaModel with a source while its init container fetches the file."""
+    pod = held(body)
+    pod["status"] = {
+        "phase": "Pending",
+        "initContainerStatuses": [{"name": "fetch", "state": {"running": {"startedAt": "x"}}}],
+        "containerStatuses": [{"name": "llama-server", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    }
+    return pod
+
+
+def test_a_running_fetchs_progress_is_read_from_its_log_into_the_status() -> None:
+    source = {"url": "https://x.io/m.gguf", "sha256": "ab" * 32}
+    body = llamamodel(name="src", uid="u-src", nodeName="node-a", model={"source": source})
+    body["metadata"] |= {"resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    pod = fetching(body)
+    api, reconciler = setup(body, pods=(pod,))
+    name = pod["metadata"]["name"]
+    api.logs[name, "fetch"] = "43 % of 4.9 GiB\n"
+    asyncio.run(reconciler.reconcile("default", "src"))
+    assert api.log_reads == [(name, "fetch", 1)]
+    assert api.statuses["src"]["phase"] == Phase.DOWNLOADING.value
+    assert (
+        api.statuses["src"]["message"]
+        == f"pod {name} is fetching the model into the models volume: 43 % of 4.9 GiB"
+    )
+
+    api.logs[name, "fetch"] = ApiError(502, "BadGateway", "the node's kubelet does not answer")
+    asyncio.run(reconciler.reconcile("default", "src"))  # no figure, no failure: Downloading all the same
+    assert api.statuses["src"]["message"] == f"pod {name} is fetching the model into the models volume"
+
+
+def test_no_log_is_read_but_a_running_fetchs() -> None:
+    body = lm("plain", "u-plain", "node-a", 0)
+    api, reconciler = setup(body, pods=(held(body),))
+    asyncio.run(reconciler.reconcile("default", "plain"))
+    assert api.log_reads == []

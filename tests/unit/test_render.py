@@ -12,7 +12,7 @@ from llamacontroller.render import names
 from llamacontroller.render.children import render_children
 from llamacontroller.render.service import service_matches
 from llamacontroller.resource import parse_llamamodel
-from tests.support.builders import llamamodel, repo_config
+from tests.support.builders import arg, llamamodel, repo_config
 from tests.support.hostile import subdomains
 from tests.support.paths import REPO
 
@@ -83,6 +83,50 @@ def test_models_volume_is_read_only():
     pod = _children().pod
     assert pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] is True
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+
+
+HUB = {"repo": "org/m-GGUF", "file": "m-q4.gguf", "tokenSecret": {"name": "hf", "key": "token"}}
+
+
+def test_only_the_fetch_of_a_source_mounts_the_models_volume_read_write():
+    sha = "ab" * 32
+    url = {"url": "https://x.io/m-q4.gguf", "sha256": sha}
+    pod = _children(model={"source": url}).pod
+    (fetch,) = pod["spec"]["initContainers"]
+    assert fetch["args"] == [
+        "fetch", "--models-dir", "/models", "--url", "https://x.io/m-q4.gguf", "--sha256", sha,
+        "--termination-log", "/dev/termination-log",
+    ]  # fmt: skip
+    assert fetch["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+    assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "env" not in fetch  # nothing to tell it: no hub, no token
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is False
+    assert all(m["readOnly"] for c in pod["spec"]["containers"] for m in c["volumeMounts"])
+    assert arg(pod, "--model") == f"/models/.sources/sha256/{sha}/m-q4.gguf"
+    assert "initContainers" not in _children().pod["spec"]  # model.path: nothing is fetched
+
+
+def test_a_hub_source_gets_its_token_from_its_secret_and_the_configs_mirror():
+    config = repo_config(sources={"hubEndpoint": "https://hub.mirror.example"})
+    pod = render_children(parse_llamamodel(llamamodel(model={"source": {"huggingFace": HUB}})), config).pod
+    (fetch,) = pod["spec"]["initContainers"]
+    assert fetch["env"] == [
+        {"name": "HF_ENDPOINT", "value": "https://hub.mirror.example"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+    ]
+    assert fetch["args"][3:9] == [
+        "--hf-repo",
+        "org/m-GGUF",
+        "--hf-file",
+        "m-q4.gguf",
+        "--hf-revision",
+        "main",
+    ]
+    assert arg(pod, "--model") == "/models/.sources/huggingface/org/m-GGUF/main/m-q4.gguf"
+    other = render_children(
+        parse_llamamodel(llamamodel(model={"source": {"huggingFace": {**HUB, "file": "n.gguf"}}})), config
+    )
+    assert other.pod["metadata"]["name"] != pod["metadata"]["name"]  # another file: another server
 
 
 def _server_env(strategy: str, gpu: dict) -> dict[str, str]:

@@ -1,5 +1,6 @@
 import pytest
 
+from llamacontroller.fetch.layout import fetch_args, model_path
 from llamacontroller.resource import InvalidSpec, normalize_model_name, parse_llamamodel
 from tests.support.builders import llamamodel
 
@@ -62,6 +63,29 @@ def test_camel_case_fields_are_read():
         ),
         ({"parameters": {"pooling": "mean"}}, "pooling applies to embeddings: set embeddings: true"),
         ({"nodeName": "Node_A"}, "spec.nodeName: String should match"),
+        ({"model": {}}, "spec.model: needs exactly one of path (a file in the models volume) or source"),
+        (
+            {"model": {"path": "m.gguf", "source": {"url": "https://x.io/m.gguf", "sha256": "0" * 64}}},
+            "spec.model: needs exactly one of path (a file in the models volume) or source",
+        ),
+        ({"model": {"source": {"url": "https://x.io/m.gguf"}}}, "a url needs its sha256"),
+        ({"model": {"source": {"sha256": "0" * 64}}}, "needs exactly one of url or huggingFace"),
+        (
+            {"model": {"source": {"url": "https://x.io/m.gguf", "sha256": "0" * 63}}},
+            "spec.model.source.sha256: String should match",
+        ),
+        (
+            {"model": {"source": {"url": "file:///etc/m.gguf", "sha256": "0" * 64}}},
+            "spec.model.source.url: String should match",
+        ),
+        (
+            {"model": {"source": {"huggingFace": {"repo": "a/b", "file": "../m.gguf"}}}},
+            "spec.model.source.huggingFace.file: '..' is not allowed",
+        ),
+        (
+            {"model": {"source": {"huggingFace": {"repo": "a/b", "file": "m.gguf"}, "sha256": "0" * 64}}},
+            "a url needs its sha256 (the hub publishes its own)",
+        ),
         ({"unknownField": 1}, "spec.unknownField: Extra inputs are not permitted"),
     ],
 )
@@ -69,6 +93,32 @@ def test_invalid_specs_say_which_field_and_why(spec, message):
     with pytest.raises(InvalidSpec) as exc:
         parse_llamamodel(llamamodel(**spec))
     assert message in str(exc.value)
+
+
+def test_a_source_lands_at_its_content_path_and_names_the_fetch():
+    sha = "ab" * 32
+    url = parse_llamamodel(
+        llamamodel(model={"source": {"url": "https://x.io/q/Model%20Q4.gguf?x=1", "sha256": sha}})
+    )
+    assert url.spec.model.source is not None
+    assert model_path(url.spec.model) == f".sources/sha256/{sha}/model.gguf"  # no plain name in the URL
+    assert fetch_args(url.spec.model.source, "/models") == [
+        "fetch",
+        "--models-dir",
+        "/models",
+        "--url",
+        "https://x.io/q/Model%20Q4.gguf?x=1",
+        "--sha256",
+        sha,
+    ]
+    hub = {"repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "file": "q4/qwen.gguf", "revision": "refs/pr/1"}
+    on_hub = parse_llamamodel(llamamodel(model={"source": {"huggingFace": hub}}))
+    assert (
+        model_path(on_hub.spec.model)
+        == ".sources/huggingface/Qwen/Qwen2.5-0.5B-Instruct-GGUF/refs%2Fpr%2F1/q4/qwen.gguf"
+    )
+    plain = parse_llamamodel(llamamodel())
+    assert model_path(plain.spec.model) == "phi-4.gguf"
 
 
 def test_object_name_that_is_no_model_name_needs_an_explicit_name():

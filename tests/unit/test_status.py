@@ -1,7 +1,16 @@
 from datetime import UTC, datetime
 
+from llamacontroller.fetch.progress import progress_line
 from llamacontroller.resource import Condition, Phase
-from llamacontroller.status import NodeHealth, Report, SlotCondition, conditions, node_health
+from llamacontroller.status import (
+    NodeHealth,
+    Report,
+    SlotCondition,
+    conditions,
+    fetch_progress_line,
+    node_health,
+    transition_event,
+)
 from llamacontroller.status import observe_pod as observe_at
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -239,3 +248,57 @@ def test_a_crash_within_the_budget_is_a_crash_not_a_slow_load():
     assert observe_pod(backing_off, budget=60).reason == "CrashLoopBackOff"
     running_again = _restarted_after(20, {"running": {"startedAt": "2026-01-01T11:59:50Z"}})
     assert observe_pod(running_again, budget=60).phase is Phase.LOADING
+
+
+def _fetching_pod(fetch_state, last_state=None):
+    pod = _pod(state={"waiting": {"reason": "PodInitializing"}})
+    fetch = {"name": "fetch", "state": fetch_state, "lastState": last_state or {}}
+    pod["status"]["initContainerStatuses"] = [fetch]
+    return pod
+
+
+def test_a_running_fetch_is_downloading_with_its_progress_when_known():
+    pod = _fetching_pod({"running": {"startedAt": "x"}})
+    report = observe_at(pod, NOW, 300, None, "43 % of 4.9 GiB")
+    assert (report.phase, report.reason) == (Phase.DOWNLOADING, "Downloading")
+    assert report.message == "pod p is fetching the model into the models volume: 43 % of 4.9 GiB"
+    assert observe_pod(pod).message == "pod p is fetching the model into the models volume"
+
+
+def test_a_failed_fetch_is_failed_with_its_own_last_words():
+    words = "43 % of 533.5 KiB\nerror: checksum mismatch for http://h/m.gguf: expected sha256 aa, got bb\n"
+    failed = {"terminated": {"exitCode": 2, "reason": "Error", "message": words}}
+    report = observe_pod(_fetching_pod(failed))
+    assert (report.phase, report.reason) == (Phase.FAILED, "FetchFailed")
+    assert report.message == (
+        "fetching the model in pod p failed: "
+        "checksum mismatch for http://h/m.gguf: expected sha256 aa, got bb"
+    )
+    backing_off = observe_pod(_fetching_pod({"waiting": {"reason": "CrashLoopBackOff"}}, failed))
+    assert backing_off.reason == "FetchFailed" and backing_off.message.endswith("; the kubelet tries again")
+    again = observe_pod(_fetching_pod({"running": {"startedAt": "x"}}, failed))
+    assert again.reason == "FetchFailed"  # no flapping to Downloading at each retry
+
+
+def test_a_finished_fetch_hands_over_to_the_server():
+    pod = _fetching_pod({"terminated": {"exitCode": 0, "reason": "Completed"}})
+    pod["status"]["containerStatuses"] = [{"state": {"running": {"startedAt": "x"}}}]
+    assert observe_pod(pod).phase is Phase.LOADING
+
+
+def test_only_the_fetchs_own_progress_lines_reach_the_status():
+    assert fetch_progress_line("resuming at 1.0 MiB\n43 % of 4.9 GiB\n") == "43 % of 4.9 GiB"
+    assert fetch_progress_line("43 % of 4.9 GiB\nthe connection failed: trying again\n") is None
+    assert fetch_progress_line("") is None
+    for done, total in ((0, 10), (5 << 30, 10 << 30), (999, 1000), (7, 7)):
+        assert fetch_progress_line(progress_line(done, total)) == progress_line(done, total)
+
+
+def test_progress_moves_the_status_without_an_event_per_step():
+    step = Report(phase=Phase.DOWNLOADING, reason="Downloading", message="... 44 % of 4.9 GiB")
+    assert transition_event({"phase": "Downloading", "message": "... 43 % of 4.9 GiB"}, step) is None
+    assert transition_event({"phase": "Pending", "message": "x"}, step) == (
+        "Normal",
+        "Downloading",
+        step.message,
+    )

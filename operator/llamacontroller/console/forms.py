@@ -12,6 +12,7 @@ from typing import Any
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.errors import UserError
+from llamacontroller.fetch.layout import model_path
 from llamacontroller.llamanode import LlamaNode
 from llamacontroller.local.plan import local_server
 from llamacontroller.render.children import render_children
@@ -143,7 +144,7 @@ def _estimate_from_agent(
     from llamacontroller.fit.estimate import slot_estimate
     from llamacontroller.fit.report import as_table
 
-    path = children.lm.spec.model.path
+    path = model_path(children.lm.spec.model)
     listed = agent.status.model_file(path)
     if listed is None or listed.facts is None:
         why = listed.error if listed is not None and listed.error else "not among its models"

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Literal
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fetch.layout import model_path
 from llamacontroller.fit.estimate import MiB, Need, slot_estimate
 from llamacontroller.fit.model import EstimateError
 from llamacontroller.fit.report import GiB
@@ -90,7 +91,7 @@ def _not_checked(
     missing = [i for i in sorted(placement.gpus) if status.gpu(i) is None]
     if missing:
         return f"LlamaNode {name} lists no GPU {', '.join(map(str, missing))}"
-    path = lm.spec.model.path
+    path = model_path(lm.spec.model)
     file = status.model_file(path)
     if file is None:
         return f"LlamaNode {name} lists no model file {path} in its models volume"
@@ -165,7 +166,7 @@ def check_fit(
     why = _not_checked(lm, placement, config, node, now)
     if why is not None or node is None:
         return FitVerdict(NOT_CHECKED, f"fit not checked: {why}")
-    facts = node.status.model_file(lm.spec.model.path)
+    facts = node.status.model_file(model_path(lm.spec.model))
     assert facts is not None and facts.facts is not None  # _not_checked said so
     try:
         slot = slot_estimate(lm, placement, config, facts.facts, gpu_count)

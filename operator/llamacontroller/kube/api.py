@@ -34,6 +34,7 @@ LEASES = "/apis/coordination.k8s.io/v1"
 LLAMANODES = f"{LLAMAMODELS}/{NODE_PLURAL}"
 TIMEOUT = 30.0  # seconds a call may take (a watch: to answer its headers) before it counts as failed
 THROTTLE_RETRIES = 5  # a call the server throttles (429, 503 with Retry-After) is tried this often again
+LOG_TIMEOUT_SECONDS = 5.0  # a log tail (the progress of a model fetch) is skipped when slower
 RETRY_AFTER_MAX = 30.0  # seconds: the longest Retry-After honoured
 
 
@@ -365,6 +366,22 @@ class KubeApi:
         path = f"/api/v1/namespaces/{namespace}/pods"
         found = items_of(await self._call("GET", path, params={"fieldSelector": f"metadata.name={name}"}))
         return found[0] if found else None
+
+    async def pod_log_tail(self, namespace: str, name: str, container: str, lines: int = 1) -> str:
+        """The last lines of a container's log, as `kubectl logs --tail` reads them (the API server
+        asks the node's kubelet). Raises ApiError when it cannot say within LOG_TIMEOUT_SECONDS: a
+        log is news, not worth waiting for."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}/log"
+        params = {"container": container, "tailLines": str(lines)}
+        limit = httpx.Timeout(min(LOG_TIMEOUT_SECONDS, self.timeout))
+        try:
+            response = await self.client.get(path, params=params, timeout=limit)
+        except httpx.HTTPError as exc:
+            raise _unreachable(f"GET {path}", exc) from exc
+        log.debug("GET %s: %d", path, response.status_code)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.reason_phrase, response.text[:200])
+        return response.text
 
     async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as it is now (terminating), or None when it is gone already."""

@@ -42,15 +42,18 @@ def strip_llamamodel(obj: Object) -> Object:
 
 def strip_pod(obj: Object) -> Object:
     status = obj.get("status", {})
-    containers = [
-        {key: c[key] for key in ("name", "state", "lastState", "restartCount", "ready") if key in c}
-        for c in status.get("containerStatuses") or []
-    ]
     kept = {key: status[key] for key in ("phase", "reason", "message", "conditions") if key in status}
+    for kind in ("containerStatuses", "initContainerStatuses"):  # init: the fetch of a model source
+        containers = [
+            {key: c[key] for key in ("name", "state", "lastState", "restartCount", "ready") if key in c}
+            for c in status.get(kind) or []
+        ]
+        if containers:
+            kept[kind] = containers
     return {
         "metadata": _metadata(obj, "labels", "annotations", "deletionTimestamp"),
         "spec": {"nodeName": obj.get("spec", {}).get("nodeName")},
-        "status": kept | ({"containerStatuses": containers} if containers else {}),
+        "status": kept,
     }
 
 

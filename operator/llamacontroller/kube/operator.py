@@ -54,12 +54,13 @@ def _status_node(obj: Object | None) -> str | None:
 
 def _looked_at_again(body: Object) -> bool:
     """Whether its next decision may differ while nothing in the cache changes: time alone fails a
-    loading server past its startup budget, and a write the API server refused may pass once
-    something the cache does not hold changed (a ResourceQuota, an admission rule, a RuntimeClass)."""
+    loading server past its startup budget, a download moves on (its progress), and a write the API
+    server refused may pass once something the cache does not hold changed (a ResourceQuota, an
+    admission rule, a RuntimeClass)."""
     status = body.get("status") or {}
     ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     refused = status.get("phase") == "Failed" and any(c.get("reason") == "Refused" for c in ready)
-    return bool(status.get("phase") == "Loading" or refused)
+    return bool(status.get("phase") in ("Loading", "Downloading") or refused)
 
 
 def _generation(obj: Object | None) -> int:

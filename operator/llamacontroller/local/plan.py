@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fetch.layout import model_path
 from llamacontroller.fit.check import TOO_LARGE, check_fit
 from llamacontroller.ledger import server_hash
 from llamacontroller.llamanode import LlamaNode
@@ -76,7 +77,8 @@ def local_server(lm: LlamaModel, config: OperatorConfig, models_dir: Path) -> Lo
     children = render_children(lm, config.model_copy(update={"default_node": LOCAL_NODE}))
     container = children.pod["spec"]["containers"][0]
     placement = children.placement
-    model_file = inside(models_dir, lm.spec.model.path, "spec.model.path")
+    field = "spec.model.source" if lm.spec.model.source else "spec.model.path"
+    model_file = inside(models_dir, model_path(lm.spec.model), field)
     projector = lm.spec.model.projector
     projector_file = inside(models_dir, projector, "spec.model.projector") if projector else None
     here = on_this_machine(children.server, LOCAL_HOST, placement.port, model_file, projector_file)

@@ -21,12 +21,13 @@ import yaml
 
 from llamacontroller.config import OperatorConfig
 from llamacontroller.errors import UserError
+from llamacontroller.fetch.layout import model_path
 from llamacontroller.local import state as state_file
 from llamacontroller.local.gateway import GatewayThread
 from llamacontroller.local.machine import Machine
-from llamacontroller.local.plan import LOCAL_HOST, LocalPlan, plan
+from llamacontroller.local.plan import LOCAL_HOST, LocalPlan, as_local, plan
 from llamacontroller.local.supervisor import Supervisor
-from llamacontroller.resource import KIND
+from llamacontroller.resource import KIND, InvalidSpec, parse_llamamodel
 from llamacontroller.serving.catalog.routing import Route
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,15 @@ def read_llamamodels(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], dict[
 
 
 def model_paths(bodies: Iterable[dict[str, Any]]) -> list[str]:
-    """The model files the LlamaModels name (spec.model.path), as written; before validation."""
-    paths = [((body.get("spec") or {}).get("model") or {}).get("path") for body in bodies]
-    return [path for path in paths if isinstance(path, str)]
+    """The model files of the valid LlamaModels, relative to --models-dir (spec.model.path, or where
+    its source lands)."""
+    paths = []
+    for body in bodies:
+        try:
+            paths.append(model_path(parse_llamamodel(as_local(body)).spec.model))
+        except InvalidSpec:
+            continue  # the plan reports it
+    return paths
 
 
 def preflight(

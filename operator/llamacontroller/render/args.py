@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from llamacontroller.config import OperatorConfig
+from llamacontroller.fetch.layout import model_path
 from llamacontroller.render.gpus import GpuView, gpu_view
 from llamacontroller.resource import LlamaModel, ServerParameters
 from llamacontroller.slots import Placement
@@ -40,7 +41,7 @@ def plan_server(lm: LlamaModel, placement: Placement, config: OperatorConfig) ->
     mount = config.models_volume.mount_path.rstrip("/")
     projector = lm.spec.model.projector
     return ServerPlan(
-        model_file=f"{mount}/{lm.spec.model.path}",
+        model_file=f"{mount}/{model_path(lm.spec.model)}",
         host=POD_HOST,
         port=placement.port,
         gpus=gpu_view(placement, config.gpu_strategy),

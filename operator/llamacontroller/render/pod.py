@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from llamacontroller.config import GpuStrategy, OperatorConfig
+from llamacontroller.fetch.layout import fetch_args
 from llamacontroller.render import names
 from llamacontroller.render.args import ServerPlan, plan_server, server_args
 from llamacontroller.render.gpus import container_env
-from llamacontroller.resource import API_VERSION, KIND, LlamaModel
+from llamacontroller.resource import API_VERSION, KIND, LlamaModel, ModelSource
 from llamacontroller.slots import Placement
 
 MODELS_VOLUME = "models"
@@ -18,6 +19,9 @@ API_KEYS_DIR = "/etc/llamacontroller/api-keys"
 PORT_NAME = "http"
 ADAPTER_PORT_NAME = "ollama"
 ADAPTER_NAME = "adapter"
+FETCH_NAME = "fetch"
+TERMINATION_LOG = "/dev/termination-log"
+HUB_TOKEN_VARIABLE = "HF_TOKEN"
 GPU_RESOURCE = "nvidia.com/gpu"
 STARTUP_PERIOD_SECONDS = 5
 
@@ -169,9 +173,38 @@ def render_adapter(placement: Placement, config: OperatorConfig) -> dict[str, An
     return container
 
 
+def render_fetch(source: ModelSource, config: OperatorConfig) -> dict[str, Any]:
+    """The init container that fetches the model's source into the models volume before llama-server
+    starts: the only container that mounts it read-write. A failure's one line is its termination
+    message, which the operator puts in the status."""
+    mount = config.models_volume.mount_path
+    env: list[dict[str, Any]] = []
+    if config.sources.hub_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": config.sources.hub_endpoint})
+    hub = source.hugging_face
+    if hub is not None and hub.token_secret is not None:
+        ref = {"name": hub.token_secret.name, "key": hub.token_secret.key}
+        env.append({"name": HUB_TOKEN_VARIABLE, "valueFrom": {"secretKeyRef": ref}})
+    container: dict[str, Any] = {
+        "name": FETCH_NAME,
+        "image": config.adapter.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": [*fetch_args(source, mount), "--termination-log", TERMINATION_LOG],
+        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": mount}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": config.sources.security_context,
+    }
+    if env:
+        container["env"] = env
+    if config.sources.resources:
+        container["resources"] = config.sources.resources
+    return container
+
+
 def render_pod_spec(lm: LlamaModel, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
     containers = [render_container(lm, placement, config)]
-    volumes = [{"name": MODELS_VOLUME, **config.models_volume.volume_source()}]
+    source = lm.spec.model.source
+    volumes = [{"name": MODELS_VOLUME, **config.models_volume.volume_source(writable=source is not None)}]
     if config.adapter.enabled:
         containers.append(render_adapter(placement, config))
         if config.api_keys.secret_name:
@@ -179,6 +212,7 @@ def render_pod_spec(lm: LlamaModel, placement: Placement, config: OperatorConfig
     spec: dict[str, Any] = {
         "restartPolicy": "Always",
         "affinity": _node_affinity(placement.node),
+        **({"initContainers": [render_fetch(source, config)]} if source is not None else {}),
         "containers": containers,
         "volumes": volumes,
     }
