@@ -114,6 +114,18 @@ def test_each_crd_is_its_file_in_crds(manifests: list[dict[str, Any]], plural: s
     assert built == yaml.safe_load((REPO / "crds" / f"{plural.removesuffix('s')}.yaml").read_text())
 
 
+def assert_runs_as_the_images_user(spec: dict[str, Any]) -> None:
+    """The Pod runs as the Dockerfile's USER, never root, with the runtime's default seccomp."""
+    (user,) = [i.args for i in of(RUNTIME, "USER")]
+    uid, gid = (int(part) for part in user.split(":"))
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def pod_spec(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return one(manifests, "Deployment", name)["spec"]["template"]["spec"]
 
@@ -176,14 +188,7 @@ def test_the_gateway_command_line_parses(manifests: list[dict[str, Any]]):
 @pytest.mark.parametrize("name", ["llamacontroller-operator", "llamacontroller-gateway"])
 def test_containers_are_hardened_and_sized(manifests: list[dict[str, Any]], name: str):
     spec = pod_spec(manifests, name)
-    (user,) = [i.args for i in of(RUNTIME, "USER")]
-    uid, gid = (int(part) for part in user.split(":"))
-    assert spec["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    assert_runs_as_the_images_user(spec)
     assert spec["serviceAccountName"] == name
     assert spec.get("hostNetwork") is not True and spec.get("hostPID") is not True
     assert not [v for v in spec["volumes"] if "hostPath" in v]
@@ -222,14 +227,7 @@ def test_the_node_agent_runs_on_every_gpu_node_as_the_slot_pods_do(manifests: li
     volume = next(v for v in spec["volumes"] if v["name"] == "models")
     assert {k: v for k, v in volume.items() if k != "name"} == config.models_volume.volume_source()
     assert not [v for v in spec["volumes"] if "hostPath" in v]
-    (user,) = [i.args for i in of(RUNTIME, "USER")]
-    uid, gid = (int(part) for part in user.split(":"))
-    assert spec["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    assert_runs_as_the_images_user(spec)
     assert container["securityContext"] == HARDENED
     writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
     assert writable == ["/tmp"]
