@@ -146,7 +146,7 @@ def test_foreign_use_waits_then_the_pod_comes_once_it_leaves_and_stays_when_it_r
     agent.write()  # the training job ends: the agent's next reading wakes the LlamaModel
     pod = eventually(lambda: kube.one_pod("patient"), what="its pod once the GPU is free")
     eventually(lambda: fit_condition(kube, "patient")["reason"] == "Fits", what="FitsOnSlot=True")
-    assert "PodCreated" in kube.reasons("patient")
+    eventually(lambda: "PodCreated" in kube.reasons("patient"), what="the claim's Event")
 
     # It comes back, and the server starts loading (a change that makes the LlamaModel decided
     # again, with the crowded reading in the cache): the server created keeps its GPU.

@@ -162,7 +162,8 @@ def test_a_crashing_server_backs_off_says_why_and_recovers_by_itself(
     (cluster.options.models_dir / model).hardlink_to(cluster.options.models_dir / "tiny.gguf")
     status = kube.wait_phase("phi", "Ready", "ServerReady", timeout=60)
     assert status["restarts"] >= 2 and status["lastTermination"]["reason"] == "Error"
-    assert {"CrashLoopBackOff", "ServerReady"} <= set(kube.reasons("phi"))
+    # the operator posts the Event after the status it tells of: wait for it
+    eventually(lambda: {"CrashLoopBackOff", "ServerReady"} <= set(kube.reasons("phi")), what="the Events")
 
 
 def test_an_image_that_cannot_be_pulled_is_reported(kube: Kube, operator: OperatorProcess) -> None:
