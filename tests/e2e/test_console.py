@@ -201,17 +201,26 @@ def test_sign_in_look_load_watch_and_unload(
     assert "--port 8088" in command and "--ctx-size 2048" in command and f"/models/{TINY_MODEL}" in command
     page.screenshot(path=str(shots / "console-load.png"), full_page=True)
     assert kube.llamamodel("smol") is None  # a preview writes nothing
-    page.click("#apply")
-    page.wait_for_url(f"{console.url}/ui")
-    page.evaluate(RECORD_PHASES, "gpu-node-1/gpu1")
+    # The node's kubelet holds the new Pod back for a moment (it stops talking to the API server, as
+    # a slow image pull would keep it waiting), so that its Pending outlasts the page's 1 s poll.
+    cluster.lose_node("gpu-node-1")
+    try:
+        page.click("#apply")
+        page.wait_for_url(f"{console.url}/ui")
+        page.evaluate(RECORD_PHASES, "gpu-node-1/gpu1")
+        expect(page.locator('[data-slot="gpu-node-1/gpu1"] .holder > [data-phase]')).to_have_attribute(
+            "data-phase", "Pending", timeout=20_000
+        )
+    finally:
+        cluster.recover_node("gpu-node-1")
     expect(page.locator('[data-slot="gpu-node-1/gpu1"] .holder > [data-phase]')).to_have_attribute(
         "data-phase", "Ready", timeout=READY_MS
     )
-    # The page saw it pass through Pending and/or Loading to Ready, in that order, without a reload
-    # (it polls every second: a Pending shorter than that may pass unseen)...
+    # The page saw it go from Pending (through Loading, unless that lasted less than a poll) to
+    # Ready, in that order, without a reload...
     seen = page.evaluate("window.__phases")
     order = ["Pending", "Loading", "Ready"]
-    assert seen[-1] == "Ready" and len(seen) >= 2 and [p for p in order if p in seen] == seen, seen
+    assert seen[0] == "Pending" and seen[-1] == "Ready" and [p for p in order if p in seen] == seen, seen
     # ... and the operator's Events record each transition: Pending (PodCreated), Loading, Ready.
     reasons = eventually(lambda: (r := kube.reasons("smol")) and r[-1] == "ServerReady" and r, what="events")
     assert "ConsoleLoad" in reasons, reasons
