@@ -387,10 +387,13 @@ def test_a_lost_node_becomes_unknown_and_its_pods_keep_running(
             what="node-b tainted unreachable",
         )
         assert get_url(f"http://{ip}:{HTTP_PORT}/") == 200  # the processes go on
+        # ... but its kubelet API is out of reach with the node.
+        assert cluster.kubectl("logs", "-n", pods.namespace, "survivor", check=False).returncode != 0
     finally:
         cluster.recover_node("node-b")
     eventually(lambda: ready_condition() == "True", timeout=30, what="node-b Ready again")
     eventually(lambda: pods.ready("survivor"), timeout=30, what="the Pod Ready again")
+    assert '"GET / HTTP/1.1" 200' in cluster.kubectl("logs", "-n", pods.namespace, "survivor").stdout
 
 
 def golden_children(namespace: str, node: str, model_file: str) -> tuple[dict[str, Any], dict[str, Any]]:
