@@ -120,7 +120,8 @@ class LocalCluster:
         return self.control_plane.paused(program)
 
     def container_log(self, namespace: str, pod: str, container: str, run: int | None = None) -> str:
-        """A container's output (its latest run unless ``run`` says which), as ``kubectl logs``."""
+        """A container's output (its latest run unless ``run`` says which), read from the agent's
+        files (also once the Pod is gone; ``kubectl logs`` reads it through the kubelet API)."""
         folders = sorted((self.directory / "agent" / "pods").glob(f"{namespace}_{pod}_*/{container}"))
         if not folders:
             return ""
@@ -237,9 +238,16 @@ class LocalCluster:
             write_kubeconfig(
                 self.directory / f"node-{node.name}.kubeconfig", credentials, f"system:node:{node.name}"
             )
+            kubelet = None
+            if not node.passive:  # a passive node runs nothing: no logs to serve
+                kubelet = await asyncio.to_thread(
+                    control_plane.kubelet_serving, node.name, network.node_address(index)
+                )
             client = KubeClient(credentials, f"nodeagent/{node.name}")
             self._clients.append(client)
-            agent = NodeAgent(node, index, client, network, settings, api_server, self.options.heartbeat)
+            agent = NodeAgent(
+                node, index, client, network, settings, api_server, self.options.heartbeat, kubelet
+            )
             self.agents[node.name] = agent
             self._spawn(agent.run(), f"agent {node.name}")
         if self.options.service_hosts:

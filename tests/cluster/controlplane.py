@@ -5,7 +5,9 @@ kube-scheduler as local processes, built by build.sh.
 * kube-apiserver with TLS (pki.py), client-certificate authentication, ``Node,RBAC`` authorization,
   the default admission plugins plus NodeRestriction (``admission_plugins``), a service-account issuer
   and signing key, and an audit log (every request at Metadata level, JSON lines in ``audit.log``:
-  ``audit_events()``, from an ``audit_mark()`` on);
+  ``audit_events()``, from an ``audit_mark()`` on); it reaches the node agents' kubelet API (logs) at
+  their InternalIP with its kubelet client certificate (``KUBELET_CLIENT_USER``) and verifies their
+  serving certificates (``kubelet_serving``) against the cluster's CA;
 * kube-controller-manager with an explicit list of controllers (garbage collector, namespaces,
   service accounts and their tokens, endpoint slices, node lifecycle and taint eviction, Pod GC,
   Deployments/ReplicaSets, the root CA publisher, the PersistentVolume binder and the volumes'
@@ -43,6 +45,7 @@ import yaml
 from tests.cluster.binaries import bin_dir
 from tests.cluster.component import Component, wait_until
 from tests.cluster.kubeapi import Credentials
+from tests.cluster.kubeletapi import KubeletServing
 from tests.cluster.pki import KeyPair, Pki
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -71,6 +74,8 @@ AUDIT_POLICY = {
     "rules": [{"level": "Metadata"}],
 }
 RUNTIME_CLASSES = {"nvidia": "nvidia"}  # the project's Pods name runtimeClassName: nvidia
+# Who the API server is to the kubelets (kubeadm's name for its certificate's user).
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -173,6 +178,14 @@ class ControlPlane:
         assert self.pki is not None, "the control plane is not started"
         pair = self.pki.client(name, user, groups)
         return Credentials(self.server, self.ca_file, pair.cert, pair.key)
+
+    def kubelet_serving(self, node: str, address: str) -> KubeletServing:
+        """What a node's kubelet API serves with: a certificate for its InternalIP (and name) from
+        the cluster's CA, which the API server verifies, and the API server's kubelet client as the
+        one user it answers."""
+        assert self.pki is not None, "the control plane is not started"
+        pair = self.pki.server(f"kubelet-{node}", ips=[address], dns_names=[node])
+        return KubeletServing(pair.cert, pair.key, self.pki.ca.cert, frozenset({KUBELET_CLIENT_USER}))
 
     @property
     def admin(self) -> Credentials:
@@ -280,6 +293,7 @@ class ControlPlane:
         assert self.pki is not None
         policy = self.directory / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        kubelet_client = self.pki.client("apiserver-kubelet-client", KUBELET_CLIENT_USER)
         loopback = self.options.bind_address.startswith("127.")
         apiserver = self._component(
             "kube-apiserver",
@@ -302,6 +316,12 @@ class ControlPlane:
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
+                # The kubelet API (pods/log): its client certificate, the CA of the kubelets' serving
+                # certificates, and the InternalIP (a test node's name resolves nowhere).
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={self.pki.ca.cert}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.directory / 'apiserver-certs'}",
                 # A loopback advertise address cannot be an endpoint of the `kubernetes` Service.
                 f"--endpoint-reconciler-type={'none' if loopback else 'lease'}",

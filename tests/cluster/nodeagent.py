@@ -15,6 +15,8 @@ What it does, as the kubelet does:
   start; initContainerStatuses and the Initialized condition), status through
   pods/status, graceful deletion (SIGTERM, SIGKILL at the deadline, then delete with grace 0 and a
   UID precondition);
+* serves the kubelet API's ``/containerLogs`` over HTTPS on its InternalIP and the kubelet port it
+  writes in ``daemonEndpoints`` (kubeletapi.py), so ``kubectl logs`` and ``pods/log`` work;
 * can lose its node (``disconnect``): no heartbeat, no API traffic at all, while the processes go on,
   as behind a network partition; ``reconnect`` resumes and resyncs by listing again.
 
@@ -24,8 +26,9 @@ limited: OOMKilled never happens), securityContext, sidecar init containers (res
 an init container) and ephemeral containers, volumes other than the folders it is given by mountPath
 (the models volume: the Pod sees it at the same path through a bind mount), projected
 service-account tokens, envFrom and configMapKeyRef, terminationMessagePath files,
-lifecycle hooks, ``kubectl logs``/``exec`` (no kubelet API; the logs are files, see pods.py) and
-Pod resource accounting (the scheduler does that from the Node's allocatable).
+lifecycle hooks, the rest of the kubelet API (``kubectl exec``, ``attach``, ``port-forward``, stats)
+and Pod resource accounting (the scheduler does that from the Node's allocatable). A passive node
+serves no kubelet API.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 import httpx
 
 from tests.cluster.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, KubeClient, Reflector
+from tests.cluster.kubeletapi import KubeletServer, KubeletServing, LogSource
 from tests.cluster.network import ClusterNetwork
 from tests.cluster.pods import AgentSettings, PodWorker, log_failure
 from tests.cluster.podstatus import now_rfc3339, status_patch
@@ -125,6 +129,7 @@ class NodeAgent:
         settings: AgentSettings,
         api_server: tuple[str, int],
         heartbeat: Heartbeat,
+        kubelet: KubeletServing | None = None,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -135,6 +140,12 @@ class NodeAgent:
         self.settings = settings
         self.api_server = api_server
         self.heartbeat = heartbeat
+        # The kubelet API (logs), on the node's address; none for a passive node, which runs nothing.
+        self.kubelet = (
+            KubeletServer(self.address, kubelet, self.pod_containers, self.is_connected)
+            if kubelet is not None and not node.passive
+            else None
+        )
         self.workers: dict[str, PodWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self._connected = asyncio.Event()
@@ -158,6 +169,8 @@ class NodeAgent:
 
     async def run(self) -> None:
         await asyncio.to_thread(self.network.add_node_address, self.index)
+        if self.kubelet is not None:
+            await self.kubelet.start()
         await self._register()
         self.registered.set()
         self._start_watch()
@@ -189,6 +202,8 @@ class NodeAgent:
         """Stops every Pod's processes and removes their sandboxes (no API writes)."""
         if self._watch is not None:
             self._watch.cancel()
+        if self.kubelet is not None:
+            await self.kubelet.close()
         for worker in self.workers.values():
             await worker.shutdown()
         await asyncio.gather(*self._worker_tasks.values(), return_exceptions=True)
@@ -229,7 +244,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": self.address},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet.port if self.kubelet else 0}},
             "nodeInfo": {
                 "machineID": f"{self.name}-machine",
                 "systemUUID": f"{self.name}-uuid",
@@ -354,6 +369,16 @@ class NodeAgent:
         await self.client.patch(
             f"{path}/status", status_patch(pod["metadata"]["uid"], status), STRATEGIC_MERGE_PATCH
         )
+
+    def pod_containers(self, namespace: str, name: str) -> dict[str, LogSource] | None:
+        """The containers (init containers too) of the Pod the node runs under this name, for the
+        kubelet API; None if it runs none (of two, the one still in the API: a Pod re-created under
+        the same name while the old one stops)."""
+        found = [w for w in self.workers.values() if w.namespace == namespace and w.name == name]
+        if not found:
+            return None
+        worker = next((w for w in reversed(found) if not w.removed), found[-1])
+        return {c.name: c for c in [*worker.init_containers, *worker.containers]}
 
     def _start_worker(self, pod: dict[str, Any]) -> None:
         worker = PodWorker(self, pod)

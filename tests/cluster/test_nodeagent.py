@@ -4,6 +4,7 @@ scheduled by the real scheduler, and nodes lost to the real node-lifecycle contr
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -21,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from llamacontroller.demo_model import write_demo_model
 from tests.cluster.cluster import LocalCluster
 from tests.cluster.fixtures import TEST_IMAGE
+from tests.cluster.kubeletapi import KUBELET_PORT
 
 T = TypeVar("T")
 HTTP_PORT = 8080
@@ -384,10 +387,13 @@ def test_a_lost_node_becomes_unknown_and_its_pods_keep_running(
             what="node-b tainted unreachable",
         )
         assert get_url(f"http://{ip}:{HTTP_PORT}/") == 200  # the processes go on
+        # ... but its kubelet API is out of reach with the node.
+        assert cluster.kubectl("logs", "-n", pods.namespace, "survivor", check=False).returncode != 0
     finally:
         cluster.recover_node("node-b")
     eventually(lambda: ready_condition() == "True", timeout=30, what="node-b Ready again")
     eventually(lambda: pods.ready("survivor"), timeout=30, what="the Pod Ready again")
+    assert '"GET / HTTP/1.1" 200' in cluster.kubectl("logs", "-n", pods.namespace, "survivor").stdout
 
 
 def golden_children(namespace: str, node: str, model_file: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -549,3 +555,94 @@ def test_env_from_a_secret_is_read_by_the_node_and_a_missing_one_is_a_config_err
     assert (
         eventually(config_error, what="CreateContainerConfigError")["message"] == 'secret "nothing" not found'
     )
+
+
+def kubelet_get(cluster: LocalCluster, node: str, path: str, client_cert: str | None) -> httpx.Response:
+    """A request to the node's kubelet API, its serving certificate verified against the cluster's
+    CA, with the named client certificate of the cluster's PKI (None: without one)."""
+    assert cluster.control_plane is not None and cluster.control_plane.pki is not None
+    pki = cluster.control_plane.pki
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    if client_cert:
+        context.load_cert_chain(pki.directory / f"{client_cert}.crt", pki.directory / f"{client_cert}.key")
+    agent = cluster.agent(node)
+    assert agent.kubelet is not None
+    with httpx.Client(verify=context, trust_env=False, timeout=10) as http:
+        return http.get(f"https://{agent.address}:{agent.kubelet.port}{path}")
+
+
+def test_kubectl_logs_reads_a_containers_runs_through_the_kubelet_api(
+    cluster: LocalCluster, pods: Pods, kube_api: client.ApiClient
+) -> None:
+    setup = python_container('print("setup: models in place")', name="setup")
+    script = """
+        import os, sys, time
+        first = not os.path.exists("ran-once")
+        open("ran-once", "a").close()
+        run = "first" if first else "second"
+        for line in range(5):
+            print(f"{run} run, line {line}")
+        if first:
+            sys.exit(1)
+        time.sleep(3600)
+    """
+    pods.create(pod_body("talker", [python_container(script)], initContainers=[setup], nodeName="node-a"))
+    eventually(
+        lambda: (s := pods.container("talker", "main")).get("restartCount") == 1 and "running" in s["state"],
+        what="running again after its first run failed",
+    )
+    logs = ["logs", "-n", pods.namespace, "talker"]
+    current = eventually(lambda: "line 4" in (out := cluster.kubectl(*logs, "-c", "main").stdout) and out)
+    assert current == "".join(f"second run, line {n}\n" for n in range(5))
+    assert current == cluster.container_log(pods.namespace, "talker", "main")
+    assert (
+        cluster.kubectl(*logs, "-c", "main", "--tail=2").stdout == "second run, line 3\nsecond run, line 4\n"
+    )
+    assert cluster.kubectl(*logs, "-c", "main", "--limit-bytes=10").stdout == "second run"
+    assert cluster.kubectl(*logs, "-c", "main", "--previous").stdout == "".join(
+        f"first run, line {n}\n" for n in range(5)
+    )
+    assert cluster.kubectl(*logs, "-c", "setup").stdout == "setup: models in place\n"
+    refused = cluster.kubectl(*logs, "-c", "setup", "--previous", check=False)
+    assert 'previous terminated container "setup" in pod "talker" not found' in refused.stderr
+    untimed = cluster.kubectl(*logs, "-c", "main", "--timestamps", check=False)
+    assert untimed.returncode != 0 and "does not record when each line was written" in untimed.stderr
+
+    # The API server found the kubelet where the Node says, and proved who it was.
+    node = client.CoreV1Api(kube_api).read_node("node-a")
+    agent = cluster.agent("node-a")
+    assert (
+        agent.kubelet is not None and node.status.daemon_endpoints.kubelet_endpoint.port == agent.kubelet.port
+    )
+    assert agent.kubelet.port == KUBELET_PORT
+
+    # The kubelet API answers the API server's kubelet client only, and 404 what it does not run.
+    path = f"/containerLogs/{pods.namespace}/talker/main?tailLines=1"
+    answer = kubelet_get(cluster, "node-a", path, "apiserver-kubelet-client")
+    assert (answer.status_code, answer.text) == (200, "second run, line 4\n")
+    assert kubelet_get(cluster, "node-a", path, None).status_code == 401
+    forbidden = kubelet_get(cluster, "node-a", path, "admin")
+    assert forbidden.status_code == 403 and "user=admin" in forbidden.text
+    unknown = kubelet_get(
+        cluster, "node-a", f"/containerLogs/{pods.namespace}/talker/nope", "apiserver-kubelet-client"
+    )
+    assert (unknown.status_code, unknown.text) == (404, 'container "nope" not found in pod "talker"')
+    elsewhere = kubelet_get(cluster, "node-b", path, "apiserver-kubelet-client")
+    assert (elsewhere.status_code, elsewhere.text) == (404, 'pod "talker" does not exist')
+
+
+def test_kubectl_logs_follow_streams_a_run_until_it_ends(cluster: LocalCluster, pods: Pods) -> None:
+    script = """
+        import sys, time
+        for tick in range(8):
+            print(f"tick {tick}")
+            time.sleep(0.4)
+        print("done")
+    """
+    pods.create(pod_body("ticker", [python_container(script)], restartPolicy="Never", nodeName="node-b"))
+    eventually(lambda: "tick 0" in cluster.container_log(pods.namespace, "ticker", "main"), what="ticking")
+    began = time.monotonic()
+    followed = cluster.kubectl("logs", "-n", pods.namespace, "ticker", "-f")
+    assert followed.stdout.endswith("tick 7\ndone\n"), followed.stdout
+    assert followed.stdout == cluster.container_log(pods.namespace, "ticker", "main")
+    assert time.monotonic() - began > 1.0  # it waited for the lines written after it asked

@@ -1,5 +1,5 @@
 """The node agent's kubelet rules that need no cluster: command lines, backoff, phase, the hosts file,
-the address plan."""
+the address plan, the kubelet API's log options."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import pytest
 
 from tests.cluster.cluster import ClusterOptions, LocalCluster
 from tests.cluster.images import Image, ImageNotFound, ImageTable, command_line, expand
+from tests.cluster.kubeletapi import (
+    LogOptions,
+    LogRequestError,
+    certificate_user,
+    log_run,
+    parse_log_options,
+    tail_lines,
+)
 from tests.cluster.network import MAX_NODES, MAX_PASSIVE_NODES, ClusterNetwork, NetworkError
 from tests.cluster.nodeagent import TestNode
 from tests.cluster.pods import backoff_delay, exit_code, termination_message
@@ -121,3 +129,65 @@ def test_passive_nodes_past_the_250th_have_addresses_but_no_pods(tmp_path: Path)
     LocalCluster(tmp_path, ClusterOptions(nodes=(*many, TestNode("last", passive=True))))
     with pytest.raises(ValueError, match="nodes must be passive"):
         LocalCluster(tmp_path, ClusterOptions(nodes=(*many, TestNode("active"))))
+
+
+def test_log_options_are_the_ones_the_api_server_forwards() -> None:
+    assert parse_log_options({}) == LogOptions()
+    query = {"tailLines": ["40"], "limitBytes": ["65536"], "previous": ["true"], "stream": ["All"]}
+    assert parse_log_options(query) == LogOptions(tail_lines=40, limit_bytes=65536, previous=True)
+    assert parse_log_options({"follow": ["true"], "timestamps": ["false"]}) == LogOptions(follow=True)
+    assert parse_log_options({"tail": ["3"]}).tail_lines == 3  # the kubelet's older name
+    assert parse_log_options({"tail": ["all"], "tailLines": ["3"]}).tail_lines is None
+    refused = [
+        ({"timestamps": ["true"]}, 400, "does not record when each line was written"),
+        ({"sinceSeconds": ["10"]}, 400, "does not record when each line was written"),
+        ({"stream": ["Stdout"]}, 400, "stdout and stderr in one file"),
+        ({"tailLines": ["x"]}, 400, "Unable to decode query"),
+        ({"previous": ["maybe"]}, 400, "Unable to decode query"),
+        ({"tailLines": ["-1"]}, 422, "Invalid request"),
+        ({"limitBytes": ["0"]}, 422, "Invalid request"),
+    ]
+    for query, status, words in refused:
+        with pytest.raises(LogRequestError, match=words) as error:
+            parse_log_options(query)
+        assert error.value.status == status, query
+
+
+def test_tail_lines_counts_an_unfinished_last_line() -> None:
+    data = b"one\ntwo\nthree\n"
+    assert tail_lines(data, None) == data
+    assert tail_lines(data, 0) == b""
+    assert tail_lines(data, 1) == b"three\n"
+    assert tail_lines(data, 2) == b"two\nthree\n"
+    assert tail_lines(data, 9) == data
+    assert tail_lines(b"one\ntwo", 1) == b"two"
+    assert tail_lines(b"", 3) == b""
+
+
+def test_the_log_of_a_run_is_chosen_by_the_kubelets_rules() -> None:
+    def record(state: str, restarts: int = 0, ever_ran: bool = True, reason: str = "") -> ContainerRecord:
+        found = ContainerRecord(name="c", image="i", state=state, restart_count=restarts, ever_ran=ever_ran)
+        found.waiting_reason = reason or found.waiting_reason
+        return found
+
+    assert log_run(record("running"), previous=False, pod="p") == 0
+    assert log_run(record("running", 2), previous=False, pod="p") == 2
+    assert log_run(record("running", 2), previous=True, pod="p") == 1
+    assert log_run(record("terminated", 1), previous=True, pod="p") == 0
+    # Backing off after run 3 ended: that run is both the current log and lastState's.
+    assert log_run(record("waiting", 3, reason="CrashLoopBackOff"), previous=False, pod="p") == 3
+    assert log_run(record("waiting", 3, reason="CrashLoopBackOff"), previous=True, pod="p") == 3
+    with pytest.raises(LogRequestError, match='previous terminated container "c" in pod "p" not found'):
+        log_run(record("running"), previous=True, pod="p")
+    with pytest.raises(
+        LogRequestError, match='container "c" in pod "p" is waiting to start: PodInitializing'
+    ):
+        log_run(record("waiting", ever_ran=False, reason="PodInitializing"), previous=False, pod="p")
+    with pytest.raises(LogRequestError, match="image can't be pulled"):
+        log_run(record("waiting", ever_ran=False, reason="ErrImagePull"), previous=False, pod="p")
+
+
+def test_the_certificate_user_is_its_common_name() -> None:
+    subject = ((("organizationName", "system:nodes"),), (("commonName", "system:node:a"),))
+    assert certificate_user({"subject": subject}) == "system:node:a"
+    assert certificate_user({}) is None and certificate_user(None) is None

@@ -1,11 +1,13 @@
 """A LlamaModel with spec.model.source on the test cluster: its Pod's init container (the project's
 image, `llamacontroller fetch`, run by the node agent) fetches the file from a file server on the
 cluster's network into the models volume, and llama-server serves it; the status says Downloading
-meanwhile, and a checksum that does not match fails the LlamaModel with both hashes."""
+meanwhile, with the progress the fetch logs (read through the API server and the node agent's
+kubelet API), and a checksum that does not match fails the LlamaModel with both hashes."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from llamacontroller.demo_model import write_demo_model
 from llamacontroller.fetch import layout
+from llamacontroller.fetch.progress import human_size
 from tests.cluster.cluster import LocalCluster
 from tests.support.builders import arg, lm, write_settings
 from tests.support.components import OperatorProcess
@@ -52,13 +55,25 @@ def test_two_llamamodels_with_one_url_source_fetch_it_once_and_serve_it(
     assert models is not None
     sha = hashlib.sha256(model).hexdigest()
     source = {"url": files.add_file("/models/fresh.gguf", model), "sha256": sha}
-    files.served.delay = 0.1  # about a second: long enough to be seen downloading, and to overlap
+    # A 64 KiB chunk a second: about 9 s, long enough for the operator (it looks every second) to
+    # show the fetch's progress, and for the second Pod's fetch to wait for the first.
+    files.served.delay = 1.0
     kube.apply(
         lm("first", model={"source": source}, gpu={"mode": "single", "gpuId": 0}),
         lm("second", model={"name": "second", "source": source}, gpu={"mode": "single", "gpuId": 1}),
     )
     downloading = kube.wait_phase("first", "Downloading", "Downloading", timeout=60)
-    assert downloading["message"].startswith(f"pod {kube.one_pod('first')['metadata']['name']} is fetching")
+    fetching = f"pod {kube.one_pod('first')['metadata']['name']} is fetching the model into the models volume"
+    assert downloading["message"].startswith(fetching)
+    # The progress is the last line of the fetch's log, which the operator reads through pods/log.
+    progress = re.compile(re.escape(fetching) + r": (\d{1,3}) % of " + re.escape(human_size(len(model))))
+
+    def showing_progress() -> re.Match[str] | None:
+        status = kube.status("first")
+        return progress.fullmatch(status.get("message", "")) if status.get("phase") == "Downloading" else None
+
+    shown = eventually(showing_progress, timeout=30, what="the fetch's progress in the status")
+    assert 0 <= int(shown.group(1)) <= 100
 
     for name in ("first", "second"):
         kube.wait_phase(name, "Ready", "ServerReady", timeout=120)
