@@ -1,7 +1,7 @@
 """Shared test options and fixtures.
 
 The suites that need Kubernetes (tests/e2e, tests/deploy) share one test cluster for the whole run
-(tests/cluster: a real control plane, node agents that run Pods as local processes): LlamaController
+(tests/cluster: a real control plane, kubelets of our own that run Pods as local processes): LlamaController
 installed as deploy/ installs it (the CRD, the ServiceAccounts and their ClusterRoles), a namespace
 per test, and the operator as a process with its ServiceAccount's token, one per test.
 """

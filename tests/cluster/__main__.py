@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from tests.cluster.cluster import ClusterOptions, LocalCluster
-from tests.cluster.nodeagent import TestNode
+from tests.cluster.kubelet import TestNode
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="CrashLoopBackOff base in seconds (the kubelet's: 10)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the node agents' activity")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the kubelets' activity")
     return parser.parse_args(argv)
 
 

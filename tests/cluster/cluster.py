@@ -1,7 +1,7 @@
-"""A whole test cluster: the network, the control plane, a node agent per test node and the Service
+"""A whole test cluster: the network, the control plane, a kubelet per test node and the Service
 hosts file, started and stopped together.
 
-The agents and the hosts-file updater share one asyncio loop in a thread of their own (so the kernel
+The kubelets and the hosts-file updater share one asyncio loop in a thread of their own (so the kernel
 stops the Pods' processes if that thread dies); the methods here are called from any thread.
 """
 
@@ -24,9 +24,9 @@ import httpx
 from tests.cluster.controlplane import ControlPlane, ControlPlaneOptions, write_kubeconfig
 from tests.cluster.images import Image, project_images
 from tests.cluster.kubeapi import KubeClient
+from tests.cluster.kubelet import Heartbeat, Kubelet, TestNode
 from tests.cluster.network import MAX_NODES, ClusterNetwork, netns_exec, require_root
-from tests.cluster.nodeagent import Heartbeat, NodeAgent, TestNode
-from tests.cluster.pods import AgentSettings
+from tests.cluster.pods import KubeletSettings
 from tests.cluster.services import BASE_HOSTS, ServiceHosts
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ MODELS_MOUNT_PATH = "/models"
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """The nodes and how their agents behave. Defaults suit tests: a 1 s CrashLoopBackOff base and
+    """The nodes and how their kubelets behave. Defaults suit tests: a 1 s CrashLoopBackOff base and
     1 s lease renewals (the control plane's node grace period is 8 s)."""
 
     nodes: Sequence[TestNode] = (TestNode("node-1"),)
@@ -66,7 +66,7 @@ class LocalCluster:
                 )
         self.network: ClusterNetwork | None = None
         self.control_plane: ControlPlane | None = None
-        self.agents: dict[str, NodeAgent] = {}
+        self.kubelets: dict[str, Kubelet] = {}
         self.startup_seconds: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -96,23 +96,23 @@ class LocalCluster:
         assert self.network is not None, "the cluster is not started"
         return self.network.client_hosts_file
 
-    def agent(self, node: str) -> NodeAgent:
-        return self.agents[node]
+    def kubelet(self, node: str) -> Kubelet:
+        return self.kubelets[node]
 
     def lose_node(self, node: str) -> None:
         """The node stops talking to the API (no heartbeats, no status), its processes go on."""
-        self._call(self.agents[node].disconnect)
+        self._call(self.kubelets[node].disconnect)
 
     def recover_node(self, node: str) -> None:
-        self._call(self.agents[node].reconnect)
+        self._call(self.kubelets[node].reconnect)
 
     def write_pod_status(self, namespace: str, pod: str, status: dict[str, Any]) -> None:
         """Writes a Pod's status as the kubelet of its (passive) node would: see TestNode.passive."""
         assert self.control_plane is not None, "the cluster is not started"
         found = self.control_plane.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}") or {}
         node = (found.get("spec") or {}).get("nodeName")
-        assert node in self.agents, f"pod {namespace}/{pod} is not bound to a test node ({node})"
-        self._run(self.agents[node].write_pod_status(namespace, pod, status), timeout=30)
+        assert node in self.kubelets, f"pod {namespace}/{pod} is not bound to a test node ({node})"
+        self._run(self.kubelets[node].write_pod_status(namespace, pod, status), timeout=30)
 
     def paused(self, program: str) -> contextlib.AbstractContextManager[None]:
         """Holds a control-plane program still for a while (``with cluster.paused("kube-scheduler")``)."""
@@ -120,7 +120,7 @@ class LocalCluster:
         return self.control_plane.paused(program)
 
     def container_log(self, namespace: str, pod: str, container: str, run: int | None = None) -> str:
-        """A container's output (its latest run unless ``run`` says which), read from the agent's
+        """A container's output (its latest run unless ``run`` says which), read from the kubelet's
         files (also once the Pod is gone; ``kubectl logs`` reads it through the kubelet API)."""
         folders = sorted((self.directory / "agent" / "pods").glob(f"{namespace}_{pod}_*/{container}"))
         if not folders:
@@ -138,7 +138,7 @@ class LocalCluster:
     def create_models_claim(self, namespace: str, claim: str = "llama-models", timeout: float = 30.0) -> None:
         """A bound PersistentVolumeClaim for the models volume (the operator's default Pods mount the
         claim ``llama-models``; the scheduler places no Pod whose claim is unbound). Its
-        PersistentVolume is a hostPath of the models folder, which every node agent maps anyway."""
+        PersistentVolume is a hostPath of the models folder, which every kubelet maps anyway."""
         assert self.control_plane is not None and self.options.models_dir is not None
         volume = f"models-{namespace}-{claim}"
         access = ["ReadOnlyMany", "ReadWriteOnce"]
@@ -210,12 +210,12 @@ class LocalCluster:
         )
         mark = time.monotonic()
         self._start_loop()
-        self._run(self._start_agents())
+        self._run(self._start_kubelets())
         self.startup_seconds["nodes"] = time.monotonic() - mark
 
-    def _settings(self) -> AgentSettings:
+    def _settings(self) -> KubeletSettings:
         mounts = {MODELS_MOUNT_PATH: self.options.models_dir} if self.options.models_dir else {}
-        return AgentSettings(
+        return KubeletSettings(
             images=project_images().with_entries(self.options.images),
             state_dir=self.directory / "agent",
             mounts=mounts,
@@ -223,7 +223,7 @@ class LocalCluster:
             backoff_max=self.options.backoff_max,
         )
 
-    async def _start_agents(self) -> None:
+    async def _start_kubelets(self) -> None:
         assert self.control_plane is not None and self.network is not None
         control_plane, network = self.control_plane, self.network
         settings = self._settings()
@@ -238,35 +238,37 @@ class LocalCluster:
             write_kubeconfig(
                 self.directory / f"node-{node.name}.kubeconfig", credentials, f"system:node:{node.name}"
             )
-            kubelet = None
+            serving = None
             if not node.passive:  # a passive node runs nothing: no logs to serve
-                kubelet = await asyncio.to_thread(
+                serving = await asyncio.to_thread(
                     control_plane.kubelet_serving, node.name, network.node_address(index)
                 )
-            client = KubeClient(credentials, f"nodeagent/{node.name}")
+            client = KubeClient(credentials, f"kubelet/{node.name}")
             self._clients.append(client)
-            agent = NodeAgent(
-                node, index, client, network, settings, api_server, self.options.heartbeat, kubelet
+            kubelet = Kubelet(
+                node, index, client, network, settings, api_server, self.options.heartbeat, serving
             )
-            self.agents[node.name] = agent
-            self._spawn(agent.run(), f"agent {node.name}")
+            self.kubelets[node.name] = kubelet
+            self._spawn(kubelet.run(), f"kubelet {node.name}")
         if self.options.service_hosts:
             hosts_client = KubeClient(control_plane.admin, "service-hosts")
             self._clients.append(hosts_client)
             self._spawn(ServiceHosts(hosts_client, network.client_hosts_file).run(), "service hosts")
-        timeout = 60 + 0.2 * len(self.agents)  # a few hundred nodes register in tens of seconds
-        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in self.agents.values())), timeout)
+        timeout = 60 + 0.2 * len(self.kubelets)  # a few hundred nodes register in tens of seconds
+        await asyncio.wait_for(
+            asyncio.gather(*(a.registered.wait() for a in self.kubelets.values())), timeout
+        )
         await asyncio.to_thread(self._wait_nodes_ready, timeout)
 
     def _wait_nodes_ready(self, timeout: float = 60.0) -> None:
         """Until every Node is Ready without the not-ready taints of the lifecycle controller."""
         assert self.control_plane is not None
         deadline = time.monotonic() + timeout
-        names = set(self.agents)
+        names = set(self.kubelets)
         while time.monotonic() < deadline:
             try:
                 listed = self.control_plane.request("GET", "/api/v1/nodes") or {}
-            except httpx.TimeoutException:  # hundreds of agents registering at once: ask again
+            except httpx.TimeoutException:  # hundreds of kubelets registering at once: ask again
                 continue
             ready = {node["metadata"]["name"] for node in listed.get("items", []) if _node_ready(node)}
             if names <= ready:
@@ -283,7 +285,7 @@ class LocalCluster:
             loop.call_soon(started.set)
             loop.run_forever()
 
-        self._thread = threading.Thread(target=serve, name="test-cluster-agents", daemon=True)
+        self._thread = threading.Thread(target=serve, name="test-cluster-kubelets", daemon=True)
         self._thread.start()
         started.wait()
 
@@ -303,12 +305,12 @@ class LocalCluster:
         self._run(call())
 
     def stop(self) -> None:
-        """Stops the Pods' processes, the agents, the control plane, and removes the network."""
+        """Stops the Pods' processes, the kubelets, the control plane, and removes the network."""
         if self._loop is not None and self._thread is not None:
             try:
-                self._run(self._stop_agents(), timeout=60)
+                self._run(self._stop_kubelets(), timeout=60)
             except (concurrent.futures.TimeoutError, RuntimeError) as error:
-                log.error("stopping the node agents: %r", error)
+                log.error("stopping the kubelets: %r", error)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop = self._thread = None
@@ -318,8 +320,10 @@ class LocalCluster:
             self.network.destroy()
             self.network = None
 
-    async def _stop_agents(self) -> None:
-        await asyncio.gather(*(agent.shutdown() for agent in self.agents.values()), return_exceptions=True)
+    async def _stop_kubelets(self) -> None:
+        await asyncio.gather(
+            *(kubelet.shutdown() for kubelet in self.kubelets.values()), return_exceptions=True
+        )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

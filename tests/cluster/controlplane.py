@@ -5,7 +5,7 @@ kube-scheduler as local processes, built by build.sh.
 * kube-apiserver with TLS (pki.py), client-certificate authentication, ``Node,RBAC`` authorization,
   the default admission plugins plus NodeRestriction (``admission_plugins``), a service-account issuer
   and signing key, and an audit log (every request at Metadata level, JSON lines in ``audit.log``:
-  ``audit_events()``, from an ``audit_mark()`` on); it reaches the node agents' kubelet API (logs) at
+  ``audit_events()``, from an ``audit_mark()`` on); it reaches the kubelets' kubelet API (logs) at
   their InternalIP with its kubelet client certificate (``KUBELET_CLIENT_USER``) and verifies their
   serving certificates (``kubelet_serving``) against the cluster's CA;
 * kube-controller-manager with an explicit list of controllers (garbage collector, namespaces,
@@ -17,7 +17,7 @@ kube-scheduler as local processes, built by build.sh.
 
 Each program is its own process group with its log in ``logs/<program>.log``; ``stop`` ends them
 all, ``paused(name)`` holds one still for a while. ``admin_kubeconfig`` is a client certificate of
-``system:masters``; ``client_credentials`` makes other identities (the node agents use
+``system:masters``; ``client_credentials`` makes other identities (the kubelets use
 ``system:node:<name>``) and ``service_account_kubeconfig`` a kubeconfig with a TokenRequest token of
 a ServiceAccount.
 """

@@ -21,7 +21,7 @@ from kubernetes import client, config
 
 from tests.cluster.cluster import ClusterOptions, LocalCluster
 from tests.cluster.images import Image
-from tests.cluster.nodeagent import TestNode
+from tests.cluster.kubelet import TestNode
 
 TEST_IMAGE = "test.local/python:3"  # runs this Python: args are the interpreter's
 TEST_IMAGES = {"test.local/python:*": Image([sys.executable])}

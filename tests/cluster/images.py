@@ -49,7 +49,7 @@ class ImageTable:
         for pattern, entry in self.entries.items():
             if fnmatch.fnmatchcase(image, pattern):
                 return entry
-        raise ImageNotFound(f'image "{image}" is not in the node agent\'s image table')
+        raise ImageNotFound(f'image "{image}" is not in the kubelet\'s image table')
 
     def with_entries(self, entries: Mapping[str, Image]) -> ImageTable:
         """A table where ``entries`` come first (so they win), then these."""

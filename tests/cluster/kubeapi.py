@@ -1,4 +1,4 @@
-"""A small asyncio client of the Kubernetes API (httpx) for the node agents and the Service stand-in.
+"""A small asyncio client of the Kubernetes API (httpx) for the kubelets and the Service stand-in.
 
 It speaks JSON, strategic merge patches and watches; ``Reflector`` lists, then watches from the
 list's resourceVersion, and lists again when the API answers 410 Gone (or the stream breaks), telling

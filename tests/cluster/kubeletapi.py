@@ -15,7 +15,7 @@ As the kubelet:
   the container's run is chosen from its status by the kubelet's rules (``log_run``), with its
   error texts (400), and an unknown Pod or container is 404;
 * only GET (405 otherwise); any other path is 404;
-* a lost node's (``NodeAgent.disconnect``) kubelet API is out of reach: connections end unanswered.
+* a lost node's (``Kubelet.disconnect``) kubelet API is out of reach: connections end unanswered.
 
 Not done: ``timestamps``, ``sinceSeconds`` and ``sinceTime`` (the agent keeps no time per line: the
 output goes straight to the file) and a split of stdout from stderr (one file holds both) are
@@ -46,9 +46,9 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 TRUE_VALUES = ("true", "1", "True", "TRUE")
 FALSE_VALUES = ("false", "0", "False", "FALSE", "")
 UNRECORDED = {
-    "timestamps": "timestamps: the test node agent does not record when each line was written",
-    "sinceSeconds": "sinceSeconds: the test node agent does not record when each line was written",
-    "sinceTime": "sinceTime: the test node agent does not record when each line was written",
+    "timestamps": "timestamps: the test kubelet does not record when each line was written",
+    "sinceSeconds": "sinceSeconds: the test kubelet does not record when each line was written",
+    "sinceTime": "sinceTime: the test kubelet does not record when each line was written",
 }
 
 
@@ -108,7 +108,7 @@ def parse_log_options(query: Mapping[str, Sequence[str]]) -> LogOptions:
     stream = query.get("stream", ["All"])[-1]
     if stream != "All":
         raise LogRequestError(
-            400, f"stream {stream!r}: the test node agent keeps stdout and stderr in one file (only All)"
+            400, f"stream {stream!r}: the test kubelet keeps stdout and stderr in one file (only All)"
         )
     return LogOptions(
         tail_lines=_count(query, "tailLines", 0),

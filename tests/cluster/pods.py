@@ -1,5 +1,5 @@
 """A Pod on a test node: its sandbox (a network namespace), its containers as local processes, their
-probes and restarts, its status, and its graceful deletion. The node agent runs one per Pod.
+probes and restarts, its status, and its graceful deletion. The kubelet runs one per Pod.
 
 A container is started as
 ``setpriv --pdeathsig KILL -- ip netns exec <pod namespace> [unshare --mount ... mount --bind] <argv>``:
@@ -55,8 +55,8 @@ MOUNT_SCRIPT = (
 
 
 @dataclass
-class AgentSettings:
-    """How a node agent runs Pods. The kubelet's backoff is 10 s doubling to 300 s; tests shorten it."""
+class KubeletSettings:
+    """How a kubelet runs Pods. The kubelet's backoff is 10 s doubling to 300 s; tests shorten it."""
 
     images: ImageTable
     state_dir: Path
@@ -70,14 +70,14 @@ class AgentSettings:
 
 
 class NodeContext(Protocol):
-    """What a Pod needs from its node agent."""
+    """What a Pod needs from its kubelet."""
 
     name: str
     index: int
     address: str
     client: KubeClient
     network: ClusterNetwork
-    settings: AgentSettings
+    settings: KubeletSettings
     api_server: tuple[str, int]
 
     async def wait_connected(self) -> None: ...
@@ -86,7 +86,7 @@ class NodeContext(Protocol):
 
 
 class ContainerConfigError(ValueError):
-    """The container's spec asks for something the node agent cannot provide."""
+    """The container's spec asks for something the kubelet cannot provide."""
 
 
 def backoff_delay(restart: int, base: float, maximum: float) -> float:
@@ -132,7 +132,7 @@ def field_value(pod: Mapping[str, Any], path: str, facts: Mapping[str, str]) -> 
     for prefix, source in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
         if path.startswith(prefix + "['") and path.endswith("']"):
             return str((meta.get(source) or {}).get(path[len(prefix) + 2 : -2], ""))
-    raise ContainerConfigError(f"fieldRef {path!r} is not supported by the node agent")
+    raise ContainerConfigError(f"fieldRef {path!r} is not supported by the kubelet")
 
 
 def secret_refs(container: Mapping[str, Any]) -> set[str]:
@@ -171,7 +171,7 @@ def container_env(
     earlier variables as ``$(NAME)``; ``secretKeyRef`` from ``secrets``, the Secrets it names, read
     by the node). ``envFrom`` and ConfigMap references are refused."""
     if container.get("envFrom"):
-        raise ContainerConfigError("envFrom is not supported by the node agent")
+        raise ContainerConfigError("envFrom is not supported by the kubelet")
     env = dict(base)
     namespace = (pod.get("metadata") or {}).get("namespace", "")
     for var in container.get("env") or []:
@@ -186,7 +186,7 @@ def container_env(
         else:
             source = next(iter(var["valueFrom"]), "?")
             raise ContainerConfigError(
-                f"env {var['name']}: valueFrom.{source} is not supported by the node agent"
+                f"env {var['name']}: valueFrom.{source} is not supported by the kubelet"
             )
     return env
 

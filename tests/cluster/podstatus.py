@@ -1,4 +1,4 @@
-"""A Pod's status as the kubelet reports it, computed from what the node agent knows (pure).
+"""A Pod's status as the kubelet reports it, computed from what the kubelet knows (pure).
 
 Container statuses (state, lastState, ready, started, restartCount, ids), the phase (the kubelet's
 rules, including the terminal phase of a deleted Pod) and the conditions the kubelet owns:
@@ -179,7 +179,7 @@ def pod_status(
     facts: PodFacts,
     init: Sequence[ContainerRecord] = (),
 ) -> dict[str, Any]:
-    """The status the node agent writes through pods/status. While an init container has not
+    """The status the kubelet writes through pods/status. While an init container has not
     succeeded the Pod is Pending (Failed when one failed for good: restartPolicy Never)."""
     phase = pod_phase(restart_policy, records, facts.terminal)
     pending_init = [r for r in init if not (r.state == "terminated" and r.exit_code == 0)]

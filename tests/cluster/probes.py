@@ -129,4 +129,4 @@ async def run_probe(
             return await _exec(probe["exec"].get("command") or [], netns, timeout)
     except ValueError as error:
         return ProbeResult(False, str(error))
-    return ProbeResult(False, "the node agent runs httpGet, tcpSocket and exec probes only")
+    return ProbeResult(False, "the kubelet runs httpGet, tcpSocket and exec probes only")

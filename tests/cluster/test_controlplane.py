@@ -13,7 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.cluster.cluster import LocalCluster
-from tests.cluster.test_nodeagent import eventually
+from tests.cluster.test_kubelet import eventually
 
 
 def test_kubectl_and_the_server_are_1_37(cluster: LocalCluster) -> None:

@@ -1,4 +1,4 @@
-"""The node agent's kubelet rules that need no cluster: command lines, backoff, phase, the hosts file,
+"""The test kubelet's rules that need no cluster: command lines, backoff, phase, the hosts file,
 the address plan, the kubelet API's log options."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 
 from tests.cluster.cluster import ClusterOptions, LocalCluster
 from tests.cluster.images import Image, ImageNotFound, ImageTable, command_line, expand
+from tests.cluster.kubelet import TestNode
 from tests.cluster.kubeletapi import (
     LogOptions,
     LogRequestError,
@@ -18,7 +19,6 @@ from tests.cluster.kubeletapi import (
     tail_lines,
 )
 from tests.cluster.network import MAX_NODES, MAX_PASSIVE_NODES, ClusterNetwork, NetworkError
-from tests.cluster.nodeagent import TestNode
 from tests.cluster.pods import backoff_delay, exit_code, termination_message
 from tests.cluster.podstatus import ContainerRecord, pod_phase
 from tests.cluster.services import hosts_text

@@ -215,7 +215,7 @@ def scenario(kube: Kube, config: Path) -> None:
     )
 
     # A model source: while the Pod's init container fetches it, the operator reads the last line of
-    # its log (its progress, through pods/log and the node agent's kubelet API).
+    # its log (its progress, through pods/log and the test kubelet's API).
     assert kube.cluster.network is not None and kube.cluster.options.models_dir is not None
     seed = int(kube.namespace.rsplit("-", 1)[-1], 16)  # a file no other test fetched this session
     fresh = write_demo_model(kube.cluster.options.models_dir.parent / f"{kube.namespace}.gguf", seed=seed)

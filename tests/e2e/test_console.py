@@ -2,7 +2,7 @@
 cluster: the real operator, and the real gateway with its ServiceAccount bound by deploy/'s RBAC and
 the console components' roles. Sign in (a wrong key refused), see two slots Ready, load a third
 model into a free slot and watch it go Pending, Loading, Ready, read its Events and its server's log
-(through the API server and the node agent's kubelet API), unload it;
+(through the API server and the test kubelet's API), unload it;
 a write without its CSRF token refused. The audit log then shows that RBAC refused the gateway
 nothing and that every verb the console components grant was used.
 
@@ -265,7 +265,7 @@ def test_sign_in_look_load_watch_and_unload(
     page.wait_for_url(f"{console.url}/ui/lm/{kube.namespace}/smol")
     expect(page.locator("#detail")).to_contain_text("ConsoleLoad")
     expect(page.locator("#detail")).to_contain_text("created by console session")
-    # The log is llama-server's own: the API server reads it from the node agent's kubelet API, and
+    # The log is llama-server's own: the API server reads it from the test kubelet's API, and
     # every line shown is one the server wrote into its container's log.
     server_log = page.locator("#detail pre.log")
     expect(server_log).to_contain_text(re.compile(r"\bsrv\b"), timeout=30_000)

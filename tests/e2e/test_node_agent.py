@@ -44,7 +44,7 @@ def server_pid(pod: dict) -> int | None:
     """llama-server's PID, from its container's cgroup (where the node agent finds its Pod); None
     before it runs."""
     root = cgroups.root()
-    assert root is not None, "no cgroups on this machine: the tests' node agent runs as root"
+    assert root is not None, "no cgroups on this machine: the tests' kubelet runs as root"
     procs = root / f"pod{pod['metadata']['uid']}" / SERVER_NAME / "cgroup.procs"
     try:
         pids = procs.read_text().split()

@@ -1,5 +1,5 @@
 """End to end: kubectl applies LlamaModels to a real API server, the real operator reconciles them,
-the real scheduler places their Pods and the node agents run them."""
+the real scheduler places their Pods and the test kubelets run them."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from llamacontroller.demo_model import write_demo_model
 from tests.cluster.cluster import ClusterOptions, LocalCluster
 from tests.cluster.controlplane import ControlPlaneOptions
 from tests.cluster.images import Image
-from tests.cluster.nodeagent import TestNode
+from tests.cluster.kubelet import TestNode
 from tests.support.builders import TINY_MODEL
 from tests.support.kube import stand_in_images
 from tests.support.manifests import kustomize_build

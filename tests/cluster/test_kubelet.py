@@ -1,4 +1,4 @@
-"""The node agent against the real control plane: Pods run as processes, probed, restarted, deleted,
+"""The kubelet against the real control plane: Pods run as processes, probed, restarted, deleted,
 scheduled by the real scheduler, and nodes lost to the real node-lifecycle controller."""
 
 from __future__ import annotations
@@ -456,11 +456,11 @@ def test_an_image_outside_the_table_cannot_be_pulled(cluster: LocalCluster, pods
 def test_a_containers_cgroup_names_its_pod_as_the_kubelets_cgroupfs_driver_does(
     cluster: LocalCluster, pods: Pods, namespace: str
 ) -> None:
-    """What a node agent reads to tell whose a process is (llamacontroller.nodeagent.cgroup)."""
+    """What the project's node agent reads to tell whose a process is (llamacontroller.nodeagent.cgroup)."""
     from llamacontroller.nodeagent.cgroup import pod_uid_of
     from tests.cluster import cgroups
 
-    assert cgroups.available(), "no cgroups on this machine: the tests' node agent runs as root"
+    assert cgroups.available(), "no cgroups on this machine: the tests' kubelet runs as root"
     script = """
         import os, time
         print(os.getpid(), open("/proc/self/cgroup").read().replace(chr(10), "|"), flush=True)
@@ -565,10 +565,10 @@ def kubelet_get(cluster: LocalCluster, node: str, path: str, client_cert: str | 
     context = ssl.create_default_context(cafile=str(pki.ca.cert))
     if client_cert:
         context.load_cert_chain(pki.directory / f"{client_cert}.crt", pki.directory / f"{client_cert}.key")
-    agent = cluster.agent(node)
-    assert agent.kubelet is not None
+    kubelet = cluster.kubelet(node)
+    assert kubelet.api is not None
     with httpx.Client(verify=context, trust_env=False, timeout=10) as http:
-        return http.get(f"https://{agent.address}:{agent.kubelet.port}{path}")
+        return http.get(f"https://{kubelet.address}:{kubelet.api.port}{path}")
 
 
 def test_kubectl_logs_reads_a_containers_runs_through_the_kubelet_api(
@@ -610,11 +610,9 @@ def test_kubectl_logs_reads_a_containers_runs_through_the_kubelet_api(
 
     # The API server found the kubelet where the Node says, and proved who it was.
     node = client.CoreV1Api(kube_api).read_node("node-a")
-    agent = cluster.agent("node-a")
-    assert (
-        agent.kubelet is not None and node.status.daemon_endpoints.kubelet_endpoint.port == agent.kubelet.port
-    )
-    assert agent.kubelet.port == KUBELET_PORT
+    kubelet = cluster.kubelet("node-a")
+    assert kubelet.api is not None and node.status.daemon_endpoints.kubelet_endpoint.port == kubelet.api.port
+    assert kubelet.api.port == KUBELET_PORT
 
     # The kubelet API answers the API server's kubelet client only, and 404 what it does not run.
     path = f"/containerLogs/{pods.namespace}/talker/main?tailLines=1"

@@ -45,7 +45,7 @@ import httpx
 from tests.cluster.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, KubeClient, Reflector
 from tests.cluster.kubeletapi import KubeletServer, KubeletServing, LogSource
 from tests.cluster.network import ClusterNetwork
-from tests.cluster.pods import AgentSettings, PodWorker, log_failure
+from tests.cluster.pods import KubeletSettings, PodWorker, log_failure
 from tests.cluster.podstatus import now_rfc3339, status_patch
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TestNode:
     """A test node: its name, GPU count, extra labels and taints, and the fake machine size the
     scheduler sees (enough for many Pods: nothing is enforced).
 
-    A ``passive`` node's agent registers the node and keeps it Ready, but runs nothing: its Pods stay
+    A ``passive`` node's kubelet registers the node and keeps it Ready, but runs nothing: its Pods stay
     as the scheduler bound them (no container statuses) until a test writes their status as a kubelet
     would (``LocalCluster.write_pod_status``), for what no local process can show (OOMKilled,
     Evicted); it confirms their deletion at once, as a kubelet with no container left to stop."""
@@ -81,7 +81,7 @@ class TestNode:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """How often the agent renews the Lease and reports the Node's status (the kubelet: 10 s and
+    """How often the kubelet renews the Lease and reports the Node's status (the kubelet: 10 s and
     up to 5 min); the node-lifecycle controller's grace period must be longer than the renewal."""
 
     lease_seconds: int = 40
@@ -116,7 +116,7 @@ def node_conditions(previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return conditions
 
 
-class NodeAgent:
+class Kubelet:
     """One test node. ``run`` registers it and serves its Pods until cancelled; ``shutdown`` stops
     every process of the node."""
 
@@ -126,10 +126,10 @@ class NodeAgent:
         index: int,
         client: KubeClient,
         network: ClusterNetwork,
-        settings: AgentSettings,
+        settings: KubeletSettings,
         api_server: tuple[str, int],
         heartbeat: Heartbeat,
-        kubelet: KubeletServing | None = None,
+        serving: KubeletServing | None = None,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -141,9 +141,9 @@ class NodeAgent:
         self.api_server = api_server
         self.heartbeat = heartbeat
         # The kubelet API (logs), on the node's address; none for a passive node, which runs nothing.
-        self.kubelet = (
-            KubeletServer(self.address, kubelet, self.pod_containers, self.is_connected)
-            if kubelet is not None and not node.passive
+        self.api = (
+            KubeletServer(self.address, serving, self.pod_containers, self.is_connected)
+            if serving is not None and not node.passive
             else None
         )
         self.workers: dict[str, PodWorker] = {}
@@ -169,8 +169,8 @@ class NodeAgent:
 
     async def run(self) -> None:
         await asyncio.to_thread(self.network.add_node_address, self.index)
-        if self.kubelet is not None:
-            await self.kubelet.start()
+        if self.api is not None:
+            await self.api.start()
         await self._register()
         self.registered.set()
         self._start_watch()
@@ -202,8 +202,8 @@ class NodeAgent:
         """Stops every Pod's processes and removes their sandboxes (no API writes)."""
         if self._watch is not None:
             self._watch.cancel()
-        if self.kubelet is not None:
-            await self.kubelet.close()
+        if self.api is not None:
+            await self.api.close()
         for worker in self.workers.values():
             await worker.shutdown()
         await asyncio.gather(*self._worker_tasks.values(), return_exceptions=True)
@@ -244,7 +244,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": self.address},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet.port if self.kubelet else 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.api.port if self.api else 0}},
             "nodeInfo": {
                 "machineID": f"{self.name}-machine",
                 "systemUUID": f"{self.name}-uuid",
@@ -362,7 +362,7 @@ class NodeAgent:
         """A status for one of a passive node's Pods, written as its kubelet would: a strategic merge
         patch of pods/status with the node's own credentials (the Node authorizer and NodeRestriction
         judge it), conditions merged by type, container statuses replaced."""
-        assert self.node.passive, f"node {self.name} runs its Pods: its agent writes their status"
+        assert self.node.passive, f"node {self.name} runs its Pods: its kubelet writes their status"
         path = f"/api/v1/namespaces/{namespace}/pods/{name}"
         pod = await self.client.get(path)
         assert pod["spec"].get("nodeName") == self.name, f"pod {namespace}/{name} is not on {self.name}"
