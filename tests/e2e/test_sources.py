@@ -62,15 +62,23 @@ def test_two_llamamodels_with_one_url_source_fetch_it_once_and_serve_it(
         lm("first", model={"source": source}, gpu={"mode": "single", "gpuId": 0}),
         lm("second", model={"name": "second", "source": source}, gpu={"mode": "single", "gpuId": 1}),
     )
-    downloading = kube.wait_phase("first", "Downloading", "Downloading", timeout=60)
-    fetching = f"pod {kube.one_pod('first')['metadata']['name']} is fetching the model into the models volume"
-    assert downloading["message"].startswith(fetching)
-    # The progress is the last line of the fetch's log, which the operator reads through pods/log.
-    progress = re.compile(re.escape(fetching) + r": (\d{1,3}) % of " + re.escape(human_size(len(model))))
+    fetching = {}
+    for name in ("first", "second"):
+        downloading = kube.wait_phase(name, "Downloading", "Downloading", timeout=60)
+        pod = kube.one_pod(name)["metadata"]["name"]
+        fetching[name] = f"pod {pod} is fetching the model into the models volume"
+        assert downloading["message"].startswith(fetching[name])
+    # The progress is the last line of the fetch's log, which the operator reads through pods/log:
+    # of whichever fetch took the volume's lock first (the other waits for it, and says so).
+    size = re.escape(human_size(len(model)))
 
     def showing_progress() -> re.Match[str] | None:
-        status = kube.status("first")
-        return progress.fullmatch(status.get("message", "")) if status.get("phase") == "Downloading" else None
+        for name in ("first", "second"):
+            status = kube.status(name)
+            progress = re.compile(re.escape(fetching[name]) + r": (\d{1,3}) % of " + size)
+            if status.get("phase") == "Downloading" and (shown := progress.fullmatch(status["message"])):
+                return shown
+        return None
 
     shown = eventually(showing_progress, timeout=30, what="the fetch's progress in the status")
     assert 0 <= int(shown.group(1)) <= 100
